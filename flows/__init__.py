@@ -1,0 +1,1 @@
+"""Prefect flows: short stories of named tasks."""

@@ -1,0 +1,1 @@
+"""What backups and WAL exist, read from the repository itself."""

@@ -1,0 +1,143 @@
+"""Backup manifests and ship marks: small self-checksummed JSON documents.
+
+A manifest is written last, after every object it lists, so its presence is
+what makes a backup real.  It carries a SHA-256 over its own canonical JSON:
+a reader rejects a manifest that was truncated or edited by hand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pitrflow.errors import RepositoryError
+
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    name: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class BackupManifest:
+    id: str
+    instance: str
+    engine: str
+    type: str  # "full" | "incremental"
+    parent: str | None
+    start_time: datetime
+    stop_time: datetime
+    start_lsn: int
+    stop_lsn: int
+    timeline: int
+    server_version: int
+    system_identifier: str
+    segment_size: int
+    files: tuple[FileEntry, ...]
+    database_size_bytes: int
+    duration_seconds: float
+    compression: str
+    tool_version: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+    def file(self, name: str) -> FileEntry | None:
+        return next((f for f in self.files if f.name == name), None)
+
+
+@dataclass(frozen=True)
+class Mark:
+    """Everything up to `lsn` on `timeline` is shipped; server time `time`."""
+
+    instance: str
+    timeline: int
+    lsn: int
+    time: datetime
+    last_segment: str
+
+
+def _canonical(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+def _seal(kind: str, body: dict[str, Any]) -> bytes:
+    doc = {"format": FORMAT, "kind": kind, **body}
+    doc["checksum"] = hashlib.sha256(_canonical(doc)).hexdigest()
+    return json.dumps(doc, sort_keys=True, indent=1, default=str).encode()
+
+
+def _unseal(kind: str, data: bytes, key: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(data)
+        recorded = doc.pop("checksum")
+    except (ValueError, KeyError, AttributeError):
+        raise RepositoryError(f"{key} is not a valid pitrflow {kind}",
+                              "it may be damaged; run pitr verify") from None
+    if hashlib.sha256(_canonical(doc)).hexdigest() != recorded:
+        raise RepositoryError(f"{key} fails its own checksum",
+                              "it was damaged or edited; run pitr verify")
+    if doc.get("kind") != kind or doc.get("format") != FORMAT:
+        raise RepositoryError(f"{key} is not a format-{FORMAT} {kind}",
+                              "was it written by a newer pitrflow?")
+    return doc
+
+
+def dump_manifest(manifest: BackupManifest) -> bytes:
+    body = asdict(manifest)
+    body["start_time"] = manifest.start_time.isoformat()
+    body["stop_time"] = manifest.stop_time.isoformat()
+    return _seal("backup", body)
+
+
+def load_manifest(data: bytes, key: str) -> BackupManifest:
+    doc = _unseal("backup", data, key)
+    try:
+        return BackupManifest(
+            id=doc["id"], instance=doc["instance"], engine=doc["engine"], type=doc["type"],
+            parent=doc["parent"],
+            start_time=datetime.fromisoformat(doc["start_time"]),
+            stop_time=datetime.fromisoformat(doc["stop_time"]),
+            start_lsn=int(doc["start_lsn"]), stop_lsn=int(doc["stop_lsn"]),
+            timeline=int(doc["timeline"]), server_version=int(doc["server_version"]),
+            system_identifier=str(doc["system_identifier"]),
+            segment_size=int(doc["segment_size"]),
+            files=tuple(FileEntry(**f) for f in doc["files"]),
+            database_size_bytes=int(doc["database_size_bytes"]),
+            duration_seconds=float(doc["duration_seconds"]),
+            compression=doc["compression"], tool_version=doc["tool_version"],
+            extra=doc.get("extra", {}),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RepositoryError(f"{key} lacks a valid field: {exc}",
+                              "it may be damaged; run pitr verify") from None
+
+
+def dump_mark(mark: Mark) -> bytes:
+    body = asdict(mark)
+    body["time"] = mark.time.isoformat()
+    return _seal("mark", body)
+
+
+def load_mark(data: bytes, key: str) -> Mark:
+    doc = _unseal("mark", data, key)
+    return Mark(instance=doc["instance"], timeline=int(doc["timeline"]), lsn=int(doc["lsn"]),
+                time=datetime.fromisoformat(doc["time"]), last_segment=doc["last_segment"])
+
+
+def dump_record(kind: str, body: dict[str, Any]) -> bytes:
+    """Seal any other small record (drill results, verify results)."""
+    return _seal(kind, body)
+
+
+def load_record(kind: str, data: bytes, key: str) -> dict[str, Any]:
+    return _unseal(kind, data, key)

@@ -1,0 +1,207 @@
+"""The `pitr` command.
+
+`backup`, `ship` and `restore` run the same Prefect flows that deployments
+run, so their runs show in the Prefect UI (or run on Prefect's ephemeral API
+when no server is configured).  `info` and `wal-fetch` are plain and fast:
+PostgreSQL calls wal-fetch once per segment, and neither imports Prefect.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pitrflow.config import Config, load_config
+from pitrflow.errors import PitrError, UsageError
+
+
+def parse_target(text: str) -> datetime | None:
+    if text == "latest":
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"--to {text!r} is not an ISO 8601 time",
+                         "write it like 2026-11-26T09:45:00+00:00, or use latest") from None
+    if value.utcoffset() is None:
+        raise UsageError(f"--to {text} has no timezone offset",
+                         "add one, e.g. 2026-11-26T09:45:00+00:00")
+    return value
+
+
+def _config(args: argparse.Namespace) -> Config:
+    config = load_config(args.config)
+    if getattr(args, "instance", None):
+        config.instance(args.instance)  # refuses an unknown instance before anything runs
+    return config
+
+
+def _quiet_prefect_tracebacks() -> None:
+    """Show a user error as its one line, not as a Prefect traceback."""
+
+    class _Strip(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            if record.exc_info and isinstance(record.exc_info[1], PitrError):
+                record.exc_info = None
+                record.exc_text = None
+            return True
+
+    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs"):
+        for handler in logging.getLogger(name).handlers:
+            handler.addFilter(_Strip())
+
+
+def _run_flow(module: str, name: str, **params: Any) -> Any:
+    import importlib
+
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    flow = getattr(importlib.import_module(module), name)
+    _quiet_prefect_tracebacks()
+    return flow(**params)
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if args.kind == "full":
+        result = _run_flow("flows.backup_full", "backup_full", instance=args.instance,
+                           config_path=str(config.source))
+    else:
+        result = _run_flow("flows.backup_incremental", "backup_incremental",
+                           instance=args.instance, config_path=str(config.source),
+                           allow_full_fallback=not args.no_fallback)
+    print(f"backup {result['id']} ({result['type']}) of {args.instance} complete: "
+          f"{result['size_bytes']} bytes stored")
+    return 0
+
+
+def cmd_ship(args: argparse.Namespace) -> int:
+    config = _config(args)
+    result = _run_flow("flows.ship_logs", "ship_logs", instance=args.instance,
+                       config_path=str(config.source))
+    print(f"shipped {len(result['segments'])} segments of {args.instance}; "
+          f"recoverable up to {result['mark_time']} ({result['mark_lsn']})")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    config = _config(args)
+    target = parse_target(args.to)
+    # Plan and check before starting a flow: a refusal is one line and changes nothing.
+    from pitrflow.catalog.snapshot import read_catalog
+    from pitrflow.render import plan_text
+    from pitrflow.restore.executor import RestoreRequest, preflight
+    from pitrflow.restore.planner import RestoreTarget, plan_restore
+    from pitrflow.storage import open_repository
+
+    plan = plan_restore(read_catalog(open_repository(config.repository), args.instance),
+                        RestoreTarget(target))
+    preflight(plan, RestoreRequest(config.instance(args.instance), Path(args.pgdata).absolute(),
+                                   args.port, config_file=config.source))
+    print(plan_text(plan))
+    result = _run_flow("flows.restore_to_point", "restore_to_point", instance=args.instance,
+                       pgdata=str(Path(args.pgdata).absolute()), target_time=target,
+                       port=args.port, dry_run=args.dry_run, config_path=str(config.source))
+    if args.dry_run:
+        print("dry run: nothing was changed")
+    else:
+        print(result["summary"])
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    config = _config(args)
+    from pitrflow.catalog.snapshot import read_catalog
+    from pitrflow.render import info_dict, info_text
+    from pitrflow.storage import open_repository
+
+    catalog = read_catalog(open_repository(config.repository), args.instance)
+    if args.json:
+        print(json.dumps(info_dict(catalog), indent=2))
+    else:
+        print(info_text(catalog))
+    return 0
+
+
+def cmd_wal_fetch(args: argparse.Namespace) -> int:
+    from pitrflow.restore.walfetch import FATAL, wal_fetch
+
+    repo = None
+    try:
+        if args.config or os.environ.get("PITR_CONFIG"):
+            from pitrflow.storage import open_repository
+
+            repo = open_repository(load_config(args.config).repository)
+        return wal_fetch(repo, args.instance, args.file, Path(args.dest),
+                         spool=Path(args.spool) if args.spool else None, last=args.last)
+    except PitrError as exc:
+        print(exc.one_line(), file=sys.stderr)
+        return FATAL
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pitr", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="configuration file (default: $PITR_CONFIG)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    backup = sub.add_parser("backup", help="take a base backup")
+    backup.add_argument("kind", choices=("full", "incremental"))
+    backup.add_argument("instance")
+    backup.add_argument("--no-fallback", action="store_true",
+                        help="fail instead of taking a full when an incremental is impossible")
+    backup.set_defaults(func=cmd_backup)
+
+    ship = sub.add_parser("ship", help="ship WAL up to now and record a mark")
+    ship.add_argument("instance")
+    ship.set_defaults(func=cmd_ship)
+
+    restore = sub.add_parser("restore", help="restore to a point in time")
+    restore.add_argument("instance")
+    restore.add_argument("--to", required=True, help="ISO 8601 time with offset, or latest")
+    restore.add_argument("--pgdata", required=True, help="new or empty data directory")
+    restore.add_argument("--port", type=int, help="port for the restored instance")
+    restore.add_argument("--dry-run", action="store_true", help="show the plan only")
+    restore.set_defaults(func=cmd_restore)
+
+    info = sub.add_parser("info", help="backups, WAL and the recoverable window")
+    info.add_argument("instance")
+    info.add_argument("--json", action="store_true")
+    info.set_defaults(func=cmd_info)
+
+    fetch = sub.add_parser("wal-fetch", help="restore_command for PostgreSQL")
+    fetch.add_argument("--spool", help="directory of prefetched segments")
+    fetch.add_argument("--last", help="newest segment this restore may use")
+    fetch.add_argument("instance")
+    fetch.add_argument("file", help="%%f")
+    fetch.add_argument("dest", help="%%p")
+    fetch.set_defaults(func=cmd_wal_fetch)
+    return parser
+
+
+class _ArgumentParserExit(Exception):
+    pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except PitrError as exc:
+        print(exc.one_line(), file=sys.stderr)
+        return exc.exit_status
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

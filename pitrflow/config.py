@@ -1,0 +1,242 @@
+"""Typed configuration: load the TOML file, then validate it against a schema.
+
+Every key and its default lives in the schemas below, so a typo surfaces at
+load time as one line naming the dotted key and the file, never deep inside a
+backup.  Passwords never live here: only the name of the environment variable
+(or Prefect Secret block) that holds one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pitrflow.errors import ConfigError
+
+CONFIG_ENV = "PITR_CONFIG"
+_REQUIRED = object()
+_INSTANCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+@dataclass(frozen=True)
+class RepositoryConfig:
+    path: Path | None = None
+    url: str | None = None
+    endpoint_url: str | None = None
+    region: str | None = None
+    storage_class: str | None = None
+    sse: str | None = None
+    sse_kms_key_id: str | None = None
+    credentials_block: str | None = None
+
+    @property
+    def location(self) -> str:
+        return self.url if self.url else str(self.path)
+
+
+@dataclass(frozen=True)
+class InstanceConfig:
+    name: str
+    engine: str
+    host: str
+    port: int = 5432
+    user: str = "postgres"
+    database: str = "postgres"
+    password_env: str | None = None
+    password_block: str | None = None
+    bin_dir: Path | None = None
+    slot: str = ""
+    compress: str = "server"  # server | client | none
+    compress_level: int = 3
+    compress_workers: int = 2
+    run_as: str = "pitrflow"
+    incremental_fallback: bool = True
+    backup_timeout_seconds: int = 6 * 3600
+    ship_timeout_seconds: int = 1800
+    wal_fetch_parallel: int = 4
+
+    @property
+    def slot_name(self) -> str:
+        if self.slot:
+            return self.slot
+        return "pitrflow_" + re.sub(r"[^a-z0-9_]", "_", self.name.lower())
+
+
+@dataclass(frozen=True)
+class Config:
+    source: Path
+    repository: RepositoryConfig
+    instances: dict[str, InstanceConfig] = field(default_factory=dict)
+
+    def instance(self, name: str) -> InstanceConfig:
+        try:
+            return self.instances[name]
+        except KeyError:
+            known = ", ".join(sorted(self.instances)) or "none"
+            raise ConfigError(
+                f"instance {name!r} is not configured in {self.source}",
+                f"configured instances: {known}; add an [instances.{name}] table",
+            ) from None
+
+
+_REPOSITORY_SCHEMA: dict[str, tuple[type, Any]] = {
+    "path": (str, None),
+    "url": (str, None),
+    "endpoint_url": (str, None),
+    "region": (str, None),
+    "storage_class": (str, None),
+    "sse": (str, None),
+    "sse_kms_key_id": (str, None),
+    "credentials_block": (str, None),
+}
+
+_INSTANCE_SCHEMA: dict[str, tuple[type, Any]] = {
+    "engine": (str, _REQUIRED),
+    "host": (str, _REQUIRED),
+    "port": (int, 5432),
+    "user": (str, "postgres"),
+    "database": (str, "postgres"),
+    "password_env": (str, None),
+    "password_block": (str, None),
+    "bin_dir": (str, None),
+    "slot": (str, ""),
+    "compress": (str, "server"),
+    "compress_level": (int, 3),
+    "compress_workers": (int, 2),
+    "run_as": (str, "pitrflow"),
+    "incremental_fallback": (bool, True),
+    "backup_timeout_seconds": (int, 6 * 3600),
+    "ship_timeout_seconds": (int, 1800),
+    "wal_fetch_parallel": (int, 4),
+}
+
+_ENGINES = ("postgresql",)
+_COMPRESS = ("server", "client", "none")
+
+
+def _check_table(
+    raw: Any, schema: dict[str, tuple[type, Any]], dotted: str, source: Path
+) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{dotted} in {source} must be a table", f"write it as [{dotted}]")
+    for key in raw:
+        if key not in schema:
+            allowed = ", ".join(sorted(schema))
+            raise ConfigError(
+                f"unknown key {dotted}.{key} in {source}", f"known keys: {allowed}"
+            )
+    values: dict[str, Any] = {}
+    for key, (kind, default) in schema.items():
+        if key not in raw:
+            if default is _REQUIRED:
+                raise ConfigError(
+                    f"missing key {dotted}.{key} in {source}",
+                    f"add {key} = ... to [{dotted}]",
+                )
+            values[key] = default
+            continue
+        value = raw[key]
+        # bool is a subclass of int: refuse `port = true` explicitly.
+        wrong = not isinstance(value, kind) or (kind is int and isinstance(value, bool))
+        if wrong:
+            raise ConfigError(
+                f"{dotted}.{key} in {source} must be {kind.__name__}, got {value!r}",
+                f"fix the value of {key} in [{dotted}]",
+            )
+        values[key] = value
+    return values
+
+
+def _repository(raw: Any, source: Path) -> RepositoryConfig:
+    values = _check_table(raw, _REPOSITORY_SCHEMA, "repository", source)
+    if bool(values["path"]) == bool(values["url"]):
+        raise ConfigError(
+            f"repository in {source} needs exactly one of repository.path or repository.url",
+            'use path = "/var/lib/pitrflow/repo" or url = "s3://bucket/prefix"',
+        )
+    if values["url"] and not str(values["url"]).startswith("s3://"):
+        raise ConfigError(
+            f"repository.url in {source} must start with s3://, got {values['url']!r}",
+            "for a local directory use repository.path",
+        )
+    path = values.pop("path")
+    if path is not None:
+        path = Path(path).expanduser()
+        if not path.is_absolute():
+            path = (source.parent / path).resolve()
+    return RepositoryConfig(path=path, **values)
+
+
+def _instance(name: str, raw: Any, source: Path) -> InstanceConfig:
+    dotted = f"instances.{name}"
+    if not _INSTANCE_NAME.match(name):
+        raise ConfigError(
+            f"instance name {name!r} in {source} is not allowed",
+            "use letters, digits, '_', '.', '-' (it becomes part of repository paths)",
+        )
+    values = _check_table(raw, _INSTANCE_SCHEMA, dotted, source)
+    if values["engine"] not in _ENGINES:
+        raise ConfigError(
+            f"{dotted}.engine in {source} is {values['engine']!r}",
+            f"supported engines: {', '.join(_ENGINES)}",
+        )
+    if values["compress"] not in _COMPRESS:
+        raise ConfigError(
+            f"{dotted}.compress in {source} is {values['compress']!r}",
+            f"use one of: {', '.join(_COMPRESS)}",
+        )
+    if not 1 <= values["port"] <= 65535:
+        raise ConfigError(f"{dotted}.port in {source} is out of range", "use 1-65535")
+    if values["bin_dir"]:
+        values["bin_dir"] = Path(values["bin_dir"])
+    return InstanceConfig(name=name, **values)
+
+
+def parse_config(text: str, source: Path) -> Config:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source} is not valid TOML: {exc}", "fix the syntax") from None
+    for key in raw:
+        if key not in ("repository", "instances"):
+            raise ConfigError(
+                f"unknown top-level key {key} in {source}",
+                "known tables: [repository], [instances.NAME]",
+            )
+    if "repository" not in raw:
+        raise ConfigError(f"missing table [repository] in {source}", 'add path = "..."')
+    instances_raw = raw.get("instances", {})
+    if not isinstance(instances_raw, dict):
+        raise ConfigError(f"instances in {source} must be tables", "use [instances.NAME]")
+    instances = {n: _instance(n, v, source) for n, v in instances_raw.items()}
+    return Config(source=source, repository=_repository(raw["repository"], source),
+                  instances=instances)
+
+
+def resolve_config_path(explicit: str | os.PathLike[str] | None) -> Path:
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get(CONFIG_ENV)
+    if env:
+        return Path(env)
+    raise ConfigError(
+        "no configuration file given",
+        f"pass --config FILE or set {CONFIG_ENV}",
+    )
+
+
+def load_config(explicit: str | os.PathLike[str] | None = None) -> Config:
+    path = resolve_config_path(explicit)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file {path} does not exist",
+                          f"create it or point {CONFIG_ENV} at it") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration file {path}: {exc.strerror}",
+                          "check its permissions") from None
+    return parse_config(text, path.resolve())

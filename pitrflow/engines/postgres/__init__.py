@@ -1,0 +1,1 @@
+"""PostgreSQL engine: command builders, base backups, WAL shipping, recovery."""

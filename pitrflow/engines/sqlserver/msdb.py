@@ -1,0 +1,296 @@
+"""msdb backup history: the one query pitrflow runs and the rows it yields.
+
+SQL Server records every backup in ``msdb.dbo.backupset`` (one row per backup set)
+and ``msdb.dbo.backupmediafamily`` (one row per file: stripe x mirror).  The planner
+works on the join of the two, one ``BackupSetRow`` per file, so a recorded JSON copy
+of those rows is enough to test every restore decision without a server.
+
+msdb stores times as naive server-local ``datetime`` plus ``time_zone``, the offset
+from UTC in 15-minute intervals at backup start (127 = unknown).  The offset moves
+with daylight saving, so local times are only comparable after ``row_times_utc``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from pitrflow.engines.sqlserver.errors import MsdbHistoryError
+
+UNKNOWN_TIME_ZONE = 127
+"""msdb's ``time_zone`` when the server did not know its offset."""
+
+DISK_DEVICE = 2
+"""``backupmediafamily.device_type`` of a disk file; only these can be restored FROM DISK."""
+
+BACKUP_HISTORY_SQL = """\
+SELECT
+    bs.backup_set_id,
+    bs.database_name,
+    bs.type,
+    bs.is_copy_only,
+    bs.first_lsn,
+    bs.last_lsn,
+    bs.checkpoint_lsn,
+    bs.database_backup_lsn,
+    bs.differential_base_lsn,
+    CONVERT(nvarchar(36), bs.differential_base_guid) AS differential_base_guid,
+    CONVERT(nvarchar(36), bs.last_recovery_fork_guid) AS recovery_fork_guid,
+    CONVERT(nvarchar(36), bs.first_recovery_fork_guid) AS first_recovery_fork_guid,
+    bs.backup_start_date,
+    bs.backup_finish_date,
+    bs.time_zone,
+    bs.has_bulk_logged_data,
+    bs.media_set_id,
+    bmf.family_sequence_number,
+    bmf.mirror,
+    bmf.physical_device_name,
+    bms.media_family_count AS family_count,
+    bs.backup_size,
+    bs.position,
+    CONVERT(nvarchar(36), bs.backup_set_uuid) AS backup_set_uuid,
+    bmf.device_type
+FROM msdb.dbo.backupset AS bs
+JOIN msdb.dbo.backupmediafamily AS bmf ON bmf.media_set_id = bs.media_set_id
+JOIN msdb.dbo.backupmediaset AS bms ON bms.media_set_id = bs.media_set_id
+WHERE bs.database_name = ?
+  AND bs.type IN ('D', 'I', 'L')
+ORDER BY bs.backup_set_id, bmf.family_sequence_number, bmf.mirror"""
+"""History of one database (the ``?``), one row per backup file, oldest first.
+
+GUIDs are converted to text so every driver returns the same spelling; LSNs stay
+numeric(25,0) and are read as ``int``.
+"""
+
+
+@dataclass(frozen=True)
+class BackupSetRow:
+    """One file of one backup set: ``backupset`` joined with ``backupmediafamily``.
+
+    ``recovery_fork_guid`` is msdb's ``last_recovery_fork_guid`` (the fork the backup
+    ends on).  ``position`` (``WITH FILE =``), ``backup_set_uuid`` (what a
+    differential's ``differential_base_guid`` names) and ``device_type`` have
+    defaults so older recordings without them still load.
+    """
+
+    backup_set_id: int
+    database_name: str
+    type: str
+    is_copy_only: bool
+    first_lsn: int
+    last_lsn: int
+    checkpoint_lsn: int
+    database_backup_lsn: int | None
+    differential_base_lsn: int | None
+    differential_base_guid: str | None
+    recovery_fork_guid: str | None
+    first_recovery_fork_guid: str | None
+    backup_start_date: datetime
+    backup_finish_date: datetime
+    time_zone: int
+    has_bulk_logged_data: bool
+    media_set_id: int
+    family_sequence_number: int
+    mirror: int
+    physical_device_name: str
+    family_count: int
+    backup_size: int
+    position: int = 1
+    backup_set_uuid: str | None = None
+    device_type: int = DISK_DEVICE
+
+
+def time_zone_offset(time_zone: int) -> timedelta:
+    """msdb's ``time_zone`` (15-minute intervals east of UTC) as a ``timedelta``."""
+    if time_zone == UNKNOWN_TIME_ZONE:
+        raise MsdbHistoryError(
+            "time zone is unknown (msdb time_zone 127)",
+            "pass the server's offset explicitly",
+        )
+    if not -48 <= time_zone <= 48:
+        raise MsdbHistoryError(
+            f"time_zone {time_zone} is outside msdb's range -48..48",
+            "time_zone counts 15-minute intervals east of UTC",
+        )
+    return timedelta(minutes=15 * time_zone)
+
+
+def local_to_utc(local: datetime, time_zone: int) -> datetime:
+    """A naive msdb local time as an aware UTC time."""
+    return (local - time_zone_offset(time_zone)).replace(tzinfo=UTC)
+
+
+def utc_to_local(moment: datetime, time_zone: int) -> datetime:
+    """An aware time as the naive local time of a server at ``time_zone``."""
+    return (moment.astimezone(UTC) + time_zone_offset(time_zone)).replace(tzinfo=None)
+
+
+def row_times_utc(row: BackupSetRow) -> tuple[datetime, datetime]:
+    """The row's start and finish in UTC, using the row's own ``time_zone``.
+
+    Each row carries the offset in force when it was taken, so a chain that crosses
+    a daylight-saving change still orders correctly once converted.
+    """
+    try:
+        offset = time_zone_offset(row.time_zone)
+    except MsdbHistoryError as exc:
+        raise MsdbHistoryError(
+            f"backup set {row.backup_set_id}: {exc.message}",
+            "msdb cannot place this backup in time; record its offset or plan without it",
+        ) from exc
+    start = (row.backup_start_date - offset).replace(tzinfo=UTC)
+    finish = (row.backup_finish_date - offset).replace(tzinfo=UTC)
+    return start, finish
+
+
+def rows_from_json(
+    source: str | os.PathLike[str] | Sequence[Mapping[str, Any]] | Mapping[str, Any],
+) -> list[BackupSetRow]:
+    """Rows from a recording: a JSON file path, or already-parsed JSON.
+
+    The JSON is either a list of row objects or ``{"rows": [...], ...}`` so a
+    recording can carry a description beside its rows.
+    """
+    data: Any = source
+    if isinstance(source, str | os.PathLike):
+        with Path(source).open(encoding="utf-8") as handle:
+            data = json.load(handle)
+    if isinstance(data, Mapping):
+        data = data.get("rows")
+    if not isinstance(data, Sequence) or isinstance(data, str):
+        raise MsdbHistoryError(
+            "msdb recording holds no list of rows",
+            'store a JSON list of row objects, or {"rows": [...]}',
+        )
+    return [row_from_mapping(item, index) for index, item in enumerate(data)]
+
+
+_FIELDS = {field.name: field for field in dataclasses.fields(BackupSetRow)}
+
+
+def row_from_mapping(item: Mapping[str, Any], index: int = 0) -> BackupSetRow:
+    """One row from a mapping of column name to value (JSON or a driver's row).
+
+    Accepts what drivers return (``Decimal`` LSNs, ``datetime``, ``bool`` bits) and
+    what JSON holds (digit strings, ISO times, 0/1).  Unknown columns are refused so
+    a misspelt optional column cannot silently fall back to its default.
+    """
+    if not isinstance(item, Mapping):
+        raise MsdbHistoryError(f"msdb row {index} is not an object", "store rows as objects")
+    where = f"msdb row {index} (backup_set_id {item.get('backup_set_id')})"
+    unknown = sorted(set(item) - set(_FIELDS))
+    if unknown:
+        raise MsdbHistoryError(
+            f"{where}: unknown column {unknown[0]}",
+            f"columns are those of BACKUP_HISTORY_SQL: {', '.join(_FIELDS)}",
+        )
+    values: dict[str, Any] = {}
+    for name, field in _FIELDS.items():
+        if name not in item:
+            if field.default is dataclasses.MISSING:
+                raise MsdbHistoryError(
+                    f"{where}: column {name} is missing",
+                    "record rows with BACKUP_HISTORY_SQL",
+                )
+            continue
+        try:
+            values[name] = _CONVERTERS[name](item[name])
+        except (TypeError, ValueError) as exc:
+            raise MsdbHistoryError(
+                f"{where}: column {name} has bad value {item[name]!r} ({exc})",
+                "LSNs are integers or digit strings, times ISO 8601 without offset, "
+                "GUIDs 36-character text",
+            ) from exc
+    return BackupSetRow(**values)
+
+
+def _as_int(value: Any) -> int:
+    """An integer column; floats are refused because JSON floats lose LSN digits."""
+    if isinstance(value, bool) or isinstance(value, float):
+        raise TypeError("not an exact integer")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, Decimal):
+        if value != value.to_integral_value():
+            raise ValueError("not a whole number")
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value.strip())
+    raise ValueError("not an integer")
+
+
+def _as_optional_int(value: Any) -> int | None:
+    return None if value is None else _as_int(value)
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("0", "1", "true", "false"):
+        return value.strip().lower() in ("1", "true")
+    raise ValueError("not a bit")
+
+
+def _as_local_time(value: Any) -> datetime:
+    """A naive server-local time; an aware one would mean the recorder converted it."""
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+    if moment.tzinfo is not None:
+        raise ValueError("msdb times are naive server-local times")
+    return moment
+
+
+def _as_guid(value: Any) -> str | None:
+    """GUIDs upper-cased in canonical form, the spelling CONVERT(nvarchar) returns."""
+    return None if value is None else str(uuid.UUID(str(value))).upper()
+
+
+def _as_type(value: Any) -> str:
+    text = str(value).strip().upper()
+    if len(text) != 1:
+        raise ValueError("backup type is one letter")
+    return text
+
+
+def _as_str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError("not text")
+    return value
+
+
+_CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    "backup_set_id": _as_int,
+    "database_name": _as_str,
+    "type": _as_type,
+    "is_copy_only": _as_bool,
+    "first_lsn": _as_int,
+    "last_lsn": _as_int,
+    "checkpoint_lsn": _as_int,
+    "database_backup_lsn": _as_optional_int,
+    "differential_base_lsn": _as_optional_int,
+    "differential_base_guid": _as_guid,
+    "recovery_fork_guid": _as_guid,
+    "first_recovery_fork_guid": _as_guid,
+    "backup_start_date": _as_local_time,
+    "backup_finish_date": _as_local_time,
+    "time_zone": _as_int,
+    "has_bulk_logged_data": _as_bool,
+    "media_set_id": _as_int,
+    "family_sequence_number": _as_int,
+    "mirror": _as_int,
+    "physical_device_name": _as_str,
+    "family_count": _as_int,
+    "backup_size": _as_int,
+    "position": _as_int,
+    "backup_set_uuid": _as_guid,
+    "device_type": _as_int,
+}

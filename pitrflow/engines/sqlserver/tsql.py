@@ -1,0 +1,131 @@
+"""T-SQL text for backups and restores, built from values, never run here.
+
+Every name goes through ``quote_name`` and every path or logical file name through
+``quote_string``, so database and file names with ``]``, quotes or spaces cannot
+change the statement.  Each builder returns one statement with no trailing
+semicolon: BACKUP and RESTORE must be sent one at a time, outside a transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+
+from pitrflow.engines.sqlserver.planner import RestoreStep, SqlServerRestorePlan
+
+_SYSNAME_LENGTH = 128
+
+
+def quote_name(name: str) -> str:
+    """``[name]`` with ``]`` doubled, as QUOTENAME does; refuses what it would NULL."""
+    if not name or len(name) > _SYSNAME_LENGTH or "\x00" in name:
+        raise ValueError(f"not a SQL Server identifier: {name!r} (1 to 128 characters, no NUL)")
+    return "[" + name.replace("]", "]]") + "]"
+
+
+def quote_string(text: str) -> str:
+    """``N'text'`` with ``'`` doubled: a Unicode literal, so non-ASCII paths survive."""
+    if "\x00" in text:
+        raise ValueError(f"NUL character in T-SQL string literal: {text!r}")
+    return "N'" + text.replace("'", "''") + "'"
+
+
+def format_stopat(moment: datetime) -> str:
+    """A naive server-local time as STOPAT wants it: ``YYYY-MM-DDTHH:MM:SS.fff``."""
+    if moment.tzinfo is not None:
+        raise ValueError("STOPAT takes the server's local time: convert, then drop tzinfo")
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
+
+
+def _disks(path: str | Sequence[str]) -> str:
+    """``DISK = N'a', DISK = N'b'``: one clause per stripe, in family order."""
+    paths = [path] if isinstance(path, str) else list(path)
+    if not paths or any(not p for p in paths):
+        raise ValueError("a backup device needs at least one non-empty file path")
+    return ", ".join(f"DISK = {quote_string(p)}" for p in paths)
+
+
+def _backup_options(compression: bool, checksum: bool, stats: int | None) -> list[str]:
+    """Options spelled out both ways so a server default cannot change the backup."""
+    options = ["COMPRESSION" if compression else "NO_COMPRESSION"]
+    options.append("CHECKSUM" if checksum else "NO_CHECKSUM")
+    if stats is not None:
+        if not 1 <= stats <= 100:
+            raise ValueError(f"STATS is a percentage from 1 to 100, not {stats}")
+        options.append(f"STATS = {stats}")
+    return options
+
+
+def backup_database_sql(
+    db: str,
+    path: str | Sequence[str],
+    differential: bool = False,
+    compression: bool = True,
+    checksum: bool = True,
+    stats: int | None = 10,
+) -> str:
+    """BACKUP DATABASE to one file, or to several files as stripes."""
+    options = _backup_options(compression, checksum, stats)
+    if differential:
+        options.insert(0, "DIFFERENTIAL")
+    return f"BACKUP DATABASE {quote_name(db)} TO {_disks(path)} WITH {', '.join(options)}"
+
+
+def backup_log_sql(
+    db: str,
+    path: str | Sequence[str],
+    compression: bool = True,
+    checksum: bool = True,
+    stats: int | None = 10,
+) -> str:
+    """BACKUP LOG to one file, or to several files as stripes."""
+    options = _backup_options(compression, checksum, stats)
+    return f"BACKUP LOG {quote_name(db)} TO {_disks(path)} WITH {', '.join(options)}"
+
+
+def restore_filelistonly_sql(path: str | Sequence[str], position: int = 1) -> str:
+    """RESTORE FILELISTONLY: the logical file names a restore must MOVE."""
+    return f"RESTORE FILELISTONLY FROM {_disks(path)} WITH FILE = {_position(position)}"
+
+
+def _position(position: int) -> int:
+    if position < 1:
+        raise ValueError(f"backup set position starts at 1, not {position}")
+    return position
+
+
+def _restore_from(verb: str, db: str, step: RestoreStep, options: list[str]) -> str:
+    head = f"RESTORE {verb} {db} FROM {_disks(step.files)}"
+    return f"{head} WITH {', '.join([f'FILE = {_position(step.position)}', *options])}"
+
+
+def restore_script(
+    plan: SqlServerRestorePlan,
+    new_db_name: str,
+    moves: Mapping[str, str],
+    replace: bool = False,
+) -> list[str]:
+    """The statements that carry out ``plan`` into ``new_db_name``, in order.
+
+    Everything is restored WITH NORECOVERY and recovered by a last statement, so a
+    failed step leaves a database that is visibly restoring, never a half-recovered
+    one.  MOVE only applies to the full (later steps reuse its files).  The same
+    STOPAT goes on every log: SQL Server then refuses any log that would overshoot.
+    """
+    db = quote_name(new_db_name)
+    full_options = ["NORECOVERY"]
+    for logical, physical in moves.items():
+        if not logical or not physical:
+            raise ValueError(f"MOVE needs a logical name and a path: {logical!r} -> {physical!r}")
+        full_options.append(f"MOVE {quote_string(logical)} TO {quote_string(physical)}")
+    if replace:
+        full_options.append("REPLACE")
+    statements = [_restore_from("DATABASE", db, plan.full, full_options)]
+    if plan.differential is not None:
+        statements.append(_restore_from("DATABASE", db, plan.differential, ["NORECOVERY"]))
+    log_options = ["NORECOVERY"]
+    if plan.stopat_local is not None:
+        log_options.append(f"STOPAT = '{format_stopat(plan.stopat_local)}'")
+    statements.extend(_restore_from("LOG", db, log, log_options) for log in plan.logs)
+    statements.append(f"RESTORE DATABASE {db} WITH RECOVERY")
+    return statements

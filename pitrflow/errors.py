@@ -1,0 +1,92 @@
+"""One exception tree for every failure a user can see.
+
+Each class carries a stable code and the CLI's exit status, so scripts and
+monitoring can tell a refused restore from a broken repository without
+parsing text.  Messages are one lowercase line naming the object; the hint
+says what to do.
+"""
+
+from __future__ import annotations
+
+
+class PitrError(Exception):
+    """Base of every error pitrflow reports to a user."""
+
+    code = "pitr-error"
+    exit_status = 1
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def one_line(self) -> str:
+        """The error as the single line the CLI prints."""
+        text = f"error [{self.code}]: {self.message}"
+        if self.hint:
+            text += f" HINT: {self.hint}"
+        return text
+
+
+class ConfigError(PitrError):
+    code = "config"
+    exit_status = 2
+
+
+class UsageError(PitrError):
+    code = "usage"
+    exit_status = 2
+
+
+class ToolNotFoundError(PitrError):
+    code = "tool-not-found"
+    exit_status = 3
+
+
+class ServerError(PitrError):
+    """The database server refused or could not be reached."""
+
+    code = "server"
+    exit_status = 4
+
+
+class CommandFailedError(PitrError):
+    """A child process (pg_basebackup, pg_receivewal, ...) failed."""
+
+    code = "command-failed"
+    exit_status = 5
+
+
+class RepositoryError(PitrError):
+    code = "repository"
+    exit_status = 6
+
+
+class ChecksumMismatchError(RepositoryError):
+    code = "checksum-mismatch"
+
+
+class ObjectNotFoundError(RepositoryError):
+    code = "object-not-found"
+
+
+class WalGapError(PitrError):
+    code = "wal-gap"
+    exit_status = 7
+
+
+class RestoreRefusedError(PitrError):
+    """The planner or executor refused before touching anything."""
+
+    code = "restore-refused"
+    exit_status = 8
+
+
+class RecoveryFailedError(PitrError):
+    code = "recovery-failed"
+    exit_status = 9
+
+
+class BackupRefusedError(PitrError):
+    code = "backup-refused"
+    exit_status = 10

@@ -1,0 +1,1 @@
+"""Restore: a pure planner, and an executor that carries a plan out."""

@@ -1,0 +1,274 @@
+"""Carry out a restore plan: checks first, then fetch, configure, start, wait.
+
+Every refusal happens before the first write.  Once writing starts, the data
+directory is ours (it was empty or absent), so a failure in fetching or
+checksum verification removes what we wrote; a failure during recovery
+leaves the directory and the server log for inspection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import socket
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pitrflow import procs
+from pitrflow.config import InstanceConfig
+from pitrflow.engines.postgres import commands
+from pitrflow.engines.postgres.binaries import PgBinaries, find_binaries
+from pitrflow.engines.postgres.recovery import (
+    RecoverySettings,
+    wait_for_promotion,
+    write_recovery_config,
+)
+from pitrflow.engines.postgres.sysuser import (
+    check_reachable,
+    chown_tree,
+    ensure_system_user,
+    needs_run_as,
+)
+from pitrflow.errors import PitrError, RestoreRefusedError
+from pitrflow.restore.combine import combine_chain
+from pitrflow.restore.fetch import check_restorable_layout, extract_backup, prefetch_wal
+from pitrflow.restore.planner import RestorePlan
+from pitrflow.storage.base import Repository
+
+log = logging.getLogger("pitrflow.restore")
+
+SPOOL_DIR = "pitrflow_wal_spool"
+
+
+@dataclass(frozen=True)
+class RestoreRequest:
+    instance: InstanceConfig
+    pgdata: Path
+    port: int | None = None
+    listen_addresses: str = "localhost"
+    config_file: Path | None = None
+    recovery_timeout: float = 6 * 3600
+
+
+@dataclass
+class RestoreOutcome:
+    plan: RestorePlan
+    pgdata: Path
+    port: int
+    socket_dir: Path
+    run_as: str | None
+    phases: dict[str, float] = field(default_factory=dict)
+    last_transaction: str | None = None
+    stop_reason: str | None = None
+    restore_command_kind: str = ""
+
+    @property
+    def connect_hint(self) -> str:
+        return f'psql "host={self.socket_dir} port={self.port} dbname=postgres"'
+
+    @property
+    def stop_hint(self) -> str:
+        prefix = f"runuser -u {self.run_as} -- " if self.run_as else ""
+        return f"{prefix}pg_ctl -D {self.pgdata} stop"
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def pick_port(start: int = 54320) -> int:
+    for port in range(start, start + 500):
+        if port_is_free(port):
+            return port
+    raise RestoreRefusedError("no free TCP port found from 54320", "pass --port")
+
+
+def _existing_ancestor(path: Path) -> Path:
+    while not path.exists():
+        path = path.parent
+    return path
+
+
+@dataclass(frozen=True)
+class Preflight:
+    port: int
+    bins: PgBinaries
+    run_as: str | None
+    free_bytes: int
+
+
+def preflight(plan: RestorePlan, request: RestoreRequest) -> Preflight:
+    """Every check that can refuse a restore, without changing anything."""
+    pgdata = request.pgdata
+    if pgdata.exists():
+        if not pgdata.is_dir():
+            raise RestoreRefusedError(f"target {pgdata} exists and is not a directory",
+                                      "pass --pgdata with a new or empty directory")
+        if any(pgdata.iterdir()):
+            raise RestoreRefusedError(
+                f"target directory {pgdata} is not empty",
+                "restores never write into a non-empty directory: pass a new or empty one",
+            )
+    for backup in plan.chain:
+        check_restorable_layout(backup)
+    free = shutil.disk_usage(_existing_ancestor(pgdata)).free
+    if free < plan.disk_bytes_needed:
+        raise RestoreRefusedError(
+            f"{_existing_ancestor(pgdata)} has {free / 1e9:.1f} GB free, the restore needs "
+            f"{plan.disk_bytes_needed / 1e9:.1f} GB",
+            "free space or restore to another file system",
+        )
+    port = request.port if request.port is not None else pick_port()
+    if not port_is_free(port):
+        raise RestoreRefusedError(f"port {port} is already in use",
+                                  "pass a free --port for the restored instance")
+    major = plan.backup.server_version // 10000
+    needs = ("pg_ctl", "postgres") + (("pg_combinebackup", "pg_verifybackup")
+                                      if len(plan.chain) > 1 else ())
+    bins = find_binaries(major, request.instance.bin_dir, exact=True, needs=needs)
+    run_as = request.instance.run_as if needs_run_as() else None
+    return Preflight(port, bins, run_as, free)
+
+
+def _socket_dir(pgdata: Path, port: int) -> Path:
+    # Unix socket paths are limited to ~107 bytes.
+    if len(str(pgdata)) + len(f"/.s.PGSQL.{port}") < 100:
+        return pgdata
+    return Path(f"/tmp/pitrflow-{port}")
+
+
+def _restore_command(request: RestoreRequest, plan: RestorePlan, spool: Path,
+                     run_as: str | None) -> tuple[str, str]:
+    """The restore_command, and which kind was chosen (and why)."""
+    last = plan.last_segment or ""
+    plain = f"ln -f '{spool}/%f' '%p' 2>/dev/null || cp '{spool}/%f' '%p'"
+    if request.config_file is None:
+        return plain, "spool copy (no configuration file to hand to pitr wal-fetch)"
+    args = [sys.executable, "-m", "pitrflow.cli", "--config", str(request.config_file),
+            "wal-fetch", "--spool", str(spool)]
+    if last:
+        args += ["--last", last]
+    command = " ".join(f"'{a}'" for a in args) + f" '{request.instance.name}' %f %p"
+    if run_as is not None and not _user_can_run_pitr(run_as, request.config_file):
+        return plain, (f"spool copy: user {run_as} cannot run {sys.executable} or read "
+                       f"{request.config_file}; every planned segment is prefetched")
+    return command, "pitr wal-fetch"
+
+
+def _user_can_run_pitr(user: str, config_file: Path) -> bool:
+    try:
+        probe = procs.run([sys.executable, "-c", "import pitrflow.cli"], user=user,
+                          check=False, what="probe", env={"PYTHONDONTWRITEBYTECODE": "1"})
+        readable = procs.run(["test", "-r", str(config_file)], user=user, check=False,
+                             what="probe")
+    except OSError:
+        return False
+    return probe.returncode == 0 and readable.returncode == 0
+
+
+def execute_restore(plan: RestorePlan, request: RestoreRequest, repo: Repository) -> RestoreOutcome:
+    checks = preflight(plan, request)
+    pgdata = request.pgdata
+    phases: dict[str, float] = {}
+    run_as = checks.run_as
+    if run_as is not None:
+        ensure_system_user(run_as)
+    created = not pgdata.exists()
+    pgdata.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(pgdata, 0o700)
+    if run_as is not None:
+        chown_tree(pgdata, run_as)
+    outcome: RestoreOutcome | None = None
+    try:
+        check_reachable(pgdata, run_as)
+        started = time.monotonic()
+        if len(plan.chain) == 1:
+            extract_backup(repo, plan.chain[0], pgdata, run_as)
+            phases["fetch"] = time.monotonic() - started
+        else:
+            combine_phases = combine_chain(repo, plan.chain, pgdata, checks.bins, run_as)
+            phases.update(combine_phases)
+        started = time.monotonic()
+        spool = pgdata / SPOOL_DIR
+        prefetch_wal(repo, plan.wal, spool, plan.segment_size,
+                     request.instance.wal_fetch_parallel)
+        _prefetch_histories(repo, plan, spool)
+        if run_as is not None:
+            chown_tree(spool, run_as)
+        phases["wal_fetch"] = time.monotonic() - started
+    except BaseException:
+        # Nothing of the source's data may be half-left in a directory we filled.
+        _wipe(pgdata, remove_dir=created)
+        raise
+    socket_dir = _socket_dir(pgdata, checks.port)
+    if socket_dir != pgdata:
+        socket_dir.mkdir(mode=0o700, exist_ok=True)
+        if run_as is not None:
+            chown_tree(socket_dir, run_as)
+    restore_command, kind = _restore_command(request, plan, spool, run_as)
+    log.info("restore_command: %s", kind)
+    settings = RecoverySettings(
+        port=checks.port, listen_addresses=request.listen_addresses, socket_dir=socket_dir,
+        restore_command=restore_command, target_time=plan.target.time,
+        target_timeline=plan.timeline, server_major=plan.backup.server_version // 10000,
+    )
+    write_recovery_config(pgdata, settings)
+    log_dir = pgdata / "log"
+    log_dir.mkdir(exist_ok=True)
+    if run_as is not None:
+        chown_tree(pgdata, run_as)
+    log_file = log_dir / "pitrflow-restore.log"
+    started = time.monotonic()
+    procs.run(commands.pg_ctl_start_argv(checks.bins, pgdata, log_file), user=run_as,
+              timeout=request.recovery_timeout, what="pg_ctl start", check=False)
+    result = wait_for_promotion(pgdata, log_file, request.recovery_timeout)
+    phases["replay_and_start"] = time.monotonic() - started
+    shutil.rmtree(spool, ignore_errors=True)
+    outcome = RestoreOutcome(
+        plan=plan, pgdata=pgdata, port=checks.port, socket_dir=socket_dir, run_as=run_as,
+        phases=phases, last_transaction=result.last_transaction,
+        stop_reason=result.stop_reason, restore_command_kind=kind,
+    )
+    return outcome
+
+
+def _prefetch_histories(repo: Repository, plan: RestorePlan, spool: Path) -> None:
+    from pitrflow.restore.walfetch import wal_fetch
+
+    for tli in range(2, plan.timeline + 1):
+        name = f"{tli:08X}.history"
+        wal_fetch(repo, plan.instance, name, spool / name)
+
+
+def _wipe(pgdata: Path, remove_dir: bool) -> None:
+    if remove_dir:
+        shutil.rmtree(pgdata, ignore_errors=True)
+        return
+    for child in pgdata.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                child.unlink()
+
+
+def stop_instance(pgdata: Path, bins: PgBinaries, run_as: str | None) -> None:
+    procs.run(commands.pg_ctl_stop_argv(bins, pgdata), user=run_as, timeout=120,
+              what="pg_ctl stop", check=False)
+
+
+def scratch_name() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+__all__ = ["PitrError", "RestoreOutcome", "RestoreRequest", "execute_restore", "preflight"]

@@ -1,0 +1,203 @@
+"""The restore planner: pure, from a catalog snapshot to a plan with reasons.
+
+It never touches a server or a disk, so every refusal can be unit-tested and
+shown by a dry run before anything is written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from pitrflow.catalog.manifest import BackupManifest
+from pitrflow.catalog.snapshot import Catalog
+from pitrflow.engines.postgres.walnames import format_lsn
+from pitrflow.errors import RestoreRefusedError, UsageError
+from pitrflow.restore.timelines import required_segments, span_of, timeline_path
+from pitrflow.storage.layout import MarkEntry, WalEntry
+
+
+@dataclass(frozen=True)
+class RestoreTarget:
+    """A timezone-aware time, or None for the newest mark ("latest")."""
+
+    time: datetime | None
+
+    def __post_init__(self) -> None:
+        if self.time is not None and self.time.utcoffset() is None:
+            raise UsageError(
+                f"target time {self.time.isoformat()} has no timezone",
+                "give an offset, e.g. 2026-11-26T09:45:00+00:00",
+            )
+
+    @property
+    def is_latest(self) -> bool:
+        return self.time is None
+
+    def describe(self) -> str:
+        return "latest" if self.time is None else self.time.isoformat()
+
+
+@dataclass
+class RestorePlan:
+    instance: str
+    target: RestoreTarget
+    chain: list[BackupManifest]
+    wal: list[WalEntry]
+    timeline: int
+    end_mark: MarkEntry | None
+    window_from: datetime | None
+    window_to: datetime | None
+    segment_size: int
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def backup(self) -> BackupManifest:
+        """The newest backup of the chain: its consistent point starts replay."""
+        return self.chain[-1]
+
+    @property
+    def wal_bytes(self) -> int:
+        return sum(e.size for e in self.wal)
+
+    @property
+    def wal_replay_bytes(self) -> int:
+        return len(self.wal) * self.segment_size
+
+    @property
+    def last_segment(self) -> str | None:
+        return self.wal[-1].segment if self.wal else None
+
+    @property
+    def disk_bytes_needed(self) -> int:
+        """Local disk the restore will use at its peak."""
+        data = self.backup.database_size_bytes
+        if len(self.chain) > 1:
+            # Each link is unpacked before pg_combinebackup writes the result.
+            data += sum(b.database_size_bytes for b in self.chain)
+        return data + self.wal_replay_bytes
+
+
+@dataclass(frozen=True)
+class Window:
+    start: datetime | None
+    end: datetime | None
+
+
+def _chain_of(backup: BackupManifest, catalog: Catalog) -> tuple[list[BackupManifest], str | None]:
+    chain = [backup]
+    current = backup
+    while current.parent is not None:
+        parent = catalog.backup(current.parent)
+        if parent is None:
+            why = catalog.rejected.get(current.parent, "not in the repository")
+            return chain, f"backup {current.id} needs {current.parent}, which is unusable: {why}"
+        if parent.timeline != current.timeline:
+            return chain, (f"backup {current.id} is on timeline {current.timeline} but its "
+                           f"parent {parent.id} is on timeline {parent.timeline}")
+        chain.append(parent)
+        current = parent
+    chain.reverse()
+    return chain, None
+
+
+def recoverable_window(catalog: Catalog) -> Window:
+    """From the earliest restorable backup's consistent point to the newest mark."""
+    starts = [b.stop_time for b in catalog.backups if _chain_of(b, catalog)[1] is None]
+    start = min(starts) if starts else None
+    end = catalog.newest_mark.time if catalog.newest_mark else None
+    if start is not None and end is not None and end < start:
+        end = None
+    return Window(start, end)
+
+
+def _end_mark(catalog: Catalog, target: RestoreTarget) -> MarkEntry | None:
+    if target.time is None:
+        return catalog.newest_mark
+    return next((m for m in catalog.marks if m.time >= target.time), None)
+
+
+def plan_restore(catalog: Catalog, target: RestoreTarget) -> RestorePlan:
+    if not catalog.backups:
+        raise RestoreRefusedError(
+            f"instance {catalog.instance} has no complete backup in the repository",
+            f"take one with: pitr backup full {catalog.instance}",
+        )
+    window = recoverable_window(catalog)
+    if target.time is not None:
+        if window.start is None:
+            raise RestoreRefusedError(
+                f"no backup of {catalog.instance} has a complete chain",
+                "run pitr info to see which backups are unusable and why",
+            )
+        if target.time < window.start:
+            raise RestoreRefusedError(
+                f"target {target.describe()} is before the earliest recoverable point "
+                f"{window.start.isoformat()}",
+                "pick a later target; pitr info shows the recoverable window",
+            )
+        if window.end is None or target.time > window.end:
+            newest = window.end.isoformat() if window.end else "none yet"
+            raise RestoreRefusedError(
+                f"target {target.describe()} is after the newest shipped WAL mark ({newest})",
+                f"run pitr ship {catalog.instance} first, or pick an earlier target",
+            )
+    end_mark = _end_mark(catalog, target)
+    reasons: list[str] = []
+    if end_mark is not None:
+        tli = end_mark.timeline
+    else:
+        newest = catalog.newest_backup_on()
+        assert newest is not None
+        tli = newest.timeline
+        reasons.append("no WAL has been shipped yet: restoring the newest backup as it ended")
+    path = timeline_path(tli, catalog.histories)
+
+    candidates = [
+        b for b in reversed(catalog.backups)
+        if (target.time is None or b.stop_time <= target.time)
+        and (s := span_of(b.start_lsn, path)) is not None and s.timeline == b.timeline
+        and (end_mark is None or b.stop_lsn <= end_mark.lsn)
+    ]
+    if not candidates:
+        raise RestoreRefusedError(
+            f"no backup of {catalog.instance} on the history of timeline {tli} "
+            f"ended by {target.describe()}",
+            "pitr info lists the backups and their timelines",
+        )
+    refused: list[str] = []
+    for backup in candidates:
+        chain, problem = _chain_of(backup, catalog)
+        if problem is None:
+            break
+        refused.append(problem)
+    else:
+        raise RestoreRefusedError(refused[0], "restore an older target or take a new full backup")
+    if refused:
+        reasons.extend(refused)
+        reasons.append(f"using the older complete chain ending in {backup.id}, "
+                       "with WAL from its start")
+
+    wal: list[WalEntry] = []
+    if end_mark is not None:
+        wanted = required_segments(backup.start_lsn, end_mark.lsn, path, catalog.segment_size)
+        for timeline, segno, name in wanted:
+            entry = catalog.wal.get(timeline, {}).get(segno)
+            if entry is None:
+                raise RestoreRefusedError(
+                    f"WAL segment {name} is missing from the repository: the WAL from "
+                    f"{format_lsn(backup.start_lsn)} to {format_lsn(end_mark.lsn)} has a gap",
+                    "pick a target before the gap, or restore from a backup taken after it",
+                )
+            wal.append(entry)
+    reasons.insert(0, (
+        f"backup {backup.id} is the newest whose consistent point "
+        f"({backup.stop_time.isoformat()}) is at or before the target"
+        if target.time is not None else f"backup {backup.id} is the newest backup"))
+    if len(chain) > 1:
+        reasons.append("chain: " + " -> ".join(b.id for b in chain))
+    return RestorePlan(
+        instance=catalog.instance, target=target, chain=chain, wal=wal, timeline=tli,
+        end_mark=end_mark, window_from=window.start, window_to=window.end,
+        segment_size=catalog.segment_size, reasons=reasons,
+    )

@@ -1,0 +1,31 @@
+"""Tasks that take base backups."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NONE
+
+from pitrflow.engines.postgres.basebackup import BackupOutcome, take_backup
+from pitrflow.render import backup_dict, backup_markdown
+from pitrflow.storage import open_repository
+from tasks.runtime import config_for, core_logs_to_run_log, retry_transient
+
+
+def artifact_key(kind: str, instance: str) -> str:
+    return f"{kind}-{instance}".lower().replace("_", "-").replace(".", "-")
+
+
+@task(name="take-full-backup", retries=1, retry_delay_seconds=30,
+      retry_condition_fn=retry_transient, cache_policy=NONE)
+def take_full_backup(instance: str, config_path: str | None) -> dict[str, Any]:
+    config = config_for(config_path)
+    with core_logs_to_run_log():
+        outcome: BackupOutcome = take_backup(config.instance(instance),
+                                             open_repository(config.repository))
+    create_markdown_artifact(markdown=backup_markdown(outcome),
+                             key=artifact_key("backup", instance),
+                             description=f"full backup of {instance}")
+    return backup_dict(outcome.manifest)

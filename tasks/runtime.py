@@ -1,0 +1,72 @@
+"""Shared plumbing for tasks: the core's log lines in the run log, retry rules.
+
+The core logs to the standard `pitrflow` logger; while a task runs, those
+records are forwarded to Prefect's run logger so they show in the UI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from prefect.logging import get_run_logger
+
+from pitrflow import secrets
+from pitrflow.config import Config, load_config
+from pitrflow.errors import CommandFailedError, PitrError, RepositoryError, ServerError
+
+
+class _Forward(logging.Handler):
+    def __init__(self, target: logging.LoggerAdapter[Any] | logging.Logger) -> None:
+        super().__init__()
+        self.target = target
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.target.log(record.levelno, record.getMessage())
+
+
+@contextlib.contextmanager
+def core_logs_to_run_log() -> Iterator[None]:
+    core = logging.getLogger("pitrflow")
+    handler = _Forward(get_run_logger())
+    core.addHandler(handler)
+    previous = core.level
+    core.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        core.removeHandler(handler)
+        core.setLevel(previous)
+
+
+def retry_transient(task: object, task_run: object, state: Any) -> bool:
+    """Retry only what is safe and may succeed next time: server and network trouble.
+
+    A refused plan, bad configuration or a checksum mismatch will fail the
+    same way again, so those fail at once.
+    """
+    try:
+        state.result()
+    except (ServerError, CommandFailedError) as exc:
+        return not isinstance(exc, RepositoryError)
+    except PitrError:
+        return False
+    except Exception:  # noqa: BLE001 - unknown errors: one retry is cheap
+        return True
+    return False
+
+
+def _resolve_secret_block(name: str) -> str:
+    from prefect.blocks.system import Secret
+
+    value = Secret.load(name).get()
+    return str(value)
+
+
+secrets.register_block_resolver(_resolve_secret_block)
+
+
+def config_for(config_path: str | None) -> Config:
+    return load_config(config_path)

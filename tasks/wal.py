@@ -1,0 +1,31 @@
+"""Tasks that ship WAL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NONE
+
+from pitrflow.engines.postgres.walnames import format_lsn
+from pitrflow.engines.postgres.walship import ship_wal
+from pitrflow.render import iso, ship_markdown
+from pitrflow.storage import open_repository
+from tasks.backup import artifact_key
+from tasks.runtime import config_for, core_logs_to_run_log, retry_transient
+
+
+@task(name="ship-wal", retries=2, retry_delay_seconds=[10, 60],
+      retry_condition_fn=retry_transient, cache_policy=NONE)
+def ship_wal_segments(instance: str, config_path: str | None) -> dict[str, Any]:
+    config = config_for(config_path)
+    with core_logs_to_run_log():
+        outcome = ship_wal(config.instance(instance), open_repository(config.repository))
+    create_markdown_artifact(markdown=ship_markdown(outcome), key=artifact_key("ship", instance),
+                             description=f"WAL ship of {instance}")
+    return {
+        "mark_lsn": format_lsn(outcome.mark.lsn), "mark_time": iso(outcome.mark.time),
+        "segments": outcome.segments_shipped, "lag_seconds": outcome.lag.total_seconds(),
+        "slot_retained_bytes": outcome.slot.retained_bytes if outcome.slot else None,
+    }
