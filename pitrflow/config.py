@@ -58,6 +58,7 @@ class InstanceConfig:
     backup_timeout_seconds: int = 6 * 3600
     ship_timeout_seconds: int = 1800
     wal_fetch_parallel: int = 4
+    max_rate: str = ""  # pg_basebackup --max-rate, e.g. "50M": spares a busy server's disks
 
     @property
     def slot_name(self) -> str:
@@ -112,6 +113,7 @@ _INSTANCE_SCHEMA: dict[str, tuple[type, Any]] = {
     "backup_timeout_seconds": (int, 6 * 3600),
     "ship_timeout_seconds": (int, 1800),
     "wal_fetch_parallel": (int, 4),
+    "max_rate": (str, ""),
 }
 
 _ENGINES = ("postgresql",)
@@ -191,6 +193,9 @@ def _instance(name: str, raw: Any, source: Path) -> InstanceConfig:
         )
     if not 1 <= values["port"] <= 65535:
         raise ConfigError(f"{dotted}.port in {source} is out of range", "use 1-65535")
+    if values["max_rate"] and not re.fullmatch(r"\d+[kM]?", values["max_rate"]):
+        raise ConfigError(f"{dotted}.max_rate in {source} is {values['max_rate']!r}",
+                          'use kilobytes per second, or a k/M suffix: "32000", "50M"')
     if values["bin_dir"]:
         values["bin_dir"] = Path(values["bin_dir"])
     return InstanceConfig(name=name, **values)

@@ -10,12 +10,14 @@ blocking on a full pipe.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import pwd
 import shlex
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import deque
@@ -80,6 +82,23 @@ def _child_env(env: Mapping[str, str] | None, user: str | None) -> dict[str, str
     return merged
 
 
+_libc = None
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: if pitrflow is killed, its children die too.
+
+    Without this a SIGKILLed worker leaves pg_basebackup running on in its
+    own session, still writing and still holding a WAL sender.
+    """
+    global _libc
+    if sys.platform != "linux":
+        return
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    _libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def kill_group(proc: subprocess.Popen[bytes], grace: float = _TERM_GRACE_SECONDS) -> None:
     """TERM the child's process group, then KILL whatever is still alive."""
     if proc.poll() is not None:
@@ -129,7 +148,8 @@ def spawn(
     log.debug("running %s", redact(shlex.join(argv), secrets))
     proc = subprocess.Popen(  # noqa: S603 - argv list, never a shell
         argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, cwd=cwd,
-        env=_child_env(env, user), start_new_session=True, **_user_kwargs(user),
+        env=_child_env(env, user), start_new_session=True, preexec_fn=_die_with_parent,
+        **_user_kwargs(user),
     )
     tail: deque[str] = deque(maxlen=40)
     assert proc.stderr is not None

@@ -160,7 +160,8 @@ def _to_staging(instance: InstanceConfig, repo: Repository, bins: PgBinaries, se
         out_dir = staging / "data"
         argv = commands.basebackup_argv(bins, libpq_args(instance), out_dir, label=label,
                                         compress=compress,
-                                        incremental_manifest=parent_manifest_file)
+                                        incremental_manifest=parent_manifest_file,
+                                        max_rate=instance.max_rate)
         log.info("backup %s of %s: %s", backup_id, instance.name, " ".join(argv[1:]))
         procs.run(argv, env=env, secrets=secrets, timeout=instance.backup_timeout_seconds,
                   what="pg_basebackup")
@@ -183,7 +184,8 @@ def _streamed(instance: InstanceConfig, repo: Repository, bins: PgBinaries, back
               ) -> tuple[list[FileEntry], PgManifestFacts, str]:
     """One uncompressed tar on stdout, compressed by the worker into the repository."""
     argv = commands.basebackup_argv(bins, libpq_args(instance), None, label=label,
-                                    compress=[], incremental_manifest=parent_manifest_file)
+                                    compress=[], incremental_manifest=parent_manifest_file,
+                                    max_rate=instance.max_rate)
     log.info("backup %s of %s: %s", backup_id, instance.name, " ".join(argv[1:]))
     level = instance.compress_level if instance.compress != "none" else 1
     tar_key = backup_object(instance.name, backup_id, "base.tar.zst")

@@ -37,6 +37,7 @@ def basebackup_argv(
     label: str,
     compress: list[str],
     incremental_manifest: Path | None = None,
+    max_rate: str = "",
 ) -> list[str]:
     """pg_basebackup into a directory, or as one tar on stdout when target_dir is None.
 
@@ -57,6 +58,8 @@ def basebackup_argv(
     ]
     if incremental_manifest is not None:
         argv += ["--incremental", str(incremental_manifest)]
+    if max_rate:
+        argv += ["--max-rate", max_rate]
     return argv
 
 

@@ -1,0 +1,111 @@
+"""Point-in-time recovery against real PostgreSQL: exactness, refusals, idle targets, gaps."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from pitrflow.catalog.snapshot import read_catalog
+from pitrflow.engines.postgres.basebackup import take_backup
+from pitrflow.engines.postgres.walship import ship_wal
+from pitrflow.errors import RestoreRefusedError, WalGapError
+from pitrflow.restore.executor import RestoreRequest, execute_restore
+from pitrflow.restore.planner import RestoreTarget, plan_restore
+from tests.conftest import Env, free_port, restored_ids
+
+
+def restore(env: Env, target, name: str):  # type: ignore[no-untyped-def]
+    plan = plan_restore(read_catalog(env.repo, "main"), RestoreTarget(target))
+    request = RestoreRequest(env.instance, env.root / name, free_port(),
+                             config_file=env.config_path)
+    return execute_restore(plan, request, env.repo)
+
+
+def test_restores_land_exactly_on_committed_rows(env: Env) -> None:
+    checkpoints: list[tuple[int, object]] = []
+    checkpoints.append(env.commit_row())
+    take_backup(env.instance, env.repo)
+    for _ in range(3):
+        checkpoints.append(env.commit_row())
+    ship_wal(env.instance, env.repo)
+    for _ in range(3):
+        checkpoints.append(env.commit_row())
+    take_backup(env.instance, env.repo)
+    for _ in range(3):
+        checkpoints.append(env.commit_row())
+    ship_wal(env.instance, env.repo)
+    checkpoints.append(env.commit_row())  # committed after the newest mark: never restorable
+    # Targets: right after row 3 (first backup + WAL), row 6 (between ship and second backup,
+    # so the first backup is used), row 9 (second backup + WAL).
+    for index in (2, 5, 8):
+        last_id, after = checkpoints[index]
+        outcome = restore(env, after, f"r{index}")
+        assert restored_ids(outcome.port) == list(range(1, last_id + 1)), f"target {index}"
+    outcome = restore(env, None, "latest")
+    assert restored_ids(outcome.port) == list(range(1, checkpoints[-2][0] + 1))
+
+
+def test_idle_database_restores_to_target_after_last_commit(env: Env) -> None:
+    take_backup(env.instance, env.repo)
+    last_id, after = env.commit_row()
+    ship_wal(env.instance, env.repo)
+    # Nothing commits from here on: the target lies after the last commit, before the mark.
+    import time
+
+    time.sleep(0.3)
+    mark = ship_wal(env.instance, env.repo).mark
+    target = mark.time - timedelta(milliseconds=100)
+    assert target > after
+    outcome = restore(env, target, "idle")
+    assert restored_ids(outcome.port) == list(range(1, last_id + 1))
+
+
+def _snapshot(path: Path) -> list[str]:
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*")) if path.exists() else []
+
+
+def test_refusals_change_nothing(env: Env) -> None:
+    _, before_backup = env.commit_row()
+    take_backup(env.instance, env.repo)
+    env.commit_row()
+    ship_wal(env.instance, env.repo)
+    catalog = read_catalog(env.repo, "main")
+    window_end = catalog.newest_mark.time  # type: ignore[union-attr]
+    repo_before = _snapshot(env.root / "repo")
+
+    with pytest.raises(RestoreRefusedError, match="before the earliest recoverable point"):
+        plan_restore(catalog, RestoreTarget(before_backup))
+    with pytest.raises(RestoreRefusedError, match="after the newest shipped WAL mark"):
+        plan_restore(catalog, RestoreTarget(window_end + timedelta(seconds=5)))
+
+    busy = env.root / "busy"
+    busy.mkdir()
+    (busy / "keep.txt").write_text("mine")
+    plan = plan_restore(catalog, RestoreTarget(None))
+    with pytest.raises(RestoreRefusedError, match="not empty"):
+        execute_restore(plan, RestoreRequest(env.instance, busy, free_port()), env.repo)
+    assert _snapshot(busy) == ["keep.txt"]
+    assert (busy / "keep.txt").read_text() == "mine"
+
+    # A missing WAL segment inside the range is refused by the planner, naming it.
+    victim = plan.wal[len(plan.wal) // 2]
+    os.unlink(env.root / "repo" / victim.key)
+    with pytest.raises(RestoreRefusedError, match=f"WAL segment {victim.segment} is missing"):
+        plan_restore(read_catalog(env.repo, "main"), RestoreTarget(None))
+    assert set(_snapshot(env.root / "repo")) == set(repo_before) - {victim.key}
+
+
+def test_ship_detects_a_deleted_segment_as_a_gap(env: Env) -> None:
+    take_backup(env.instance, env.repo)
+    env.commit_row()
+    ship_wal(env.instance, env.repo)
+    ship_wal(env.instance, env.repo)
+    wal = plan_restore(read_catalog(env.repo, "main"), RestoreTarget(None)).wal
+    assert len(wal) >= 3
+    victim = wal[1]
+    os.unlink(env.root / "repo" / victim.key)
+    with pytest.raises(WalGapError, match=victim.segment):
+        ship_wal(env.instance, env.repo)
