@@ -191,7 +191,9 @@ class _ArgumentParserExit(Exception):
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    # Flow runs forward pitrflow's log lines to Prefect's run logger (and its
+    # console); only warnings from the plain commands reach stderr directly.
+    logging.getLogger("pitrflow").setLevel(logging.INFO)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

@@ -14,7 +14,12 @@ from pathlib import Path
 import psycopg
 
 from pitrflow import procs
-from pitrflow.engines.postgres.binaries import embedded_bin_dir, tool_major
+from pitrflow.engines.postgres.binaries import (
+    PgBinaries,
+    embedded_bin_dir,
+    reachable_for,
+    tool_major,
+)
 from pitrflow.engines.postgres.sysuser import chown_tree, ensure_system_user, needs_run_as
 
 DEFAULT_SETTINGS = {
@@ -55,6 +60,8 @@ class LocalCluster:
     def init(self) -> None:
         if self.user:
             ensure_system_user(self.user)
+            major = tool_major(self.tool("initdb")) or 0
+            self.bin_dir = reachable_for(PgBinaries(self.bin_dir, major), self.user).bin_dir
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         if self.user:
             world_traversable(self.data_dir.parent)

@@ -22,7 +22,7 @@ from pathlib import Path
 from pitrflow import procs
 from pitrflow.config import InstanceConfig
 from pitrflow.engines.postgres import commands
-from pitrflow.engines.postgres.binaries import PgBinaries, find_binaries
+from pitrflow.engines.postgres.binaries import PgBinaries, find_binaries, reachable_for
 from pitrflow.engines.postgres.recovery import (
     RecoverySettings,
     wait_for_promotion,
@@ -135,8 +135,11 @@ def preflight(plan: RestorePlan, request: RestoreRequest) -> Preflight:
     major = plan.backup.server_version // 10000
     needs = ("pg_ctl", "postgres") + (("pg_combinebackup", "pg_verifybackup")
                                       if len(plan.chain) > 1 else ())
-    bins = find_binaries(major, request.instance.bin_dir, exact=True, needs=needs)
     run_as = request.instance.run_as if needs_run_as() else None
+    if run_as is not None:
+        ensure_system_user(run_as)
+    bins = reachable_for(find_binaries(major, request.instance.bin_dir, exact=True, needs=needs),
+                         run_as)
     return Preflight(port, bins, run_as, free)
 
 

