@@ -75,7 +75,9 @@ def cmd_backup(args: argparse.Namespace) -> int:
     else:
         result = _run_flow("flows.backup_incremental", "backup_incremental",
                            instance=args.instance, config_path=str(config.source),
-                           allow_full_fallback=not args.no_fallback)
+                           allow_full_fallback=False if args.no_fallback else None)
+    for note in result.get("notes", []):
+        print(f"note: {note}")
     print(f"backup {result['id']} ({result['type']}) of {args.instance} complete: "
           f"{result['size_bytes']} bytes stored")
     return 0

@@ -8,6 +8,7 @@ backup.  Passwords never live here: only the name of the environment variable
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import tomllib
@@ -64,7 +65,13 @@ class InstanceConfig:
     def slot_name(self) -> str:
         if self.slot:
             return self.slot
-        return "pitrflow_" + re.sub(r"[^a-z0-9_]", "_", self.name.lower())
+        cleaned = re.sub(r"[^a-z0-9_]", "_", self.name.lower())
+        name = "pitrflow_" + cleaned
+        # Keep distinct instance names distinct ("db-1" vs "db_1") and within
+        # PostgreSQL's 63-byte identifier limit.
+        if cleaned != self.name or len(name) > 63:
+            name = name[:54] + "_" + hashlib.sha1(self.name.encode()).hexdigest()[:8]
+        return name
 
 
 @dataclass(frozen=True)

@@ -108,9 +108,11 @@ def kill_group(proc: subprocess.Popen[bytes], grace: float = _TERM_GRACE_SECONDS
     try:
         proc.wait(timeout=grace)
     except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        pass
+    # The leader may have obeyed TERM while a member of its group ignored it.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def _drain(stream: IO[bytes], sink: Callable[[str], None], tail: deque[str],

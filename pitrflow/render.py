@@ -134,7 +134,10 @@ def backup_markdown(outcome: BackupOutcome, notes: list[str] | None = None) -> s
         ("throughput", f"{outcome.throughput_mb_s:.0f} MB/s"),
         ("compression", m.compression),
     ]
-    rows += [(k, str(v)) for k, v in m.extra.items() if k.startswith("saved")]
+    if "saved_bytes_vs_full" in m.extra:
+        saved = int(m.extra["saved_bytes_vs_full"])
+        rows.append(("saved vs the last full",
+                     f"{human_bytes(saved)} ({float(m.extra['saved_ratio_vs_full']):.0%})"))
     body = "\n".join(f"| {k} | {v} |" for k, v in rows)
     text = f"## Backup {m.id}\n\n| | |\n|---|---|\n{body}\n"
     for note in notes or []:

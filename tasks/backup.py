@@ -9,6 +9,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 
 from pitrflow.engines.postgres.basebackup import BackupOutcome, take_backup
+from pitrflow.engines.postgres.incremental import take_incremental
 from pitrflow.render import backup_dict, backup_markdown
 from pitrflow.storage import open_repository
 from tasks.runtime import config_for, core_logs_to_run_log, retry_transient
@@ -18,14 +19,29 @@ def artifact_key(kind: str, instance: str) -> str:
     return f"{kind}-{instance}".lower().replace("_", "-").replace(".", "-")
 
 
+def _publish(outcome: BackupOutcome, instance: str, what: str) -> dict[str, Any]:
+    create_markdown_artifact(markdown=backup_markdown(outcome, list(outcome.notes)),
+                             key=artifact_key("backup", instance),
+                             description=f"{what} backup of {instance}")
+    return {**backup_dict(outcome.manifest), "notes": list(outcome.notes)}
+
+
 @task(name="take-full-backup", retries=1, retry_delay_seconds=30,
       retry_condition_fn=retry_transient, cache_policy=NONE)
 def take_full_backup(instance: str, config_path: str | None) -> dict[str, Any]:
     config = config_for(config_path)
     with core_logs_to_run_log():
-        outcome: BackupOutcome = take_backup(config.instance(instance),
-                                             open_repository(config.repository))
-    create_markdown_artifact(markdown=backup_markdown(outcome),
-                             key=artifact_key("backup", instance),
-                             description=f"full backup of {instance}")
-    return backup_dict(outcome.manifest)
+        outcome = take_backup(config.instance(instance), open_repository(config.repository))
+    return _publish(outcome, instance, "full")
+
+
+@task(name="take-incremental-backup", retries=1, retry_delay_seconds=30,
+      retry_condition_fn=retry_transient, cache_policy=NONE)
+def take_incremental_backup(instance: str, config_path: str | None,
+                            allow_full_fallback: bool | None) -> dict[str, Any]:
+    config = config_for(config_path)
+    settings = config.instance(instance)
+    allow = settings.incremental_fallback if allow_full_fallback is None else allow_full_fallback
+    with core_logs_to_run_log():
+        outcome = take_incremental(settings, open_repository(config.repository), allow)
+    return _publish(outcome, instance, "incremental")

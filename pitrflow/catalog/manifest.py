@@ -79,8 +79,10 @@ def _seal(kind: str, body: dict[str, Any]) -> bytes:
 def _unseal(kind: str, data: bytes, key: str) -> dict[str, Any]:
     try:
         doc = json.loads(data)
+        if not isinstance(doc, dict):
+            raise TypeError(kind)
         recorded = doc.pop("checksum")
-    except (ValueError, KeyError, AttributeError):
+    except (ValueError, KeyError, AttributeError, TypeError):
         raise RepositoryError(f"{key} is not a valid pitrflow {kind}",
                               "it may be damaged; run pitr verify") from None
     if hashlib.sha256(_canonical(doc)).hexdigest() != recorded:
@@ -130,8 +132,13 @@ def dump_mark(mark: Mark) -> bytes:
 
 def load_mark(data: bytes, key: str) -> Mark:
     doc = _unseal("mark", data, key)
-    return Mark(instance=doc["instance"], timeline=int(doc["timeline"]), lsn=int(doc["lsn"]),
-                time=datetime.fromisoformat(doc["time"]), last_segment=doc["last_segment"])
+    try:
+        return Mark(instance=doc["instance"], timeline=int(doc["timeline"]),
+                    lsn=int(doc["lsn"]), time=datetime.fromisoformat(doc["time"]),
+                    last_segment=doc["last_segment"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RepositoryError(f"{key} lacks a valid field: {exc}",
+                              "it may be damaged; run pitr verify") from None
 
 
 def dump_record(kind: str, body: dict[str, Any]) -> bytes:

@@ -97,23 +97,33 @@ bin_dir = "{source.bin_dir}"
                          " amount numeric NOT NULL, created_at timestamptz NOT NULL "
                          "DEFAULT clock_timestamp())")
             insert_orders(conn, 50)
-            step("full backup")
+            step("00:00 full backup (the seed's schedule, in compressed time)")
             pitr(config, "backup", "full", "main")
-            step("workload, with WAL shipped as it runs")
-            before = insert_orders(conn, 40)
+            step("workload, WAL shipped every '15 minutes'")
+            insert_orders(conn, 20)
+            pitr(config, "ship", "main")
+            step("06:00 incremental backup")
+            pitr(config, "backup", "incremental", "main")
+            before = insert_orders(conn, 20)
             row = conn.execute("SELECT clock_timestamp()").fetchone()
             assert row is not None
             target: datetime = row[0]
-            time.sleep(0.2)
             print(f"target time: {target.isoformat()} (after order {before[-1]})")
+            time.sleep(0.2)
+            insert_orders(conn, 10)
             pitr(config, "ship", "main")
-            conn.execute("DELETE FROM orders WHERE id % 3 = 0")  # the 'bad change'
-            insert_orders(conn, 30)
+            step("12:00 incremental backup")
+            pitr(config, "backup", "incremental", "main")
+            step("a bad change: DELETE a third of the orders, then more workload")
+            conn.execute("DELETE FROM orders WHERE id % 3 = 0")
+            insert_orders(conn, 10)
             pitr(config, "ship", "main")
         step("what the repository holds")
         pitr(config, "info", "main")
-        step("restore to the target time (before the bad DELETE)")
+        step("restore to the target time, between the two incrementals (dry run, then real)")
         pgdata = work / "restored"
+        pitr(config, "restore", "main", "--to", target.isoformat(), "--pgdata", str(pgdata),
+             "--dry-run")
         pitr(config, "restore", "main", "--to", target.isoformat(), "--pgdata", str(pgdata),
              "--port", str(restored_port))
         with psycopg.connect(host="127.0.0.1", port=restored_port, user="postgres",

@@ -72,8 +72,8 @@ def combine_chain(repo: Repository, chain: list[BackupManifest], pgdata: Path,
             dirs.append(target)
         phases["fetch"] = time.monotonic() - started
         started = time.monotonic()
-        # pg_combinebackup creates its output directory itself.
-        pgdata.rmdir()
+        # pg_combinebackup accepts an existing empty output directory, which
+        # lets it run as the server's user under a parent that user cannot write.
         mode = copy_mode(bins.major, scratch)
         procs.run(commands.combinebackup_argv(bins, dirs, pgdata, mode), user=run_as,
                   what="pg_combinebackup")
@@ -83,6 +83,4 @@ def combine_chain(repo: Repository, chain: list[BackupManifest], pgdata: Path,
         phases["verify"] = time.monotonic() - started
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-        if not pgdata.exists():
-            pgdata.mkdir(mode=0o700)
     return phases

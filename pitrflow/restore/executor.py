@@ -36,7 +36,12 @@ from pitrflow.engines.postgres.sysuser import (
 )
 from pitrflow.errors import PitrError, RestoreRefusedError
 from pitrflow.restore.combine import combine_chain
-from pitrflow.restore.fetch import check_restorable_layout, extract_backup, prefetch_wal
+from pitrflow.restore.fetch import (
+    check_restorable_layout,
+    extract_backup,
+    prefetch_wal,
+    verify_backup_objects,
+)
 from pitrflow.restore.planner import RestorePlan
 from pitrflow.storage.base import Repository
 
@@ -183,6 +188,17 @@ def execute_restore(plan: RestorePlan, request: RestoreRequest, repo: Repository
     checks = preflight(plan, request)
     pgdata = request.pgdata
     phases: dict[str, float] = {}
+    if len(plan.chain) > 1:
+        # A damaged link must be refused before anything is written.
+        started = time.monotonic()
+        for backup in plan.chain:
+            try:
+                verify_backup_objects(repo, backup)
+            except PitrError as exc:
+                raise RestoreRefusedError(
+                    f"backup {backup.id} in the chain is damaged: {exc.message}",
+                    "restore to a target before it, or take a new full backup") from None
+        phases["verify_chain"] = time.monotonic() - started
     run_as = checks.run_as
     if run_as is not None:
         ensure_system_user(run_as)

@@ -142,3 +142,16 @@ def prefetch_wal(repo: Repository, entries: list[WalEntry], spool: Path, segment
         for future in futures:
             future.result()
     return sum(e.size for e in entries)
+
+
+def verify_backup_objects(repo: Repository, manifest: BackupManifest) -> None:
+    """Re-read every object of a backup against its recorded size and SHA-256."""
+    for entry in manifest.files:
+        key = backup_object(manifest.instance, manifest.id, entry.name)
+        reader = HashingReader(repo.open_reader(key), key)
+        try:
+            while reader.read(CHUNK):
+                pass
+        finally:
+            reader.close()
+        reader.verify(entry.sha256, entry.size)

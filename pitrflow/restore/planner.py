@@ -157,6 +157,8 @@ def plan_restore(catalog: Catalog, target: RestoreTarget) -> RestorePlan:
         b for b in reversed(catalog.backups)
         if (target.time is None or b.stop_time <= target.time)
         and (s := span_of(b.start_lsn, path)) is not None and s.timeline == b.timeline
+        # Its consistent point must lie on the path too, not on an abandoned branch.
+        and (s.end is None or b.stop_lsn <= s.end)
         and (end_mark is None or b.stop_lsn <= end_mark.lsn)
     ]
     if not candidates:

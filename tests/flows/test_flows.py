@@ -7,6 +7,7 @@ from datetime import datetime
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.client.schemas.sorting import ArtifactSort
 
 from flows.backup_full import backup_full
 from flows.restore_to_point import restore_to_point
@@ -18,7 +19,8 @@ from tests.conftest import Env, free_port, restored_ids
 async def _artifact(key: str) -> str:
     async with get_client() as client:
         found = await client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+            sort=ArtifactSort.CREATED_DESC, limit=1)
     assert found, f"no artifact {key}"
     return str(found[0].data)
 
@@ -62,3 +64,31 @@ def test_restore_flow_refuses_naive_time_and_bad_target(env18: Env) -> None:
         restore_to_point(instance="main", pgdata=str(env18.root / "x"),
                          config_path=str(env18.config_path))
     assert not (env18.root / "x").exists()
+
+
+def test_incremental_flow_records_parent_and_saving(env18: Env) -> None:
+    import asyncio
+
+    from flows.backup_incremental import backup_incremental
+
+    config = str(env18.config_path)
+    first = backup_incremental(instance="main", config_path=config)
+    assert first["type"] == "full" and "no backup of the instance yet" in first["notes"][0]
+    assert "full backup was taken instead" in asyncio.run(_artifact("backup-main"))
+    env18.commit_row()
+    second = backup_incremental(instance="main", config_path=config)
+    assert second["type"] == "incremental" and second["parent"] == first["id"]
+    markdown = asyncio.run(_artifact("backup-main"))
+    assert first["id"] in markdown and "saved vs the last full" in markdown
+    with pytest.raises(Exception, match="no backup|summarize_wal|cannot take"):
+        from pitrflow.errors import BackupRefusedError
+
+        env18.sql("ALTER SYSTEM SET summarize_wal = off")
+        env18.sql("SELECT pg_reload_conf()")
+        try:
+            backup_incremental(instance="main", allow_full_fallback=False, config_path=config)
+        except BackupRefusedError:
+            raise
+        finally:
+            env18.sql("ALTER SYSTEM SET summarize_wal = on")
+            env18.sql("SELECT pg_reload_conf()")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -331,9 +332,10 @@ def test_unknown_instance_with_none_configured() -> None:
     ("name", "slot"),
     [
         ("main", "pitrflow_main"),
-        ("Main", "pitrflow_main"),
-        ("db.prod-1", "pitrflow_db_prod_1"),
-        ("Orders_EU", "pitrflow_orders_eu"),
+        ("db_prod_1", "pitrflow_db_prod_1"),
+        # Names that change when cleaned get a hash, so "db-1" and "db_1" stay apart.
+        ("Main", "pitrflow_main_" + hashlib.sha1(b"Main").hexdigest()[:8]),
+        ("db.prod-1", "pitrflow_db_prod_1_" + hashlib.sha1(b"db.prod-1").hexdigest()[:8]),
     ],
 )
 def test_default_slot_name_is_derived_from_the_instance_name(name: str, slot: str) -> None:
@@ -349,14 +351,23 @@ def test_explicit_slot_wins() -> None:
     assert instance.slot_name == "my_slot"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="slot_name is 'pitrflow_' + the instance name without truncation: instance names "
-    "of 55-63 characters (allowed by the config) give slot names over PostgreSQL's 63-byte "
-    "limit (NAMEDATALEN - 1), which the server refuses when the slot is created",
-)
-def test_default_slot_name_fits_postgresql_limit_for_every_allowed_name() -> None:
-    name = "a" * 63
+@pytest.mark.parametrize("length", [54, 55, 62, 63])
+def test_default_slot_name_fits_postgresql_limit_for_every_allowed_name(length: int) -> None:
+    # PostgreSQL refuses slot names longer than NAMEDATALEN - 1 = 63 bytes.
+    name = "a" * length
     body = INSTANCE.replace("[instances.main]", f'[instances."{name}"]')
     instance = parse_config(with_repo(body), SOURCE).instance(name)
     assert len(instance.slot_name) <= 63
+    assert re.fullmatch(r"pitrflow_[a-z0-9_]+", instance.slot_name)
+    if length <= 54:
+        assert instance.slot_name == "pitrflow_" + name
+
+
+def test_long_instance_names_keep_distinct_slot_names() -> None:
+    first, second = "a" * 62 + "b", "a" * 62 + "c"
+    body = (INSTANCE.replace("[instances.main]", f'[instances."{first}"]')
+            + INSTANCE.replace("[instances.main]", f'[instances."{second}"]'))
+    config = parse_config(with_repo(body), SOURCE)
+    slots = {config.instance(first).slot_name, config.instance(second).slot_name}
+    assert len(slots) == 2
+    assert all(len(slot) <= 63 for slot in slots)

@@ -70,6 +70,7 @@ def take_backup(
     *,
     parent: BackupManifest | None = None,
     parent_manifest_file: Path | None = None,
+    full_size_reference: int | None = None,
 ) -> BackupOutcome:
     """Run pg_basebackup and publish the result as one backup in the repository."""
     kind = "incremental" if parent is not None else "full"
@@ -108,7 +109,7 @@ def take_backup(
             duration_seconds=round(time.monotonic() - started, 3),
             compression=compression,
             tool_version=__version__,
-            extra={"pg_basebackup_major": bins.major, "data_checksums": facts.data_checksums},
+            extra=_extra(bins.major, facts.data_checksums, files, full_size_reference),
         )
         # The manifest goes last: until it exists, nothing above is a backup.
         repo.put_bytes(manifest_key(instance.name, backup_id), dump_manifest(manifest))
@@ -120,6 +121,17 @@ def take_backup(
     log.info("backup %s complete: %d files, %d bytes stored", backup_id, len(files),
              manifest.size_bytes)
     return BackupOutcome(manifest, time.monotonic() - started)
+
+
+def _extra(pg_basebackup_major: int, data_checksums: bool, files: list[FileEntry],
+           full_size_reference: int | None) -> dict[str, object]:
+    extra: dict[str, object] = {"pg_basebackup_major": pg_basebackup_major,
+                                "data_checksums": data_checksums}
+    if full_size_reference is not None:
+        stored = sum(f.size for f in files)
+        extra["saved_bytes_vs_full"] = full_size_reference - stored
+        extra["saved_ratio_vs_full"] = round(1 - stored / max(full_size_reference, 1), 3)
+    return extra
 
 
 def backup_keys(instance: str, manifest: BackupManifest) -> list[str]:

@@ -79,3 +79,8 @@ def server_now(conn: psycopg.Connection) -> datetime:
     row = conn.execute(NOW).fetchone()
     assert row is not None
     return row[0]
+
+WAL_SUMMARIES = """
+SELECT start_lsn::text, end_lsn::text FROM pg_available_wal_summaries()
+ WHERE tli = %s ORDER BY start_lsn
+"""

@@ -144,7 +144,8 @@ def row_times_utc(row: BackupSetRow) -> tuple[datetime, datetime]:
     except MsdbHistoryError as exc:
         raise MsdbHistoryError(
             f"backup set {row.backup_set_id}: {exc.message}",
-            "msdb cannot place this backup in time; record its offset or plan without it",
+            "msdb does not know this backup's UTC offset; correct time_zone in the "
+            "recording, or leave the backup out if the restore does not need it",
         ) from exc
     start = (row.backup_start_date - offset).replace(tzinfo=UTC)
     finish = (row.backup_finish_date - offset).replace(tzinfo=UTC)

@@ -333,17 +333,6 @@ def _choose_logs(
     reasons: list[str],
 ) -> list[_BackupSet]:
     """The unbroken LSN chain from the anchor to the target (or to its end)."""
-    empty = [
-        s
-        for s in in_fork
-        if s.head.type == "L"
-        and s.head.first_lsn == s.head.last_lsn
-        and s.head.last_lsn >= anchor.head.last_lsn
-    ]
-    if empty:
-        reasons.append(
-            f"empty log backup {', '.join(str(s.id) for s in empty)} skipped (first LSN = last LSN)"
-        )
     logs = [
         s
         for s in in_fork
@@ -368,12 +357,24 @@ def _choose_logs(
         chain.append(log)
         if target is not None and log.finish >= target:
             _refuse_bulk_logged(log, previous, target)
+            lsn = log.head.last_lsn
             break
         previous, lsn = log, log.head.last_lsn
     if chain:
         reasons.append(
             f"log backups {', '.join(str(s.id) for s in chain)}: unbroken LSN "
             f"chain from {anchor.head.last_lsn} to {chain[-1].head.last_lsn}"
+        )
+    empty = [
+        s.id
+        for s in in_fork
+        if s.head.type == "L"
+        and s.head.first_lsn == s.head.last_lsn
+        and anchor.head.last_lsn <= s.head.last_lsn < lsn
+    ]
+    if empty:
+        reasons.append(
+            f"empty log backup {', '.join(map(str, empty))} skipped (first LSN = last LSN)"
         )
     return chain
 
@@ -394,9 +395,14 @@ def _refuse_chain_end(
             f"to a target at or before {_utc(previous.finish)}, or take a new full backup",
         )
     if target is not None:
+        where = (
+            f"the last {_name(previous)} finished ({_utc(previous.finish)})"
+            if previous.head.type == "L"
+            else f"{_name(previous)} finished ({_utc(previous.finish)}) and no log "
+            "backup follows it"
+        )
         raise SqlServerPlanError(
-            f"target {_utc(target)} is after the last {_name(previous)} finished "
-            f"({_utc(previous.finish)})",
+            f"target {_utc(target)} is after {where}",
             "take a log backup (BACKUP LOG) and plan again, or choose a target at or "
             f"before {_utc(previous.finish)}",
         )
@@ -440,9 +446,10 @@ def _stopat_zone(last_log: _BackupSet, wanted: int | None) -> tuple[int, str]:
 def _require_restorable(backup: _BackupSet) -> None:
     """Every stripe present on disk: RESTORE needs all families of one mirror."""
     head = backup.head
-    if any(row.device_type != DISK_DEVICE for row in backup.rows if row.mirror == 0):
+    devices = sorted({row.device_type for row in backup.rows if row.mirror == 0} - {DISK_DEVICE})
+    if devices:
         raise SqlServerPlanError(
-            f"{_name(backup)} was not written to disk files (device type {head.device_type})",
+            f"{_name(backup)} was not written to disk files (device type {devices[0]})",
             "restore it with the tool that took it, or plan to a target before it",
         )
     primary = {row.family_sequence_number: row for row in backup.rows if row.mirror == 0}

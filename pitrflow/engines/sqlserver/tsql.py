@@ -110,7 +110,8 @@ def restore_script(
     Everything is restored WITH NORECOVERY and recovered by a last statement, so a
     failed step leaves a database that is visibly restoring, never a half-recovered
     one.  MOVE only applies to the full (later steps reuse its files).  The same
-    STOPAT goes on every log: SQL Server then refuses any log that would overshoot.
+    STOPAT goes on every log, so whichever log holds the target stops there and none
+    can roll the database past it.
     """
     db = quote_name(new_db_name)
     full_options = ["NORECOVERY"]

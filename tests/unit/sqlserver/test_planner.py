@@ -62,11 +62,11 @@ def refusal(all_rows: list[BackupSetRow], target: datetime | None, **kwargs: obj
 
 
 def test_target_inside_third_log_restores_full_and_three_logs() -> None:
-    plan = plan_restore(rows("plain_chain.json"), datetime(2024, 3, 10, 0, 40, 0, 250000, CET))
+    plan = plan_restore(rows("plain_chain.json"), datetime(2024, 3, 10, 0, 40, 0, 250999, CET))
 
     assert ids(plan) == [2001, 2002, 2003, 2004]
     assert plan.differential is None
-    assert plan.target_utc == datetime(2024, 3, 9, 23, 40, 0, 250000, UTC)
+    assert plan.target_utc == datetime(2024, 3, 9, 23, 40, 0, 250999, UTC)
     assert plan.stopat_local == datetime(2024, 3, 10, 0, 40, 0, 250000)
     assert plan.stopat_time_zone == 4
     assert plan.full.files == (
@@ -128,6 +128,27 @@ def test_explicit_stopat_time_zone_overrides_the_rows() -> None:
     assert plan.stopat_time_zone == -20
 
 
+def test_full_without_logs_restores_to_latest_but_refuses_a_target() -> None:
+    history = [row for row in rows("plain_chain.json") if row.backup_set_id <= 2001]
+
+    assert ids(plan_restore(history, None)) == [2001]
+    assert refusal(history, datetime(2024, 3, 10, 0, 10, tzinfo=CET)) == (
+        "target 2024-03-09 23:10:00 UTC is after full backup 2001 finished "
+        "(2024-03-09 23:03:12 UTC) and no log backup follows it"
+    )
+
+
+def test_file_rows_disagreeing_on_set_columns_are_refused() -> None:
+    history = rows("striped_mirror.json")
+    history[0] = dataclasses.replace(history[0], last_lsn=history[0].last_lsn + 1)
+
+    message = refusal(history, None)
+
+    assert message == (
+        f"backup set {history[0].backup_set_id} has file rows that disagree on set-level columns"
+    )
+
+
 def test_log_written_to_nul_is_refused() -> None:
     history = edit(rows("plain_chain.json"), 2003, physical_device_name="NUL")
 
@@ -180,6 +201,16 @@ def test_copy_only_full_is_never_a_restore_base() -> None:
     assert ids(plan) == [3001, 3002, 3003, 3005]
 
 
+def test_differential_of_an_older_full_is_not_used_even_without_base_guid() -> None:
+    # diff 2995 is based on last week's full 2990; without the GUID only its base
+    # LSN tells it apart, and it names 2990's checkpoint, not 3001's
+    history = edit(rows("copy_only_full.json"), 2995, differential_base_guid=None)
+
+    plan = plan_restore(history, datetime(2024, 1, 14, 2, 25, tzinfo=UTC))
+
+    assert ids(plan) == [3001, 3002, 3003, 3005]
+
+
 def test_differential_naming_another_base_guid_is_not_used() -> None:
     history = edit(
         rows("copy_only_full.json"),
@@ -214,7 +245,17 @@ def test_empty_log_is_skipped() -> None:
 
 
 def test_empty_log_is_skipped_when_restoring_to_latest() -> None:
-    assert ids(plan_restore(rows("empty_log.json"), None)) == [5001, 5002, 5004, 5005]
+    plan = plan_restore(rows("empty_log.json"), None)
+
+    assert ids(plan) == [5001, 5002, 5004, 5005]
+    assert "empty log backup 5003 skipped (first LSN = last LSN)" in plan.reasons
+
+
+def test_empty_log_after_the_stop_is_not_reported() -> None:
+    plan = plan_restore(rows("empty_log.json"), datetime(2024, 6, 2, 0, 10, tzinfo=CEST))
+
+    assert ids(plan) == [5001, 5002]
+    assert not any("empty" in reason for reason in plan.reasons)
 
 
 # --- missing log ---

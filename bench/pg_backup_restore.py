@@ -1,0 +1,961 @@
+"""Backup and restore benchmark: pitrflow against pg_basebackup and pgBackRest, side by side.
+
+Run by hand, as root, with the project's virtualenv (PostgreSQL refuses root, so every
+server here runs as the system user ``pitrflow``; pgBackRest runs as that user too):
+
+    apt-get install -y pgbackrest            # Debian's 2.45: PostgreSQL up to 15
+    /work/venv/bin/python bench/pg_backup_restore.py                  # ~2.5 GB database
+    /work/venv/bin/python bench/pg_backup_restore.py --scale-gb 0.2   # a quick smoke run
+    /work/venv/bin/python bench/pg_backup_restore.py --keep           # keep data, repos, logs
+
+What one run does, on the system PostgreSQL 15 (/usr/lib/postgresql/15/bin), in
+/var/tmp/pitrflow-bench (``--work-dir``), with fsync on:
+
+1. Builds a database of about ``--scale-gb`` GB: half pgbench tables (``pgbench -i -s N``),
+   half a table of rows mixing random bytea (``gen_random_bytes``, incompressible), jsonb
+   built from md5 hex strings, and repetitive text, so the data does not compress 20:1 the
+   way pgbench data alone does.  Prints the database size.
+2. Times full backups, each with a fast checkpoint and zstd level 3 on 2 workers:
+   plain ``pg_basebackup --format=tar --compress=server-zstd:level=3,workers=2 -X stream``
+   to a directory; pitrflow's core call ``take_backup`` (compress = "server"), with its
+   phases; ``pitr backup full main`` through the CLI (a Prefect flow run: the difference
+   with the core call is Prefect's start-up); ``pgbackrest backup --type=full``
+   (compress-type=zst, compress-level=3, process-max=2, archiving through archive-push).
+   Sizes are what each repository holds for that backup; for pgBackRest also with the
+   archived WAL the backup needs (pitrflow's backup carries that WAL inside it).
+3. Ships WAL (``pitr ship main``) so ``latest`` has a mark, then times restores to a
+   promoted, running server on its own port: ``pitr restore main --to latest`` (CLI),
+   the core planner + executor, and ``pgbackrest restore --type=immediate
+   --target-action=promote`` followed by ``pg_ctl start`` and waiting for
+   ``pg_is_in_recovery()`` to turn false.  Each restored server is checked (row counts
+   against the source) and stopped.
+4. Prints a table of times, sizes and ratios pitr/pgBackRest against the targets
+   (backup time <= 0.7x, size <= 1.05x, restore time <= 0.8x), plus where pitr's time goes,
+   and writes the same as JSON to bench/results-<date>.json.
+
+Every server it starts is stopped on the way out, whatever happens.  Without ``--keep`` the
+work directory is removed at the end; it is always wiped at the start of a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import pwd
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+RUN_AS = "pitrflow"
+STANZA = "bench"
+INSTANCE = "main"
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+PG_TOOLS = ("initdb", "pg_ctl", "postgres", "pgbench", "pg_basebackup", "pg_receivewal",
+            "psql", "pg_isready", "pg_config")
+TARGETS = {"backup_time": 0.7, "size": 1.05, "restore_time": 0.8}
+PGBENCH_BYTES_PER_SCALE = 15.0e6  # tables + indexes per scale unit, measured on PG 15
+
+T0 = time.monotonic()
+log = logging.getLogger("bench")
+
+
+def say(text: str) -> None:
+    print(f"[{time.monotonic() - T0:7.1f}s] {text}", flush=True)
+
+
+class BenchError(Exception):
+    """A failure that ends the run with one clear message."""
+
+
+# --------------------------------------------------------------------------- processes
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def as_server_user(argv: list[str]) -> list[str]:
+    """Run a command as the clusters' OS user (only needed when we are root)."""
+    return ["runuser", "-u", RUN_AS, "--", *argv] if is_root() else argv
+
+
+def run(argv: list[str], *, what: str, env: dict[str, str] | None = None,
+        cwd: Path | None = None, check: bool = True, timeout: float = 7200,
+        ) -> subprocess.CompletedProcess[str]:
+    """Run a command, keeping its output in the run log; raise with its tail on failure."""
+    log.info("$ %s", " ".join(argv))
+    merged = {**os.environ, **(env or {})}
+    result = subprocess.run(argv, env=merged, cwd=cwd, capture_output=True, text=True,
+                            timeout=timeout, check=False)
+    for stream in (result.stdout, result.stderr):
+        if stream.strip():
+            log.info("%s output:\n%s", what, stream.rstrip())
+    if check and result.returncode != 0:
+        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
+        raise BenchError(f"{what} failed (exit {result.returncode}): {' '.join(argv)}\n{tail}")
+    return result
+
+
+class Interference(threading.Thread):
+    """CPU seconds that processes outside this run use while it measures.
+
+    Samples /proc twice a second.  A process is this run's when it descends from this
+    Python process or from a postmaster whose data directory is in the work directory;
+    kernel threads are left out (they also do this run's writeback).  Processes that live
+    less than a sample are missed, so the figure is a lower bound.
+    """
+
+    def __init__(self, work: Path) -> None:
+        super().__init__(daemon=True)
+        self.work = work
+        self.foreign = 0.0
+        self.steps: dict[str, dict[str, float]] = {}
+        self.offenders: dict[str, float] = defaultdict(float)
+        self._last: dict[int, int] | None = None
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._tick = os.sysconf("SC_CLK_TCK")
+
+    def run(self) -> None:
+        while not self._done.wait(0.5):
+            self.sample()
+
+    def stop(self) -> None:
+        self._done.set()
+
+    def _roots(self) -> set[int]:
+        roots = {os.getpid()}
+        for pid_file in self.work.glob("*/postmaster.pid"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                roots.add(int(pid_file.read_text().split()[0]))
+        return roots
+
+    def sample(self) -> float:
+        table: dict[int, tuple[int, int, str]] = {}
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/stat") as fh:
+                    raw = fh.read()
+            except OSError:
+                continue
+            name = raw[raw.find("(") + 1:raw.rfind(")")]
+            fields = raw[raw.rfind(")") + 2:].split()
+            table[int(entry.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]), name)
+        roots = self._roots()
+        ours: dict[int, bool] = {}
+
+        def is_ours(pid: int) -> bool:
+            chain = []
+            while pid not in ours:
+                if pid in roots or pid == 2:
+                    ours[pid] = True
+                    break
+                if pid <= 1 or pid not in table:
+                    ours[pid] = False
+                    break
+                chain.append(pid)
+                pid = table[pid][0]
+            for p in chain:
+                ours[p] = ours[pid]
+            return ours[pid]
+
+        with self._lock:
+            if self._last is not None:
+                for pid, (_ppid, jiffies, name) in table.items():
+                    delta = jiffies - self._last.get(pid, 0)
+                    if delta > 0 and not is_ours(pid):
+                        self.foreign += delta / self._tick
+                        self.offenders[name] += delta / self._tick
+            self._last = {pid: jiffies for pid, (_p, jiffies, _n) in table.items()}
+            return self.foreign
+
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        before, started = self.sample(), time.monotonic()
+        try:
+            yield
+        finally:
+            self.steps[name] = {"seconds": round(time.monotonic() - started, 2),
+                                "foreign_cpu_seconds": round(self.sample() - before, 2)}
+
+
+MONITOR: Interference | None = None
+
+
+def timed(name: str, func: Callable[[], Any]) -> tuple[float, Any]:
+    guard = MONITOR.step(name) if MONITOR is not None else contextlib.nullcontext()
+    with guard:
+        started = time.monotonic()
+        value = func()
+        return time.monotonic() - started, value
+
+
+def free_port(start: int, taken: set[int]) -> int:
+    for port in range(start, start + 1000):
+        if port in taken:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        taken.add(port)
+        return port
+    raise BenchError(f"no free TCP port from {start}")
+
+
+def tree_bytes(path: Path) -> int:
+    total = 0
+    for dirpath, _dirnames, filenames in os.walk(path):
+        for name in filenames:
+            with contextlib.suppress(FileNotFoundError):
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+    return total
+
+
+def chown_to_server_user(path: Path) -> None:
+    if is_root():
+        entry = pwd.getpwnam(RUN_AS)
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+
+
+def warm_page_cache(path: Path) -> None:
+    """Read every file once so each tool starts from the same (cached) state."""
+    for dirpath, _dirnames, filenames in os.walk(path):
+        for name in filenames:
+            with contextlib.suppress(OSError), open(os.path.join(dirpath, name), "rb") as fh:
+                while fh.read(1 << 20):
+                    pass
+
+
+# --------------------------------------------------------------------------- checks
+
+def check_prerequisites(work: Path, scale_gb: float) -> dict[str, str]:
+    """Refuse to start, with one clear message, when something needed is missing."""
+    problems: list[str] = []
+    for tool in PG_TOOLS:
+        if not (PG_BIN / tool).exists():
+            problems.append(f"{PG_BIN / tool} is missing (apt-get install -y postgresql-15)")
+    if shutil.which("pgbackrest") is None:
+        problems.append("pgbackrest is not on PATH (apt-get install -y pgbackrest)")
+    if shutil.which("tar") is None:
+        problems.append("tar is not on PATH")
+    if is_root():
+        if shutil.which("runuser") is None:
+            problems.append("runuser is not on PATH (util-linux)")
+        try:
+            pwd.getpwnam(RUN_AS)
+        except KeyError:
+            pass  # LocalCluster creates the user
+    if (PG_BIN / "pg_config").exists():
+        share = subprocess.run([str(PG_BIN / "pg_config"), "--sharedir"], capture_output=True,
+                               text=True, check=False).stdout.strip()
+        if not (Path(share) / "extension" / "pgcrypto.control").exists():
+            problems.append(f"the pgcrypto extension is missing from {share}/extension "
+                            "(postgresql-contrib for 15)")
+    try:
+        import prefect  # noqa: F401
+
+        import pitrflow.cli  # noqa: F401
+    except ImportError as exc:
+        problems.append(f"cannot import {exc.name}: run this with the project's virtualenv "
+                        "(/work/venv/bin/python bench/pg_backup_restore.py)")
+    anchor = work if work.exists() else work.parent
+    while not anchor.exists():
+        anchor = anchor.parent
+    need = scale_gb * 1e9 * 6 + 2e9  # source + WAL, three backups, restored copies
+    free = shutil.disk_usage(anchor).free
+    if free < need:
+        problems.append(f"{anchor} has {free / 1e9:.1f} GB free; this run needs about "
+                        f"{need / 1e9:.1f} GB (lower --scale-gb or choose --work-dir)")
+    if problems:
+        raise BenchError("cannot run the benchmark:\n  - " + "\n  - ".join(problems))
+    versions = {
+        "postgresql": run([str(PG_BIN / "postgres"), "--version"], what="postgres").stdout,
+        "pgbackrest": run(["pgbackrest", "version"], what="pgbackrest").stdout,
+    }
+    from pitrflow import __version__
+
+    versions["pitrflow"] = __version__
+    return {k: v.strip() for k, v in versions.items()}
+
+
+# --------------------------------------------------------------------------- servers
+
+class Servers:
+    """Every data directory a server was started in, so all are stopped on the way out."""
+
+    def __init__(self) -> None:
+        self.data_dirs: list[Path] = []
+
+    def started(self, data_dir: Path) -> None:
+        if data_dir not in self.data_dirs:
+            self.data_dirs.append(data_dir)
+
+    def stop(self, data_dir: Path, mode: str = "fast") -> None:
+        if (data_dir / "postmaster.pid").exists():
+            run(as_server_user([str(PG_BIN / "pg_ctl"), "stop", "-D", str(data_dir), "-m",
+                                mode, "-w", "-t", "120"]), what="pg_ctl stop", check=False)
+
+    def stop_all(self) -> None:
+        for data_dir in reversed(self.data_dirs):
+            try:
+                self.stop(data_dir, "fast")
+            except Exception as exc:  # noqa: BLE001 - keep stopping the others
+                print(f"warning: could not stop the server in {data_dir}: {exc}",
+                      file=sys.stderr)
+
+
+def stop_leftovers(work: Path) -> None:
+    """Servers a previous, killed run left behind in the work directory."""
+    if not work.exists():
+        return
+    for pid_file in work.glob("*/postmaster.pid"):
+        run(as_server_user([str(PG_BIN / "pg_ctl"), "stop", "-D", str(pid_file.parent),
+                            "-m", "immediate", "-w", "-t", "60"]), what="pg_ctl stop",
+            check=False)
+
+
+def wait_promoted(host: str, port: int, timeout: float = 3600) -> None:
+    """Until the server answers and pg_is_in_recovery() is false."""
+    deadline = time.monotonic() + timeout
+    isready = [str(PG_BIN / "pg_isready"), "-q", "-h", host, "-p", str(port)]
+    query = [str(PG_BIN / "psql"), "-X", "-At", "-h", host, "-p", str(port), "-U", "postgres",
+             "-d", "postgres", "-c", "SELECT pg_is_in_recovery()"]
+    while time.monotonic() < deadline:
+        if subprocess.run(isready, check=False).returncode == 0:
+            out = subprocess.run(query, capture_output=True, text=True, check=False)
+            if out.returncode == 0 and out.stdout.strip() == "f":
+                return
+        time.sleep(0.1)
+    raise BenchError(f"the server on port {port} was not promoted within {timeout:.0f} s")
+
+
+def row_counts(port: int) -> dict[str, int]:
+    import psycopg
+
+    with psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres",
+                         autocommit=True) as conn:
+        counts = {}
+        for table in ("pgbench_branches", "pgbench_accounts", "bench_docs"):
+            row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+            assert row is not None
+            counts[table] = int(row[0])
+        return counts
+
+
+# --------------------------------------------------------------------------- data
+
+DOCS_DDL = """
+CREATE EXTENSION IF NOT EXISTS pgcrypto;
+DROP TABLE IF EXISTS bench_docs;
+CREATE TABLE bench_docs (
+    id bigserial PRIMARY KEY,
+    created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    doc jsonb NOT NULL,
+    blob bytea NOT NULL,
+    note text NOT NULL
+)
+"""
+
+# ~470 bytes a row, stored inline (no TOAST): 160 random bytes that do not compress,
+# jsonb of md5 hex strings (about 2:1) and numbers, and repetitive text (very compressible).
+DOCS_BATCH = """
+INSERT INTO bench_docs (doc, blob, note)
+SELECT jsonb_build_object(
+           'customer', md5(random()::text),
+           'order', md5(random()::text),
+           'amount', round((random() * 10000)::numeric, 2),
+           'items', (random() * 20)::int,
+           'tags', jsonb_build_array(substr(md5(random()::text), 1, 10),
+                                     substr(md5(random()::text), 1, 6)),
+           'active', random() < 0.5,
+           'seq', g),
+       gen_random_bytes(160),
+       repeat('status=shipped;warehouse=eu-west-1;carrier=standard;', 2)
+  FROM generate_series(1, %s) AS g
+"""
+
+
+def build_database(cluster: Any, scale_gb: float) -> dict[str, Any]:
+    half = scale_gb * 1e9 / 2
+    scale = max(1, round(half / PGBENCH_BYTES_PER_SCALE))
+    say(f"loading: pgbench -i -s {scale} and ~{half / 1e9:.2f} GB of mixed random rows "
+        "(in parallel)")
+    pgbench = subprocess.Popen(  # noqa: S603
+        [str(PG_BIN / "pgbench"), "-i", "-q", "-s", str(scale), "-h", "127.0.0.1", "-p",
+         str(cluster.port), "-U", "postgres", "postgres"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    started = time.monotonic()
+    try:
+        with cluster.connect() as conn:
+            conn.execute(DOCS_DDL)
+            batch = 200_000 if scale_gb >= 1 else 20_000
+            while True:
+                conn.execute(DOCS_BATCH % batch)
+                row = conn.execute("SELECT pg_total_relation_size('bench_docs')").fetchone()
+                assert row is not None
+                if row[0] >= half:
+                    break
+    finally:
+        out, _ = pgbench.communicate()
+        log.info("pgbench -i output:\n%s", out)
+    if pgbench.returncode != 0:
+        raise BenchError(f"pgbench -i failed:\n{out[-2000:]}")
+    with cluster.connect() as conn:
+        conn.execute("VACUUM (ANALYZE) bench_docs")
+        conn.execute("CHECKPOINT")
+        sizes = {}
+        for table in ("pgbench_accounts", "pgbench_branches", "pgbench_tellers",
+                      "pgbench_history", "bench_docs"):
+            row = conn.execute("SELECT pg_total_relation_size(%s)", (table,)).fetchone()
+            assert row is not None
+            sizes[table] = int(row[0])
+        row = conn.execute("SELECT pg_database_size('postgres'), "
+                           "(SELECT sum(pg_database_size(oid)) FROM pg_database)").fetchone()
+        assert row is not None
+        db_size, cluster_size = int(row[0]), int(row[1])
+    counts = row_counts(cluster.port)
+    say(f"database size {db_size / 1e9:.2f} GB (all databases {cluster_size / 1e9:.2f} GB), "
+        f"loaded in {time.monotonic() - started:.0f} s; pgbench scale {scale}, "
+        f"{counts['bench_docs']:,} mixed rows ({sizes['bench_docs'] / 1e9:.2f} GB)")
+    return {"pgbench_scale": scale, "database_bytes": db_size, "cluster_bytes": cluster_size,
+            "table_bytes": sizes, "row_counts": counts,
+            "load_seconds": round(time.monotonic() - started, 1)}
+
+
+# --------------------------------------------------------------------------- pgBackRest
+
+def pgbackrest_conf(work: Path, data_dir: Path, port: int) -> Path:
+    for name in ("pgbr-repo", "pgbr-log", "pgbr-lock", "pgbr-spool"):
+        (work / name).mkdir(exist_ok=True)
+        chown_to_server_user(work / name)
+    conf = work / "pgbackrest.conf"
+    conf.write_text(f"""[global]
+repo1-path={work / 'pgbr-repo'}
+repo1-retention-full=10
+log-path={work / 'pgbr-log'}
+lock-path={work / 'pgbr-lock'}
+spool-path={work / 'pgbr-spool'}
+compress-type=zst
+compress-level=3
+process-max=2
+start-fast=y
+log-level-console=warn
+log-level-file=detail
+
+[{STANZA}]
+pg1-path={data_dir}
+pg1-port={port}
+pg1-socket-path={data_dir}
+pg1-user=postgres
+""")
+    conf.chmod(0o644)
+    return conf
+
+
+def pgbackrest(conf: Path, *args: str, what: str) -> subprocess.CompletedProcess[str]:
+    return run(as_server_user(["pgbackrest", f"--config={conf}", f"--stanza={STANZA}", *args]),
+               what=what, cwd=conf.parent)
+
+
+def pgbackrest_backup_sizes(conf: Path, work: Path) -> dict[str, Any]:
+    info = json.loads(pgbackrest(conf, "--output=json", "info", what="pgbackrest info").stdout)
+    backup = info[0]["backup"][-1]
+    start, stop = backup["archive"]["start"], backup["archive"]["stop"]
+    wal_bytes, wal_files = 0, 0
+    for path in (work / "pgbr-repo" / "archive" / STANZA).rglob("*"):
+        name = path.name
+        if path.is_file() and len(name) > 24 and start <= name[:24] <= stop:
+            wal_bytes += path.stat().st_size
+            wal_files += 1
+    backup_dir = work / "pgbr-repo" / "backup" / STANZA / backup["label"]
+    return {"label": backup["label"], "repo_bytes": int(backup["info"]["repository"]["size"]),
+            "dir_bytes": tree_bytes(backup_dir), "wal_bytes": wal_bytes, "wal_files": wal_files,
+            "wal_range": [start, stop], "database_bytes": int(backup["info"]["size"])}
+
+
+# --------------------------------------------------------------------------- pitr
+
+def write_pitr_config(work: Path, port: int) -> Path:
+    config = work / "pitrflow.toml"
+    config.write_text(f"""[repository]
+path = "{work / 'pitr-repo'}"
+
+[instances.{INSTANCE}]
+engine = "postgresql"
+host = "127.0.0.1"
+port = {port}
+user = "postgres"
+database = "postgres"
+bin_dir = "{PG_BIN}"
+compress = "server"
+compress_level = 3
+compress_workers = 2
+""")
+    config.chmod(0o644)
+    return config
+
+
+def pitr_cli(config: Path, *args: str, prefect_home: Path, what: str,
+             ) -> subprocess.CompletedProcess[str]:
+    env = {"PREFECT_HOME": str(prefect_home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PITR_CONFIG": str(config)}
+    return run([sys.executable, "-m", "pitrflow.cli", "--config", str(config), *args],
+               what=what, env=env, cwd=REPO_ROOT)
+
+
+class PhaseClock:
+    """Wraps functions of pitrflow's modules in this process to add up time per phase.
+
+    Only attributes of already imported modules are swapped, for the duration of one
+    call, and put back afterwards; no file of pitrflow is touched.
+    """
+
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = defaultdict(float)
+        self._undo: list[tuple[Any, str, Any]] = []
+
+    def wrap(self, owner: Any, attr: str, label: str | Callable[..., str]) -> None:
+        original = getattr(owner, attr)
+        totals = self.totals
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            name = label(*args, **kwargs) if callable(label) else label
+            started = time.monotonic()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                totals[name] += time.monotonic() - started
+
+        setattr(owner, attr, wrapper)
+        self._undo.append((owner, attr, original))
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[PhaseClock]:
+        try:
+            yield self
+        finally:
+            for owner, attr, original in reversed(self._undo):
+                setattr(owner, attr, original)
+            self._undo.clear()
+
+
+def pitr_core_backup(config_path: Path) -> tuple[float, dict[str, Any]]:
+    from pitrflow import procs
+    from pitrflow.config import load_config
+    from pitrflow.engines.postgres import basebackup, sql
+    from pitrflow.storage import fs, open_repository
+
+    config = load_config(config_path)
+    instance = config.instance(INSTANCE)
+    repo = open_repository(config.repository)
+    clock = PhaseClock()
+    clock.wrap(sql, "server_facts", "connect + server facts")
+    clock.wrap(basebackup, "ensure_slot", "replication slot")
+    clock.wrap(basebackup, "read_catalog", "read catalog")
+    clock.wrap(basebackup, "find_binaries", "find binaries")
+    clock.wrap(procs, "run", lambda *a, **kw: str(kw.get("what") or Path(a[0][0]).name))
+    clock.wrap(basebackup, "read_pg_manifest", "parse backup_manifest")
+    clock.wrap(fs, "sha256_file", "sha256 of the tars")
+    clock.wrap(fs.FsRepository, "put_file", "put_file (sha256 + fsync + rename)")
+    clock.wrap(fs.FsRepository, "put_bytes", "write manifest.json")
+    with clock.active():
+        seconds, outcome = timed("backup pitr core",
+                                 lambda: basebackup.take_backup(instance, repo))
+    phases = dict(clock.totals)
+    put = phases.pop("put_file (sha256 + fsync + rename)", 0.0)
+    phases["fsync + rename into repository"] = put - phases.get("sha256 of the tars", 0.0)
+    phases["other"] = seconds - sum(phases.values())
+    manifest = outcome.manifest
+    return seconds, {"id": manifest.id, "repo_bytes": manifest.size_bytes,
+                     "files": {f.name: f.size for f in manifest.files},
+                     "compression": manifest.compression,
+                     "phases": {k: round(v, 2) for k, v in phases.items()}}
+
+
+def pitr_core_restore(config_path: Path, pgdata: Path, port: int) -> tuple[float, dict[str, Any]]:
+    from pitrflow.catalog.snapshot import read_catalog
+    from pitrflow.config import load_config
+    from pitrflow.restore import executor
+    from pitrflow.restore.planner import RestoreTarget, plan_restore
+    from pitrflow.storage import open_repository
+
+    clock = PhaseClock()
+    clock.wrap(executor, "preflight", "preflight")
+    clock.wrap(executor, "_restore_command", "choose restore_command")
+    clock.wrap(executor, "write_recovery_config", "write recovery config")
+    clock.wrap(executor, "chown_tree", "chown")
+
+    def restore() -> Any:
+        config = load_config(config_path)
+        repo = open_repository(config.repository)
+        plan = plan_restore(read_catalog(repo, INSTANCE), RestoreTarget(None))
+        request = executor.RestoreRequest(config.instance(INSTANCE), pgdata, port,
+                                          config_file=config.source)
+        return executor.execute_restore(plan, request, repo)
+
+    with clock.active():
+        seconds, outcome = timed("restore pitr core", restore)
+    phases = {**outcome.phases, **clock.totals}
+    # preflight runs once more inside execute_restore; both calls are in its total.
+    phases["other"] = seconds - sum(phases.values())
+    plan = outcome.plan
+    return seconds, {"backup": plan.backup.id, "wal_segments": len(plan.wal),
+                     "wal_bytes": plan.wal_bytes, "restore_command": outcome.restore_command_kind,
+                     "phases": {k: round(v, 2) for k, v in phases.items()}}
+
+
+def parse_phases(text: str) -> dict[str, float]:
+    match = re.search(r"phases: (.*)$", text, re.M)
+    if not match:
+        return {}
+    return {name: float(value) for name, value in re.findall(r"(\w+) ([\d.]+) s", match.group(1))}
+
+
+def zstd_floor(path: Path) -> float:
+    """Seconds to only decompress one .zst object, single-threaded, to nowhere."""
+    import zstandard
+
+    started = time.monotonic()
+    with open(path, "rb") as fh, zstandard.ZstdDecompressor().stream_reader(fh) as reader:
+        while reader.read(1 << 20):
+            pass
+    return time.monotonic() - started
+
+
+# --------------------------------------------------------------------------- report
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or not b else a / b
+
+
+def verdict(value: float | None, target: float) -> str:
+    if value is None:
+        return "-"
+    return "ok" if value <= target else "MISS"
+
+
+def report(results: dict[str, Any]) -> str:
+    mb = 1e6
+    b, r = results["backups"], results["restores"]
+    db = results["database"]
+    lines = [
+        "",
+        f"pitrflow vs pgBackRest on PostgreSQL 15 -- database {db['database_bytes'] / 1e9:.2f} GB "
+        f"(pgbench scale {db['pgbench_scale']} + {db['row_counts']['bench_docs']:,} mixed rows)",
+        "",
+        f"{'operation':<44}{'time s':>9}{'size MB':>11}",
+        "-" * 64,
+    ]
+
+    def row(name: str, seconds: float | None, size: float | None = None) -> None:
+        t = f"{seconds:9.1f}" if seconds is not None else f"{'-':>9}"
+        s = f"{size / mb:11.1f}" if size is not None else f"{'-':>11}"
+        lines.append(f"{name:<44}{t}{s}")
+
+    row("backup  pg_basebackup server-zstd:3,workers=2", b["pg_basebackup"]["seconds"],
+        b["pg_basebackup"]["repo_bytes"])
+    row("backup  pitr core (take_backup)", b["pitr_core"]["seconds"], b["pitr_core"]["repo_bytes"])
+    row("backup  pitr backup full (CLI, Prefect flow)", b["pitr_cli"]["seconds"],
+        b["pitr_cli"]["repo_bytes"])
+    pb = b["pgbackrest"]
+    row("backup  pgbackrest --type=full", pb["seconds"], pb["repo_bytes"])
+    row("          + archived WAL it needs", None, pb["repo_bytes"] + pb["wal_bytes"])
+    row("ship    pitr ship (CLI, after the backups)", results["ship_seconds"])
+    row("restore pitr core (planner + executor)", r["pitr_core"]["seconds"])
+    row("restore pitr restore --to latest (CLI)", r["pitr_cli"]["seconds"])
+    row("restore pgbackrest --type=immediate + start", r["pgbackrest"]["seconds"])
+    lines += ["", f"{'ratio pitr / pgBackRest':<44}{'value':>9}{'target':>11}{'':>6}",
+              "-" * 70]
+    for key, name, target in results["ratio_rows"]:
+        value = results["ratios"][key]
+        shown = f"{value:9.2f}" if value is not None else f"{'-':>9}"
+        lines.append(f"{name:<44}{shown}{'<= ' + format(target, '.2f'):>11}"
+                     f"{verdict(value, target):>6}")
+    lines += ["", "where pitr's time goes (seconds)"]
+    lines.append("  backup (core):  " + ", ".join(
+        f"{k} {v:.1f}" for k, v in b["pitr_core"]["phases"].items()))
+    lines.append(f"  backup (CLI):   Prefect flow overhead "
+                 f"{b['pitr_cli']['seconds'] - b['pitr_core']['seconds']:.1f} over the core call")
+    lines.append("  restore (core): " + ", ".join(
+        f"{k} {v:.1f}" for k, v in r["pitr_core"]["phases"].items()))
+    lines.append("  restore (CLI):  " + ", ".join(
+        f"{k} {v:.1f}" for k, v in r["pitr_cli"]["phases"].items())
+        + f"; outside those phases {r['pitr_cli']['outside_phases']:.1f} (Prefect, plan, "
+        "preflight)")
+    lines.append(f"  restore WAL: {r['pitr_core']['wal_segments']} segments "
+                 f"({r['pitr_core']['wal_bytes'] / mb:.1f} MB stored); restore_command: "
+                 f"{r['pitr_core']['restore_command']}")
+    lines.append(f"  floor: zstd decompression alone of base.tar.zst, one thread: "
+                 f"{results['diagnostics']['zstd_decompress_seconds']:.1f} s")
+    pr = r["pgbackrest"]
+    lines.append(f"  pgBackRest restore: restore command {pr['restore_seconds']:.1f}, "
+                 f"start + promotion {pr['start_seconds']:.1f}")
+    lines.append("  pitr backup objects: " + ", ".join(
+        f"{k} {v / mb:.1f} MB" for k, v in b["pitr_core"]["files"].items()))
+    steps = results.get("interference", {}).get("foreign_cpu_seconds_by_step", {})
+    busy = {k: v for k, v in steps.items()
+            if v["foreign_cpu_seconds"] > 0.1 * v["seconds"] * (os.cpu_count() or 1)}
+    lines.append("")
+    if busy:
+        top = results["interference"]["top_foreign_processes"]
+        lines.append("WARNING: other processes on this machine used CPU while these were timed "
+                     "(CPU seconds / wall seconds); rerun them on a quiet machine:")
+        lines += [f"  {k}: {v['foreign_cpu_seconds']:.1f} / {v['seconds']:.1f}"
+                  for k, v in busy.items()]
+        lines.append("  busiest other processes (CPU s): "
+                     + ", ".join(f"{k} {v:.1f}" for k, v in top.items()))
+    else:
+        lines.append("no other process used more than 10% of the CPUs during any timed step")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- main
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale-gb", type=float, default=2.5,
+                        help="database size to build, in GB (default 2.5)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the work directory (data, repositories, logs) afterwards")
+    parser.add_argument("--work-dir", type=Path, default=Path("/var/tmp/pitrflow-bench"),
+                        help="where clusters and repositories live (default %(default)s)")
+    args = parser.parse_args()
+    work: Path = args.work_dir.absolute()
+    try:
+        versions = check_prerequisites(work, args.scale_gb)
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    stop_leftovers(work)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    handler = logging.FileHandler(work / "bench.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+    for name in ("bench", "pitrflow"):
+        logging.getLogger(name).addHandler(handler)
+        logging.getLogger(name).setLevel(logging.INFO)
+        logging.getLogger(name).propagate = False
+    say(f"work directory {work}; log {work / 'bench.log'}")
+    servers = Servers()
+    failed = True
+    global MONITOR
+    MONITOR = Interference(work)
+    MONITOR.start()
+    try:
+        results = benchmark(work, args.scale_gb, servers, versions)
+        results["interference"] = {
+            "foreign_cpu_seconds_by_step": MONITOR.steps,
+            "foreign_cpu_seconds_total": round(MONITOR.foreign, 1),
+            "top_foreign_processes": {k: round(v, 1) for k, v in sorted(
+                MONITOR.offenders.items(), key=lambda kv: -kv[1])[:8]},
+        }
+        failed = False
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        print(f"see {work / 'bench.log'}", file=sys.stderr)
+        return 1
+    finally:
+        MONITOR.stop()
+        servers.stop_all()
+        if not args.keep and not failed:
+            shutil.rmtree(work, ignore_errors=True)
+        elif failed:
+            print(f"work directory kept for inspection: {work}", file=sys.stderr)
+    print(report(results))
+    out = BENCH_DIR / f"results-{datetime.now(UTC).strftime('%Y-%m-%d')}.json"
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nresults written to {out}; whole run {time.monotonic() - T0:.0f} s")
+    return 0
+
+
+def benchmark(work: Path, scale_gb: float, servers: Servers,
+              versions: dict[str, str]) -> dict[str, Any]:
+    from pitrflow.devtools.localpg import LocalCluster, world_traversable
+
+    ports: set[int] = set()
+    world_traversable(work)
+    source_dir = work / "source"
+    port = free_port(55440, ports)
+    conf = work / "pgbackrest.conf"
+    archive_cmd = f"pgbackrest --config={conf} --stanza={STANZA} archive-push %p"
+    cluster = LocalCluster(source_dir, port, PG_BIN, run_as=RUN_AS, settings={
+        "fsync": "on",
+        "archive_mode": "on",
+        "archive_command": "'/bin/true'",  # pgBackRest's goes in once the data is loaded
+        "shared_buffers": "256MB",
+        "max_wal_size": "2GB",
+    })
+    say(f"initdb + start PostgreSQL 15 in {source_dir} on port {port} as {RUN_AS}")
+    cluster.init()
+    servers.started(source_dir)
+    cluster.start()
+    database = build_database(cluster, scale_gb)
+
+    pgbackrest_conf(work, source_dir, port)
+    with cluster.connect() as conn:
+        conn.execute(f"ALTER SYSTEM SET archive_command = '{archive_cmd}'")
+        conn.execute("SELECT pg_reload_conf()")
+    time.sleep(0.5)
+    say("pgbackrest stanza-create + check")
+    pgbackrest(conf, "stanza-create", what="pgbackrest stanza-create")
+    pgbackrest(conf, "check", what="pgbackrest check")
+    config = write_pitr_config(work, port)
+    prefect_home = work / "prefect-home"
+
+    say("reading the data directory once so every backup starts from a warm cache")
+    warm_page_cache(source_dir)
+    backups: dict[str, Any] = {}
+
+    out_dir = work / "basebackup"
+    argv = [str(PG_BIN / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
+            "-D", str(out_dir), "--format=tar", "--compress=server-zstd:level=3,workers=2",
+            "-X", "stream", "--checkpoint=fast"]
+    seconds, _ = timed("backup pg_basebackup", lambda: run(argv, what="pg_basebackup"))
+    backups["pg_basebackup"] = {"seconds": round(seconds, 2), "repo_bytes": tree_bytes(out_dir),
+                                "argv": argv[1:]}
+    say(f"pg_basebackup: {seconds:.1f} s, {tree_bytes(out_dir) / 1e6:.1f} MB")
+    shutil.rmtree(out_dir)
+
+    seconds, core = pitr_core_backup(config)
+    backups["pitr_core"] = {"seconds": round(seconds, 2), **core}
+    say(f"pitr core take_backup: {seconds:.1f} s, {core['repo_bytes'] / 1e6:.1f} MB")
+
+    # A first Prefect run in a fresh PREFECT_HOME sets up its database: do that here,
+    # with a ship run, so the timed CLI backup pays only the usual start-up.
+    say("pitr ship (warms up Prefect's home)")
+    pitr_cli(config, "ship", INSTANCE, prefect_home=prefect_home, what="pitr ship")
+
+    seconds, result = timed("backup pitr CLI", lambda: pitr_cli(
+        config, "backup", "full", INSTANCE, prefect_home=prefect_home, what="pitr backup"))
+    match = re.search(r"backup (\S+) \(full\) of \S+ complete: (\d+) bytes", result.stdout)
+    if not match:
+        raise BenchError(f"unexpected output from pitr backup full:\n{result.stdout[-2000:]}")
+    backups["pitr_cli"] = {"seconds": round(seconds, 2), "id": match.group(1),
+                           "repo_bytes": int(match.group(2))}
+    say(f"pitr backup full (CLI): {seconds:.1f} s, {int(match.group(2)) / 1e6:.1f} MB")
+
+    seconds, _ = timed("backup pgbackrest", lambda: pgbackrest(
+        conf, "--type=full", "backup", what="pgbackrest backup"))
+    backups["pgbackrest"] = {"seconds": round(seconds, 2), **pgbackrest_backup_sizes(conf, work)}
+    say(f"pgbackrest backup: {seconds:.1f} s, {backups['pgbackrest']['repo_bytes'] / 1e6:.1f} MB"
+        f" (+ {backups['pgbackrest']['wal_bytes'] / 1e6:.1f} MB archived WAL)")
+
+    say("pitr ship, so that latest has a mark after every backup")
+    ship_seconds, _ = timed("ship pitr CLI", lambda: pitr_cli(
+        config, "ship", INSTANCE, prefect_home=prefect_home, what="pitr ship"))
+    source_counts = database["row_counts"]
+    tar = work / "pitr-repo" / INSTANCE / "backups" / backups["pitr_cli"]["id"] / "base.tar.zst"
+    diagnostics = {"zstd_decompress_seconds": round(zstd_floor(tar), 2) if tar.exists() else 0.0}
+
+    restores: dict[str, Any] = {}
+    checks: dict[str, bool] = {}
+
+    pgdata = work / "restore-pitr-cli"
+    rport = free_port(port + 1, ports)
+    servers.started(pgdata)
+    seconds, result = timed("restore pitr CLI", lambda: pitr_cli(
+        config, "restore", INSTANCE, "--to", "latest", "--pgdata", str(pgdata), "--port",
+        str(rport), prefect_home=prefect_home, what="pitr restore"))
+    phases = parse_phases(result.stdout)
+    restores["pitr_cli"] = {"seconds": round(seconds, 2), "phases": phases,
+                            "outside_phases": round(seconds - sum(phases.values()), 2)}
+    checks["pitr_cli"] = row_counts(rport) == source_counts
+    say(f"pitr restore (CLI): {seconds:.1f} s, rows match: {checks['pitr_cli']}")
+    servers.stop(pgdata)
+    shutil.rmtree(pgdata, ignore_errors=True)
+
+    pgdata = work / "restore-pitr-core"
+    rport = free_port(port + 1, ports)
+    servers.started(pgdata)
+    seconds, core = pitr_core_restore(config, pgdata, rport)
+    restores["pitr_core"] = {"seconds": round(seconds, 2), **core}
+    checks["pitr_core"] = row_counts(rport) == source_counts
+    say(f"pitr core restore: {seconds:.1f} s, rows match: {checks['pitr_core']}")
+    servers.stop(pgdata)
+    shutil.rmtree(pgdata, ignore_errors=True)
+
+    pgdata = work / "restore-pgbackrest"
+    rport = free_port(port + 1, ports)
+    pgdata.mkdir(mode=0o700)
+    chown_to_server_user(pgdata)
+    servers.started(pgdata)
+    start_argv = as_server_user([
+        str(PG_BIN / "pg_ctl"), "start", "-D", str(pgdata), "-l", str(pgdata / "restore.log"),
+        "-w", "-t", "3600", "-o", f"-p {rport} -k {pgdata} -c archive_mode=off"])
+    guard = MONITOR.step("restore pgbackrest") if MONITOR else contextlib.nullcontext()
+    with guard:
+        started = time.monotonic()
+        pgbackrest(conf, f"--pg1-path={pgdata}", "--type=immediate", "--target-action=promote",
+                   "restore", what="pgbackrest restore")
+        restore_seconds = time.monotonic() - started
+        run(start_argv, what="pg_ctl start")
+        wait_promoted("127.0.0.1", rport)
+        seconds = time.monotonic() - started
+    restores["pgbackrest"] = {"seconds": round(seconds, 2),
+                              "restore_seconds": round(restore_seconds, 2),
+                              "start_seconds": round(seconds - restore_seconds, 2)}
+    checks["pgbackrest"] = row_counts(rport) == source_counts
+    say(f"pgbackrest restore + start: {seconds:.1f} s, rows match: {checks['pgbackrest']}")
+    servers.stop(pgdata)
+    shutil.rmtree(pgdata, ignore_errors=True)
+
+    pb = backups["pgbackrest"]
+    pgbr_size = pb["repo_bytes"] + pb["wal_bytes"]
+    ratio_rows = [
+        ("backup_time_core", "backup time, core call", TARGETS["backup_time"]),
+        ("backup_time_cli", "backup time, CLI", TARGETS["backup_time"]),
+        ("size", "size (pgBackRest backup + its WAL)", TARGETS["size"]),
+        ("size_backup_only", "size (pgBackRest backup alone)", TARGETS["size"]),
+        ("restore_time_core", "restore time, core call", TARGETS["restore_time"]),
+        ("restore_time_cli", "restore time, CLI", TARGETS["restore_time"]),
+    ]
+    ratios = {
+        "backup_time_core": ratio(backups["pitr_core"]["seconds"], pb["seconds"]),
+        "backup_time_cli": ratio(backups["pitr_cli"]["seconds"], pb["seconds"]),
+        "size": ratio(backups["pitr_cli"]["repo_bytes"], pgbr_size),
+        "size_backup_only": ratio(backups["pitr_cli"]["repo_bytes"], pb["repo_bytes"]),
+        "restore_time_core": ratio(restores["pitr_core"]["seconds"],
+                                   restores["pgbackrest"]["seconds"]),
+        "restore_time_cli": ratio(restores["pitr_cli"]["seconds"],
+                                  restores["pgbackrest"]["seconds"]),
+    }
+    if not all(checks.values()):
+        raise BenchError(f"a restored server's row counts differ from the source: {checks}")
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "host": {"cpus": os.cpu_count(), "work_dir": str(work)},
+        "versions": versions,
+        "scale_gb": scale_gb,
+        "database": database,
+        "backups": backups,
+        "ship_seconds": round(ship_seconds, 2),
+        "restores": restores,
+        "restored_rows_match": checks,
+        "diagnostics": diagnostics,
+        "targets": TARGETS,
+        "ratio_rows": ratio_rows,
+        "ratios": {k: (round(v, 3) if v is not None else None) for k, v in ratios.items()},
+        "met": {key: ratios[key] is not None and ratios[key] <= target
+                for key, _name, target in ratio_rows},
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())
