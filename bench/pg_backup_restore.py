@@ -31,7 +31,9 @@ What one run does, on the system PostgreSQL 15 (/usr/lib/postgresql/15/bin), in
    against the source) and stopped.
 4. Prints a table of times, sizes and ratios pitr/pgBackRest against the targets
    (backup time <= 0.7x, size <= 1.05x, restore time <= 0.8x), plus where pitr's time goes,
-   and writes the same as JSON to bench/results-<date>.json.
+   and writes the same as JSON to bench/results-<date>.json.  It also watches /proc for CPU
+   used by processes that are not its own during each timed step (another test suite, say)
+   and prints a WARNING naming the disturbed steps, since such figures are not comparable.
 
 Every server it starts is stopped on the way out, whatever happens.  Without ``--keep`` the
 work directory is removed at the end; it is always wiped at the start of a run.
@@ -779,7 +781,10 @@ def main() -> int:
         elif failed:
             print(f"work directory kept for inspection: {work}", file=sys.stderr)
     print(report(results))
-    out = BENCH_DIR / f"results-{datetime.now(UTC).strftime('%Y-%m-%d')}.json"
+    now = datetime.now(UTC)
+    out = BENCH_DIR / f"results-{now.strftime('%Y-%m-%d')}.json"
+    if out.exists():  # never overwrite an earlier run of the same day
+        out = BENCH_DIR / f"results-{now.strftime('%Y-%m-%d-%H%M%S')}.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nresults written to {out}; whole run {time.monotonic() - T0:.0f} s")
     return 0

@@ -17,11 +17,16 @@ def restore_to_point(
     port: int | None = None,
     dry_run: bool = False,
     config_path: str | None = None,
+    scratch: bool = False,
 ) -> dict[str, Any]:
-    """Restore INSTANCE into PGDATA as of TARGET_TIME (timezone-aware; empty = latest mark)."""
+    """Restore INSTANCE into PGDATA as of TARGET_TIME (timezone-aware; empty = latest mark).
+
+    `scratch` (used by the recovery drill) trusts the restored instance's
+    private socket directory so the checks can connect as its superuser.
+    """
     RestoreTarget(target_time)  # refuses a naive time before any task runs
     plan = make_restore_plan(instance, target_time, config_path)
     checked = check_restore_target(plan, instance, pgdata, port, config_path)
     if dry_run:
         return {"dry_run": True, **checked}
-    return restore_instance(plan, instance, pgdata, port, config_path)
+    return restore_instance(plan, instance, pgdata, port, config_path, scratch)

@@ -117,17 +117,43 @@ def cmd_restore(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_drill(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if args.to not in ("latest", "random"):
+        parse_target(args.to)
+    result = _run_flow("flows.recovery_drill", "recovery_drill", instance=args.instance,
+                       to=args.to, keep=args.keep, config_path=str(config.source))
+    print(f"drill of {args.instance} passed: target {result['target_mode']} "
+          f"{result['target_time'] or '(newest mark)'}, RTO {result['rto_seconds']:.1f} s, "
+          f"data lag {result['data_lag_seconds']:.0f} s, "
+          f"{result['quality_checked']} expectations checked")
+    print(f"drill record: {config.repository.location}/{result['record_key']}")
+    if result.get("evidence"):
+        print(f"evidence (GX data docs): {result['evidence']}")
+    if result.get("kept_at"):
+        print(f"scratch instance kept at {result['kept_at']}")
+    print("artifacts: drill-" + args.instance.lower() + ", drill-checks-"
+          + args.instance.lower() + " (Prefect UI, Artifacts)")
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     config = _config(args)
     from pitrflow.catalog.snapshot import read_catalog
-    from pitrflow.render import info_dict, info_text
+    from pitrflow.drill.record import drill_history
+    from pitrflow.render import drill_history_text, info_dict, info_text
     from pitrflow.storage import open_repository
 
-    catalog = read_catalog(open_repository(config.repository), args.instance)
+    repo = open_repository(config.repository)
+    catalog = read_catalog(repo, args.instance)
+    drills = drill_history(repo, args.instance)
     if args.json:
-        print(json.dumps(info_dict(catalog), indent=2))
+        data = info_dict(catalog)
+        data["drills"] = [d.to_dict() for d in drills]
+        print(json.dumps(data, indent=2))
     else:
         print(info_text(catalog))
+        print(drill_history_text(drills))
     return 0
 
 
@@ -170,6 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--port", type=int, help="port for the restored instance")
     restore.add_argument("--dry-run", action="store_true", help="show the plan only")
     restore.set_defaults(func=cmd_restore)
+
+    drill = sub.add_parser("drill", help="restore to a scratch instance and check it")
+    drill.add_argument("instance")
+    drill.add_argument("--to", default="random", help="TIME, latest or random (default)")
+    drill.add_argument("--keep", action="store_true", help="keep the scratch instance")
+    drill.set_defaults(func=cmd_drill)
 
     info = sub.add_parser("info", help="backups, WAL and the recoverable window")
     info.add_argument("instance")

@@ -40,6 +40,19 @@ class RepositoryConfig:
 
 
 @dataclass(frozen=True)
+class DrillConfig:
+    """How the nightly recovery drill checks this instance."""
+
+    scratch_dir: Path = Path("/var/tmp/pitrflow-drills")
+    keep_on_failure: bool = False
+    row_count_tolerance: float = 0.2
+    max_lag_seconds: int = 3600
+    freshness: dict[str, str] = field(default_factory=dict)
+    checks_dir: Path | None = None
+    timeout_seconds: int = 6 * 3600
+
+
+@dataclass(frozen=True)
 class InstanceConfig:
     name: str
     engine: str
@@ -60,6 +73,7 @@ class InstanceConfig:
     ship_timeout_seconds: int = 1800
     wal_fetch_parallel: int = 4
     max_rate: str = ""  # pg_basebackup --max-rate, e.g. "50M": spares a busy server's disks
+    drill: DrillConfig = field(default_factory=DrillConfig)
 
     @property
     def slot_name(self) -> str:
@@ -121,6 +135,17 @@ _INSTANCE_SCHEMA: dict[str, tuple[type, Any]] = {
     "ship_timeout_seconds": (int, 1800),
     "wal_fetch_parallel": (int, 4),
     "max_rate": (str, ""),
+    "drill": (dict, None),
+}
+
+_DRILL_SCHEMA: dict[str, tuple[type, Any]] = {
+    "scratch_dir": (str, None),
+    "keep_on_failure": (bool, False),
+    "row_count_tolerance": (float, 0.2),
+    "max_lag_seconds": (int, 3600),
+    "freshness": (dict, None),
+    "checks_dir": (str, None),
+    "timeout_seconds": (int, 6 * 3600),
 }
 
 _ENGINES = ("postgresql",)
@@ -205,7 +230,31 @@ def _instance(name: str, raw: Any, source: Path) -> InstanceConfig:
                           'use kilobytes per second, or a k/M suffix: "32000", "50M"')
     if values["bin_dir"]:
         values["bin_dir"] = Path(values["bin_dir"])
+    values["drill"] = _drill(values["drill"] or {}, f"{dotted}.drill", source)
     return InstanceConfig(name=name, **values)
+
+
+def _drill(raw: Any, dotted: str, source: Path) -> DrillConfig:
+    if isinstance(raw, dict) and isinstance(raw.get("row_count_tolerance"), int):
+        raw = {**raw, "row_count_tolerance": float(raw["row_count_tolerance"])}
+    values = _check_table(raw, _DRILL_SCHEMA, dotted, source)
+    if not 0.0 <= values["row_count_tolerance"] < 1.0:
+        raise ConfigError(f"{dotted}.row_count_tolerance in {source} must be in [0, 1)",
+                          "0.2 accepts a restored table with 80% of the source's rows")
+    freshness = values["freshness"] or {}
+    for table, column in freshness.items():
+        if "." not in table or not isinstance(column, str):
+            raise ConfigError(
+                f"{dotted}.freshness.{table} in {source} must map schema.table to a column",
+                'write e.g. freshness = { "public.orders" = "created_at" }')
+    values["freshness"] = dict(freshness)
+    for key in ("scratch_dir", "checks_dir"):
+        if values[key] is not None:
+            path = Path(values[key]).expanduser()
+            values[key] = path if path.is_absolute() else (source.parent / path).resolve()
+    if values["scratch_dir"] is None:
+        values.pop("scratch_dir")
+    return DrillConfig(**values)
 
 
 def parse_config(text: str, source: Path) -> Config:

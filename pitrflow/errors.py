@@ -90,3 +90,10 @@ class RecoveryFailedError(PitrError):
 class BackupRefusedError(PitrError):
     code = "backup-refused"
     exit_status = 10
+
+
+class DrillFailedError(PitrError):
+    """A recovery drill restored data that failed a check, or could not restore at all."""
+
+    code = "drill-failed"
+    exit_status = 11

@@ -184,3 +184,51 @@ def restore_text(outcome: RestoreOutcome) -> str:
 def restore_markdown(outcome: RestoreOutcome) -> str:
     return "## Restore\n\n```\n" + restore_text(outcome) + "\n```\n\n" + plan_markdown(
         outcome.plan)
+
+
+def drill_markdown(record: Any, kept_at: str | None = None) -> str:
+    verdict = "PASSED" if record.passed else "FAILED"
+    rows = [
+        ("verdict", f"**{verdict}**"),
+        ("target", f"{record.target_mode} {iso(record.target_time) or '(newest mark)'}"),
+        ("recoverable window", f"{iso(record.window_from)} .. {iso(record.window_to)}"),
+        ("chain", " -> ".join(record.chain) or "-"),
+        ("WAL segments replayed", str(record.wal_segments)),
+        ("RTO", f"{record.rto_seconds:.1f} s" if record.rto_seconds is not None else "-"),
+        ("data lag (source now - recoverable point)",
+         f"{record.data_lag_seconds:.0f} s" if record.data_lag_seconds is not None else "-"),
+        ("expectations checked", str(record.quality_checked)),
+        ("evidence", record.evidence or "-"),
+    ]
+    if kept_at:
+        rows.append(("scratch instance kept at", kept_at))
+    body = "\n".join(f"| {k} | {v} |" for k, v in rows)
+    phases = "\n".join(f"| {k} | {v:.2f} s |" for k, v in record.phases.items())
+    text = (f"## Recovery drill {record.instance}: {verdict}\n\n| | |\n|---|---|\n{body}\n\n"
+            f"### Time by phase\n\n| phase | time |\n|---|---|\n{phases}\n")
+    if record.error:
+        text += f"\n### Error\n\n```\n{record.error}\n```\n"
+    if record.integrity_findings:
+        text += "\n### Integrity findings\n\n" + "\n".join(
+            f"- {f}" for f in record.integrity_findings) + "\n"
+    if record.quality_failures:
+        text += "\n### Failed expectations\n\n" + "\n".join(
+            f"- {f}" for f in record.quality_failures) + "\n"
+    return text
+
+
+def drill_history_text(records: list[Any]) -> str:
+    if not records:
+        return "drills: none yet"
+    lines = ["drills (oldest first):", "  started                           result  target"
+             "                              RTO      lag"]
+    longest = max((r.rto_seconds or 0) for r in records) or 1
+    for r in records:
+        bar = "#" * max(1, round(20 * (r.rto_seconds or 0) / longest)) if r.rto_seconds else ""
+        lines.append(
+            f"  {iso(r.started)}  {'pass' if r.passed else 'FAIL':<6}  "
+            f"{(iso(r.target_time) or r.target_mode):<34}  "
+            f"{(f'{r.rto_seconds:.1f}s' if r.rto_seconds is not None else '-'):>7}  "
+            f"{(f'{r.data_lag_seconds:.0f}s' if r.data_lag_seconds is not None else '-'):>6}  "
+            f"{bar}")
+    return "\n".join(lines)

@@ -44,10 +44,10 @@ def check_restore_target(plan: RestorePlan, instance: str, pgdata: str, port: in
 # No retries: once files are written a blind retry would meet a non-empty directory.
 @task(name="restore-instance", cache_policy=NONE)
 def restore_instance(plan: RestorePlan, instance: str, pgdata: str, port: int | None,
-                     config_path: str | None) -> dict[str, Any]:
+                     config_path: str | None, scratch: bool = False) -> dict[str, Any]:
     config = config_for(config_path)
     request = RestoreRequest(config.instance(instance), Path(pgdata), port,
-                             config_file=config.source)
+                             config_file=config.source, scratch=scratch)
     with core_logs_to_run_log():
         outcome = execute_restore(plan, request, open_repository(config.repository))
     create_markdown_artifact(markdown=restore_markdown(outcome),
@@ -57,5 +57,7 @@ def restore_instance(plan: RestorePlan, instance: str, pgdata: str, port: int | 
         "pgdata": str(outcome.pgdata), "port": outcome.port,
         "socket_dir": str(outcome.socket_dir), "run_as": outcome.run_as,
         "last_transaction": outcome.last_transaction, "phases": outcome.phases,
+        "chain": [b.id for b in plan.chain], "wal_segments": len(plan.wal),
+        "server_version": plan.backup.server_version,
         "summary": restore_text(outcome),
     }

@@ -42,6 +42,27 @@ def _free_port(start: int) -> int:
     raise SystemExit("no free port")
 
 
+IMPOSSIBLE_SUITE = """{
+  "name": "demo.impossible",
+  "table": "public.orders",
+  "expectations": [
+    {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": 1000000},
+     "meta": {"why": "shows what a failed expectation looks like"}}
+  ]
+}
+"""
+
+
+def _checks_dir(work: Path) -> Path:
+    """The team suites shipped in checks/, copied so the demo can add a failing one."""
+    shipped = Path(__file__).resolve().parents[2] / "checks"
+    target = work / "checks"
+    if shipped.is_dir():
+        shutil.copytree(shipped, target, dirs_exist_ok=True)
+    target.mkdir(exist_ok=True)
+    return target
+
+
 def step(text: str) -> None:
     print(f"\n=== {text}", flush=True)
 
@@ -88,6 +109,13 @@ port = {source.port}
 user = "postgres"
 database = "postgres"
 bin_dir = "{source.bin_dir}"
+
+[instances.main.drill]
+scratch_dir = "{work / 'drills'}"
+checks_dir = "{_checks_dir(work)}"
+freshness = {{ "public.orders" = "created_at" }}
+max_lag_seconds = 3600
+row_count_tolerance = 0.5
 """)
     print(config.read_text())
     restored_port = _free_port(source.port + 1)
@@ -134,6 +162,20 @@ bin_dir = "{source.bin_dir}"
             print(f"MISMATCH: restored {len(got)} orders, expected {len(want)}")
             return 1
         print(f"\nrestored orders 1..{before[-1]}: exactly the rows committed by the target.")
+        _stop_leftovers(work, only=pgdata)
+        step("nightly recovery drill: a random point, pg_amcheck, pg_dump, Great Expectations")
+        pitr(config, "drill", "main", "--to", "random")
+        pitr(config, "info", "main")
+        step("what a failing drill looks like: a team suite the data cannot meet")
+        impossible = work / "checks" / "main" / "public.orders.json"
+        impossible.write_text(IMPOSSIBLE_SUITE)
+        failing = subprocess.run([sys.executable, "-m", "pitrflow.cli", "--config", str(config),
+                                  "drill", "main", "--to", "latest"], check=False)
+        if failing.returncode == 0:
+            print("MISMATCH: the impossible expectation passed")
+            return 1
+        print(f"\nthe failing drill exited with status {failing.returncode}; its artifacts and "
+              "evidence are kept (see the error line above)")
         print("demo passed")
         return 0
     finally:
@@ -141,12 +183,14 @@ bin_dir = "{source.bin_dir}"
         source.stop()
 
 
-def _stop_leftovers(work: Path) -> None:
+def _stop_leftovers(work: Path, only: Path | None = None) -> None:
     from pitrflow import procs
     from pitrflow.engines.postgres.binaries import PgBinaries, reachable_for
 
     user = "pitrflow" if os.geteuid() == 0 else None
     for pid_file in work.glob("*/postmaster.pid"):
+        if only is not None and pid_file.parent != only:
+            continue
         bins = reachable_for(PgBinaries(default_bin_dir(), 18), user)
         procs.run([bins.tool("pg_ctl"), "stop", "-D", str(pid_file.parent), "-m", "fast"],
                   user=user, check=False, what="pg_ctl")

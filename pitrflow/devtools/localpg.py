@@ -54,6 +54,13 @@ class LocalCluster:
     def host(self) -> str:
         return "127.0.0.1"
 
+    @property
+    def socket_dir(self) -> Path:
+        # Unix socket paths are limited to ~107 bytes.
+        if len(str(self.data_dir)) + len(f"/.s.PGSQL.{self.port}") < 100:
+            return self.data_dir
+        return Path("/tmp")
+
     def tool(self, name: str) -> str:
         return str(self.bin_dir / name)
 
@@ -74,7 +81,7 @@ class LocalCluster:
             argv.append("--no-data-checksums")  # on by default since 18
         procs.run(argv, user=self.user, what="initdb")
         merged = {**DEFAULT_SETTINGS, "port": str(self.port),
-                  "unix_socket_directories": f"'{self.data_dir}'", **self.settings}
+                  "unix_socket_directories": f"'{self.socket_dir}'", **self.settings}
         with open(self.data_dir / "postgresql.auto.conf", "a") as handle:
             handle.write("\n".join(f"{k} = {v}" for k, v in merged.items()) + "\n")
         with open(self.data_dir / "pg_hba.conf", "a") as handle:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from pitrflow import procs
 from pitrflow.config import InstanceConfig
+from pitrflow.drill.access import DRILL_HBA
 from pitrflow.engines.postgres import commands
 from pitrflow.engines.postgres.binaries import PgBinaries, find_binaries, reachable_for
 from pitrflow.engines.postgres.recovery import (
@@ -58,6 +59,8 @@ class RestoreRequest:
     listen_addresses: str = "localhost"
     config_file: Path | None = None
     recovery_timeout: float = 6 * 3600
+    # A scratch instance for checks (the drill): its private socket is trusted.
+    scratch: bool = False
 
 
 @dataclass
@@ -236,10 +239,16 @@ def execute_restore(plan: RestorePlan, request: RestoreRequest, repo: Repository
             chown_tree(socket_dir, run_as)
     restore_command, kind = _restore_command(request, plan, spool, run_as)
     log.info("restore_command: %s", kind)
+    extra: tuple[tuple[str, str], ...] = ()
+    if request.scratch:
+        hba = pgdata / "pitrflow_drill_hba.conf"
+        hba.write_text(DRILL_HBA)
+        extra = (("hba_file", str(hba)), ("password_encryption", "scram-sha-256"))
     settings = RecoverySettings(
         port=checks.port, listen_addresses=request.listen_addresses, socket_dir=socket_dir,
         restore_command=restore_command, target_time=plan.target.time,
         target_timeline=plan.timeline, server_major=plan.backup.server_version // 10000,
+        extra=extra,
     )
     write_recovery_config(pgdata, settings)
     log_dir = pgdata / "log"

@@ -145,3 +145,28 @@ def test_help_lists_commands() -> None:
     out = pitr("--help").stdout
     for word in ("backup", "ship", "restore", "info", "wal-fetch"):
         assert word in out
+
+
+def test_drill_cli_fails_loudly_and_info_shows_history(env18: Env, tmp_path: Path) -> None:
+    env = env18
+    checks = tmp_path / "checks" / "main"
+    checks.mkdir(parents=True)
+    (checks / "public.items.json").write_text(json.dumps({
+        "name": "impossible", "table": "public.items",
+        "expectations": [{"type": "expect_table_row_count_to_be_between",
+                          "kwargs": {"min_value": 10**9}}]}))
+    env.config_path.write_text(env.config_path.read_text() + (
+        f'\n[instances.main.drill]\nscratch_dir = "{env.root / "scratch"}"\n'
+        f'checks_dir = "{tmp_path / "checks"}"\n'))
+    take_backup(env.instance, env.repo)
+    env.commit_row()
+    ship_wal(env.instance, env.repo)
+    result = pitr("--config", str(env.config_path), "drill", "main", "--to", "random",
+                  home=tmp_path / "prefect-home")
+    assert result.returncode == 11, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error [")]
+    assert len(errors) == 1 and errors[0].startswith("error [drill-failed]")
+    assert "impossible" in errors[0]
+    info = pitr("--config", str(env.config_path), "info", "main")
+    assert "FAIL" in info.stdout and "drills" in info.stdout

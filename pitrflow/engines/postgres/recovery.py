@@ -40,6 +40,7 @@ class RecoverySettings:
     target_time: datetime | None
     target_timeline: int
     server_major: int
+    extra: tuple[tuple[str, str], ...] = ()
 
     def lines(self) -> list[str]:
         settings: dict[str, str] = {
@@ -61,6 +62,7 @@ class RecoverySettings:
         if self.target_time is not None:
             settings["recovery_target_time"] = _quote(self.target_time.isoformat())
             settings["recovery_target_inclusive"] = "on"
+        settings.update({k: _quote(v) for k, v in self.extra})
         body = [f"{k} = {v}" for k, v in settings.items()]
         return ["", "# pitrflow restore settings (later lines win)", *body, ""]
 
