@@ -137,9 +137,59 @@ def cmd_drill(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_expire(args: argparse.Namespace) -> int:
+    config = _config(args)
+    from pitrflow.catalog.ops import expire
+    from pitrflow.render import expire_text
+    from pitrflow.storage import open_repository
+
+    plan, result = expire(config.instance(args.instance), open_repository(config.repository),
+                          dry_run=True)
+    print(expire_text(plan))
+    if args.dry_run or plan.empty:
+        print("dry run: nothing was deleted" if args.dry_run else "nothing to delete")
+        return 0
+    outcome = _run_flow("flows.expire", "expire", instance=args.instance,
+                        config_path=str(config.source))
+    print(f"deleted {len(outcome['deleted_backups'])} backups and {outcome['wal_deleted']} WAL "
+          f"segments, {outcome['bytes_freed']} bytes freed")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    config = _config(args)
+    results = _run_flow("flows.verify", "verify", instance=args.instance,
+                        backup_id=args.backup, config_path=str(config.source))
+    for r in results:
+        print(f"{r['backup_id']}: OK ({r['objects_checked']} objects, "
+              f"{r['wal_segments_checked']} WAL segments, pg_verifybackup {r['pg_verifybackup']})")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config = _config(args)
+    from datetime import UTC
+
+    from pitrflow.check import failed_critical, render_lines, run_checks
+    from pitrflow.storage import open_repository
+
+    checks = run_checks(config.instance(args.instance), open_repository(config.repository),
+                        datetime.now(UTC))
+    if args.json:
+        print(json.dumps({"instance": args.instance, "ok": not failed_critical(checks),
+                          "checks": [c.to_dict() for c in checks]}, indent=2))
+    else:
+        print(render_lines(checks))
+    return 1 if failed_critical(checks) else 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     config = _config(args)
+    from datetime import UTC
+
+    from pitrflow.catalog.retention import plan_expire
     from pitrflow.catalog.snapshot import read_catalog
+    from pitrflow.catalog.verify import verify_status
     from pitrflow.drill.record import drill_history
     from pitrflow.render import drill_history_text, info_dict, info_text
     from pitrflow.storage import open_repository
@@ -147,12 +197,19 @@ def cmd_info(args: argparse.Namespace) -> int:
     repo = open_repository(config.repository)
     catalog = read_catalog(repo, args.instance)
     drills = drill_history(repo, args.instance)
+    verify = {b.id: s for b in catalog.backups
+              if (s := verify_status(repo, args.instance, b.id)) is not None}
+    settings = config.instance(args.instance)
+    retention = None
+    if settings.retention.enabled:
+        plan = plan_expire(catalog, settings.retention, datetime.now(UTC))
+        retention = {d.backup_id: (d.keep, d.reason) for d in plan.decisions}
     if args.json:
-        data = info_dict(catalog)
+        data = info_dict(catalog, verify, retention)
         data["drills"] = [d.to_dict() for d in drills]
         print(json.dumps(data, indent=2))
     else:
-        print(info_text(catalog))
+        print(info_text(catalog, verify, retention))
         print(drill_history_text(drills))
     return 0
 
@@ -202,6 +259,21 @@ def build_parser() -> argparse.ArgumentParser:
     drill.add_argument("--to", default="random", help="TIME, latest or random (default)")
     drill.add_argument("--keep", action="store_true", help="keep the scratch instance")
     drill.set_defaults(func=cmd_drill)
+
+    expire = sub.add_parser("expire", help="apply the retention policy")
+    expire.add_argument("instance")
+    expire.add_argument("--dry-run", action="store_true", help="show the plan only")
+    expire.set_defaults(func=cmd_expire)
+
+    verify = sub.add_parser("verify", help="re-read backups and WAL, run pg_verifybackup")
+    verify.add_argument("instance")
+    verify.add_argument("--backup", help="one backup id (default: all)")
+    verify.set_defaults(func=cmd_verify)
+
+    check = sub.add_parser("check", help="one line per health check; non-zero when one fails")
+    check.add_argument("instance")
+    check.add_argument("--json", action="store_true")
+    check.set_defaults(func=cmd_check)
 
     info = sub.add_parser("info", help="backups, WAL and the recoverable window")
     info.add_argument("instance")

@@ -53,6 +53,28 @@ class DrillConfig:
 
 
 @dataclass(frozen=True)
+class RetentionConfig:
+    """What `pitr expire` keeps: N full chains and/or a recovery window in days."""
+
+    full_count: int | None = None
+    window_days: float | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.full_count is not None or self.window_days is not None
+
+
+@dataclass(frozen=True)
+class CheckConfig:
+    """Limits `pitr check` holds the instance to."""
+
+    max_backup_age_hours: float = 26.0
+    max_mark_age_minutes: float = 30.0
+    max_drill_age_hours: float = 26.0
+    max_slot_retained_mb: float = 10240.0
+
+
+@dataclass(frozen=True)
 class InstanceConfig:
     name: str
     engine: str
@@ -74,6 +96,8 @@ class InstanceConfig:
     wal_fetch_parallel: int = 4
     max_rate: str = ""  # pg_basebackup --max-rate, e.g. "50M": spares a busy server's disks
     drill: DrillConfig = field(default_factory=DrillConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
+    check: CheckConfig = field(default_factory=CheckConfig)
 
     @property
     def slot_name(self) -> str:
@@ -136,7 +160,29 @@ _INSTANCE_SCHEMA: dict[str, tuple[type, Any]] = {
     "wal_fetch_parallel": (int, 4),
     "max_rate": (str, ""),
     "drill": (dict, None),
+    "retention": (dict, None),
+    "check": (dict, None),
 }
+
+_RETENTION_SCHEMA: dict[str, tuple[type, Any]] = {
+    "full_count": (int, None),
+    "window_days": (float, None),
+}
+
+_CHECK_SCHEMA: dict[str, tuple[type, Any]] = {
+    "max_backup_age_hours": (float, 26.0),
+    "max_mark_age_minutes": (float, 30.0),
+    "max_drill_age_hours": (float, 26.0),
+    "max_slot_retained_mb": (float, 10240.0),
+}
+
+
+def _floats(raw: Any, schema: dict[str, tuple[type, Any]]) -> Any:
+    """Accept `7` where a float is expected: TOML users rarely write `7.0`."""
+    if not isinstance(raw, dict):
+        return raw
+    return {k: float(v) if schema.get(k, (None,))[0] is float and isinstance(v, int)
+            and not isinstance(v, bool) else v for k, v in raw.items()}
 
 _DRILL_SCHEMA: dict[str, tuple[type, Any]] = {
     "scratch_dir": (str, None),
@@ -231,6 +277,17 @@ def _instance(name: str, raw: Any, source: Path) -> InstanceConfig:
     if values["bin_dir"]:
         values["bin_dir"] = Path(values["bin_dir"])
     values["drill"] = _drill(values["drill"] or {}, f"{dotted}.drill", source)
+    retention = _check_table(_floats(values["retention"] or {}, _RETENTION_SCHEMA),
+                             _RETENTION_SCHEMA, f"{dotted}.retention", source)
+    if retention["full_count"] is not None and retention["full_count"] < 1:
+        raise ConfigError(f"{dotted}.retention.full_count in {source} must be at least 1",
+                          "the newest full chain is always kept")
+    if retention["window_days"] is not None and retention["window_days"] <= 0:
+        raise ConfigError(f"{dotted}.retention.window_days in {source} must be positive",
+                          "e.g. window_days = 7")
+    values["retention"] = RetentionConfig(**retention)
+    values["check"] = CheckConfig(**_check_table(_floats(values["check"] or {}, _CHECK_SCHEMA),
+                                                 _CHECK_SCHEMA, f"{dotted}.check", source))
     return InstanceConfig(name=name, **values)
 
 

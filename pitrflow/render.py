@@ -41,13 +41,26 @@ def backup_dict(b: BackupManifest) -> dict[str, Any]:
     }
 
 
-def info_dict(catalog: Catalog) -> dict[str, Any]:
+def _annotated(b: BackupManifest, verify: dict[str, Any] | None,
+               retention: dict[str, tuple[bool, str]] | None) -> dict[str, Any]:
+    data = backup_dict(b)
+    status = (verify or {}).get(b.id)
+    data["verify"] = ({"ok": status.get("ok"), "at": status.get("verified_at"),
+                       "problems": status.get("problems", [])} if status else None)
+    if retention is not None and b.id in retention:
+        keep, reason = retention[b.id]
+        data["retention"] = {"keep": keep, "reason": reason}
+    return data
+
+
+def info_dict(catalog: Catalog, verify: dict[str, Any] | None = None,
+              retention: dict[str, tuple[bool, str]] | None = None) -> dict[str, Any]:
     entries = catalog.wal_entries()
     window = recoverable_window(catalog)
     newest = catalog.newest_mark
     return {
         "instance": catalog.instance,
-        "backups": [backup_dict(b) for b in catalog.backups],
+        "backups": [_annotated(b, verify, retention) for b in catalog.backups],
         "rejected": [{"id": k, "reason": v} for k, v in sorted(catalog.rejected.items())],
         "wal": {
             "first": entries[0].segment if entries else None,
@@ -62,17 +75,25 @@ def info_dict(catalog: Catalog) -> dict[str, Any]:
     }
 
 
-def info_text(catalog: Catalog) -> str:
-    data = info_dict(catalog)
+def info_text(catalog: Catalog, verify: dict[str, Any] | None = None,
+              retention: dict[str, tuple[bool, str]] | None = None) -> str:
+    data = info_dict(catalog, verify, retention)
     lines = [f"instance {catalog.instance}"]
     if not catalog.backups:
         lines.append("  no backups")
-    for b in catalog.backups:
+    for b, item in zip(catalog.backups, data["backups"], strict=True):
         chain = f" parent {b.parent}" if b.parent else ""
+        status = item["verify"]
+        verified = ("verified ok" if status and status["ok"] else
+                    "VERIFY FAILED" if status else "not verified")
+        kept = item.get("retention")
+        keep_text = "" if kept is None else (
+            "  kept" if kept["keep"] else "  EXPIRES at next expire")
         lines.append(
             f"  {b.id}  {b.type:<11} {iso(b.stop_time)}  tl {b.timeline}  "
             f"{format_lsn(b.start_lsn)}..{format_lsn(b.stop_lsn)}  "
-            f"{human_bytes(b.size_bytes)} (db {human_bytes(b.database_size_bytes)}){chain}")
+            f"{human_bytes(b.size_bytes)} (db {human_bytes(b.database_size_bytes)}){chain}"
+            f"  [{verified}]{keep_text}")
     for item in data["rejected"]:
         lines.append(f"  {item['id']}  NOT A BACKUP: {item['reason']}")
     wal = data["wal"]
@@ -232,3 +253,31 @@ def drill_history_text(records: list[Any]) -> str:
             f"{(f'{r.data_lag_seconds:.0f}s' if r.data_lag_seconds is not None else '-'):>6}  "
             f"{bar}")
     return "\n".join(lines)
+
+
+def expire_text(plan: Any) -> str:
+    lines = [f"expire plan for {plan.instance}"]
+    for d in plan.decisions:
+        lines.append(f"  {'keep  ' if d.keep else 'DELETE'} {d.backup_id}: {d.reason}")
+    for backup_id in plan.finish_expiring:
+        lines.append(f"  DELETE {backup_id}: finishing an interrupted expire")
+    if plan.delete_wal:
+        lines.append(f"  DELETE WAL {plan.delete_wal[0].segment} .. {plan.delete_wal[-1].segment}"
+                     f" ({len(plan.delete_wal)} segments, "
+                     f"{human_bytes(sum(e.size for e in plan.delete_wal))}): older than the "
+                     f"oldest kept backup's start")
+    if plan.wal_kept_from:
+        lines.append(f"  keep   WAL from {plan.wal_kept_from}")
+    if plan.delete_marks:
+        lines.append(f"  DELETE {len(plan.delete_marks)} ship marks older than the oldest kept "
+                     "backup")
+    lines.append("  keep   all timeline history files")
+    lines += [f"  note: {n}" for n in plan.notes]
+    if plan.empty:
+        lines.append("  nothing to delete")
+    return "\n".join(lines)
+
+
+def expire_markdown(plan: Any, done: bool) -> str:
+    title = "Expired" if done else "Expire plan (dry run)"
+    return f"## {title}: {plan.instance}\n\n```\n{expire_text(plan)}\n```\n"

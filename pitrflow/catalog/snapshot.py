@@ -20,6 +20,7 @@ from pitrflow.engines.postgres.walnames import (
 from pitrflow.errors import RepositoryError
 from pitrflow.storage.base import Repository
 from pitrflow.storage.layout import (
+    EXPIRING_NAME,
     MANIFEST_NAME,
     BackupObjectEntry,
     HistoryEntry,
@@ -27,6 +28,8 @@ from pitrflow.storage.layout import (
     WalEntry,
     parse_key,
 )
+
+EXPIRING_REASON = "expired by retention; deletion not finished (the next expire finishes it)"
 
 
 @dataclass
@@ -41,6 +44,8 @@ class Catalog:
     marks: list[MarkEntry] = field(default_factory=list)
     segment_size: int = DEFAULT_SEGMENT_SIZE
     object_keys: set[str] = field(default_factory=set)
+    expiring: set[str] = field(default_factory=set)
+    backup_object_keys: dict[str, list[str]] = field(default_factory=dict)
 
     def backup(self, backup_id: str) -> BackupManifest | None:
         return next((b for b in self.backups if b.id == backup_id), None)
@@ -72,8 +77,13 @@ def read_catalog(repo: Repository, instance: str) -> Catalog:
             catalog.marks.append(parsed)
         elif isinstance(parsed, BackupObjectEntry):
             backup_objects.setdefault(parsed.backup_id, {})[parsed.name] = parsed.size
+            catalog.backup_object_keys.setdefault(parsed.backup_id, []).append(parsed.key)
 
     for backup_id, objects in sorted(backup_objects.items()):
+        if EXPIRING_NAME in objects:
+            catalog.rejected[backup_id] = EXPIRING_REASON
+            catalog.expiring.add(backup_id)
+            continue
         if MANIFEST_NAME not in objects:
             catalog.rejected[backup_id] = "no manifest (incomplete or interrupted backup)"
             continue

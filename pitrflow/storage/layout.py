@@ -18,6 +18,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 MANIFEST_NAME = "manifest.json"
+# Written before an expired backup's manifest is deleted: a backup carrying it
+# is never valid, and the next expire finishes deleting it.
+EXPIRING_NAME = "expiring.json"
 _WAL_RE = re.compile(r"^wal/([0-9A-F]{8})/([0-9A-F]{24})-([0-9a-f]{64})\.zst$")
 _HISTORY_RE = re.compile(r"^timelines/([0-9A-F]{8})\.history-([0-9a-f]{64})$")
 _MARK_RE = re.compile(r"^marks/(\d{8}T\d{6}\.\d{6}Z)_([0-9A-F]{8})_([0-9A-F]{16})\.json$")
@@ -52,6 +55,10 @@ def history_key(instance: str, timeline: int, sha256: str) -> str:
 def mark_key(instance: str, when: datetime, timeline: int, lsn: int) -> str:
     stamp = when.astimezone(UTC).strftime(_TIME_FORMAT)
     return f"{instance}/marks/{stamp}_{timeline:08X}_{lsn:016X}.json"
+
+
+def verify_key(instance: str, backup_id: str) -> str:
+    return f"{instance}/verify/{backup_id}.json"
 
 
 def drill_key(instance: str, when: datetime) -> str:

@@ -1,0 +1,166 @@
+"""`pitr check`: one line per check, like `barman check`, for an operator or a monitor.
+
+Each check is `name: OK (detail)` or `name: FAILED (hint)`.  The exit status
+is non-zero when any critical check fails; the same results render as JSON
+and as a Prefect artifact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from pitrflow.catalog.snapshot import read_catalog
+from pitrflow.catalog.verify import verify_status
+from pitrflow.config import InstanceConfig
+from pitrflow.drill.record import drill_history
+from pitrflow.engines.postgres import sql
+from pitrflow.engines.postgres.connection import connect
+from pitrflow.engines.postgres.slots import slot_info
+from pitrflow.errors import PitrError
+from pitrflow.restore.planner import recoverable_window
+from pitrflow.storage.base import Repository
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str = ""
+    hint: str = ""
+    critical: bool = True
+
+    def line(self) -> str:
+        if self.ok:
+            return f"{self.name}: OK" + (f" ({self.detail})" if self.detail else "")
+        text = f"{self.name}: FAILED ({self.hint or self.detail})"
+        return text if self.critical else text + " [warning]"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _age(now: datetime, then: datetime) -> str:
+    seconds = (now - then).total_seconds()
+    if seconds < 120:
+        return f"{seconds:.0f} s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min ago"
+    return f"{seconds / 3600:.1f} h ago"
+
+
+def _server_checks(instance: InstanceConfig, has_incrementals: bool) -> list[Check]:
+    checks: list[Check] = []
+    try:
+        with connect(instance) as conn:
+            facts = sql.server_facts(conn)
+            slot = slot_info(conn, instance.slot_name)
+            summarize = sql.setting(conn, "summarize_wal") if facts.major >= 17 else None
+    except PitrError as exc:
+        return [Check("server", False, hint=exc.message)]
+    checks.append(Check("server", True, f"PostgreSQL {facts.version_num}, timeline "
+                                        f"{facts.timeline}"))
+    checks.append(Check("wal_level", facts.wal_level in ("replica", "logical"), facts.wal_level,
+                        "set wal_level = replica and restart the server"))
+    checks.append(Check("max_wal_senders", facts.max_wal_senders >= 2,
+                        str(facts.max_wal_senders),
+                        f"max_wal_senders is {facts.max_wal_senders}; set it to 10 and restart"))
+    if slot is None:
+        checks.append(Check(
+            "replication slot", False,
+            hint=f"slot {instance.slot_name} does not exist: WAL may be lost; run pitr ship "
+                 f"{instance.name} to recreate it, then take a full backup"))
+    else:
+        retained_mb = (slot.retained_bytes or 0) / 1024 / 1024
+        limit = instance.check.max_slot_retained_mb
+        checks.append(Check(
+            "replication slot", retained_mb <= limit,
+            f"{slot.name} retains {retained_mb:.0f} MB of WAL",
+            f"slot {slot.name} retains {retained_mb:.0f} MB (limit {limit:.0f} MB): ship runs "
+            "are not keeping up; check the ship_logs deployment"))
+    if has_incrementals:
+        checks.append(Check("summarize_wal", summarize == "on", str(summarize),
+                            "incremental backups need summarize_wal = on: ALTER SYSTEM SET "
+                            "summarize_wal = on; SELECT pg_reload_conf()"))
+    return checks
+
+
+def run_checks(instance: InstanceConfig, repo: Repository, now: datetime) -> list[Check]:
+    catalog = read_catalog(repo, instance.name)
+    has_incrementals = any(b.type == "incremental" for b in catalog.backups)
+    checks = _server_checks(instance, has_incrementals)
+    try:
+        repo.check_writable()
+        checks.append(Check("repository writable", True, repo.describe()))
+    except PitrError as exc:
+        checks.append(Check("repository writable", False, hint=exc.message))
+    limits = instance.check
+    newest = catalog.newest_backup_on()
+    if newest is None:
+        checks.append(Check("newest backup", False,
+                            hint=f"no backup yet: run pitr backup full {instance.name}"))
+    else:
+        fresh = now - newest.stop_time <= timedelta(hours=limits.max_backup_age_hours)
+        checks.append(Check("newest backup", fresh, f"{newest.id} ({newest.type}), "
+                            f"{_age(now, newest.stop_time)}",
+                            f"newest backup {newest.id} is {_age(now, newest.stop_time)}, over "
+                            f"{limits.max_backup_age_hours:g} h: check the backup deployments"))
+    mark = catalog.newest_mark
+    if mark is None:
+        checks.append(Check("newest WAL mark", False,
+                            hint=f"no WAL shipped yet: run pitr ship {instance.name}"))
+    else:
+        fresh = now - mark.time <= timedelta(minutes=limits.max_mark_age_minutes)
+        checks.append(Check("newest WAL mark", fresh, _age(now, mark.time),
+                            f"the newest WAL mark is {_age(now, mark.time)}, over "
+                            f"{limits.max_mark_age_minutes:g} min: the recoverable window is "
+                            "falling behind; check the ship_logs deployment"))
+    passing = [d for d in drill_history(repo, instance.name, limit=50) if d.passed]
+    if not passing:
+        checks.append(Check("newest passing drill", False,
+                            hint=f"no drill has passed yet: run pitr drill {instance.name}",
+                            critical=False))
+    else:
+        last = passing[-1].started
+        checks.append(Check("newest passing drill",
+                            now - last <= timedelta(hours=limits.max_drill_age_hours),
+                            _age(now, last), f"the newest passing drill is {_age(now, last)}",
+                            critical=False))
+    bad = []
+    for backup in catalog.backups:
+        status = verify_status(repo, instance.name, backup.id)
+        if status is not None and not status.get("ok", False):
+            bad.append(backup.id)
+    checks.append(Check("backups verified", not bad, "no failed verify on record",
+                        f"verify failed for {', '.join(bad)}: run pitr verify {instance.name}"))
+    checks.append(_retention_check(instance, catalog, now))
+    return checks
+
+
+def _retention_check(instance: InstanceConfig, catalog: Any, now: datetime) -> Check:
+    policy = instance.retention
+    window = recoverable_window(catalog)
+    if catalog.expiring:
+        return Check("retention", False,
+                     hint=f"an expire was interrupted ({', '.join(sorted(catalog.expiring))}): "
+                          f"run pitr expire {instance.name}")
+    if policy.window_days is not None:
+        promised = now - timedelta(days=policy.window_days)
+        if window.start is None or window.start > promised:
+            have = window.start.isoformat() if window.start else "nothing"
+            return Check("retention", False,
+                         hint=f"the recoverable window starts at {have}, the policy promises "
+                              f"{policy.window_days:g} days (from {promised.isoformat()})",
+                         critical=False)
+    if not policy.enabled:
+        return Check("retention", True, "no policy configured: nothing is ever expired")
+    return Check("retention", True, "policy satisfied")
+
+
+def render_lines(checks: list[Check]) -> str:
+    return "\n".join(c.line() for c in checks)
+
+
+def failed_critical(checks: list[Check]) -> bool:
+    return any(not c.ok and c.critical for c in checks)

@@ -1,0 +1,32 @@
+"""The expire task: plan, publish the plan, delete."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NONE
+
+from pitrflow.catalog.ops import expire
+from pitrflow.render import expire_markdown
+from pitrflow.storage import open_repository
+from tasks.backup import artifact_key
+from tasks.runtime import config_for, core_logs_to_run_log, retry_transient
+
+
+@task(name="expire-backups", retries=2, retry_delay_seconds=30,
+      retry_condition_fn=retry_transient, cache_policy=NONE)
+def expire_backups(instance: str, config_path: str | None, dry_run: bool = False
+                   ) -> dict[str, Any]:
+    config = config_for(config_path)
+    with core_logs_to_run_log():
+        plan, result = expire(config.instance(instance), open_repository(config.repository),
+                              dry_run)
+    create_markdown_artifact(markdown=expire_markdown(plan, result is not None),
+                             key=artifact_key("expire", instance),
+                             description=f"retention of {instance}")
+    return {"deleted_backups": plan.delete_backups if result else [],
+            "planned_deletions": plan.delete_backups, "kept": plan.kept_backups,
+            "wal_deleted": result.wal_deleted if result else 0,
+            "bytes_freed": result.bytes_freed if result else 0}
