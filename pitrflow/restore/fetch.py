@@ -11,7 +11,9 @@ from __future__ import annotations
 import logging
 import os
 import pwd
+import queue
 import subprocess
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -44,33 +46,45 @@ def check_restorable_layout(manifest: BackupManifest) -> None:
                                   "the backup is damaged; choose another")
 
 
+def _read_ahead(reader: HashingReader, chunks: queue.Queue[bytes | None],
+                failure: list[BaseException], stop: threading.Event) -> None:
+    """Producer thread: read and hash while the consumer decompresses and writes."""
+    try:
+        while not stop.is_set() and (chunk := reader.read(CHUNK)):
+            chunks.put(chunk)
+    except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+        failure.append(exc)
+    finally:
+        chunks.put(None)
+
+
 def _extract_tar(repo: Repository, key: str, entry: FileEntry, dest: Path,
                  user: str | None) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     if user is not None:
         pw = pwd.getpwnam(user)
         os.chown(dest, pw.pw_uid, pw.pw_gid)
-    argv = ["tar", "-x", "-f", "-", "-C", str(dest)]
-    raw = repo.open_reader(key)
-    reader = HashingReader(raw, key)
+    # Large records cut tar's read calls on the pipe; -B tolerates short reads.
+    argv = ["tar", "-x", "-B", "-b", "2048", "-f", "-", "-C", str(dest)]
+    reader = HashingReader(repo.open_reader(key), key)
+    chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=4)
+    failure: list[BaseException] = []
+    stop = threading.Event()
+    producer = threading.Thread(target=_read_ahead, args=(reader, chunks, failure, stop),
+                                daemon=True)
     try:
         with procs.spawn(argv, user=user, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                          name="tar") as (proc, tail):
             assert proc.stdin is not None
+            producer.start()
+            decompressor = (zstandard.ZstdDecompressor().decompressobj()
+                            if entry.name.endswith(".zst") else None)
+            chunk: bytes | None = b""
             try:
-                if entry.name.endswith(".zst"):
-                    decompressor = zstandard.ZstdDecompressor()
-                    with decompressor.stream_reader(reader, read_size=CHUNK,
-                                                    closefd=False) as stream:
-                        while chunk := stream.read(CHUNK):
-                            proc.stdin.write(chunk)
-                else:
-                    while chunk := reader.read(CHUNK):
-                        proc.stdin.write(chunk)
-                # Drain anything after the zstd frame so the hash covers the whole object.
-                while reader.read(CHUNK):
-                    pass
-                reader.verify(entry.sha256, entry.size)
+                while (chunk := chunks.get()) is not None:
+                    out = decompressor.decompress(chunk) if decompressor else chunk
+                    if out:
+                        proc.stdin.write(out)
             except BrokenPipeError:
                 pass
             except zstandard.ZstdError as exc:
@@ -78,15 +92,30 @@ def _extract_tar(repo: Repository, key: str, entry: FileEntry, dest: Path,
                                             "the repository copy is damaged; run pitr verify"
                                             ) from None
             finally:
+                if chunk is not None:  # left early: tell the producer to stop reading
+                    stop.set()
+                _drain(chunks, producer)
                 proc.stdin.close()
-            code = proc.wait()
+            if failure:
+                raise failure[0]
             reader.verify(entry.sha256, entry.size)
+            code = proc.wait()
             if code != 0:
                 raise CommandFailedError(f"tar failed extracting {key}: "
                                          f"{tail[-1] if tail else code}",
                                          f"check free space and permissions under {dest}")
     finally:
         reader.close()
+
+
+def _drain(chunks: queue.Queue[bytes | None], producer: threading.Thread) -> None:
+    """Let the producer finish (it may be blocked on a full queue) before closing its file."""
+    while producer.is_alive():
+        try:
+            chunks.get(timeout=0.1)
+        except queue.Empty:
+            continue
+    producer.join()
 
 
 def extract_backup(repo: Repository, manifest: BackupManifest, dest: Path,

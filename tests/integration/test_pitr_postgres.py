@@ -109,3 +109,20 @@ def test_ship_detects_a_deleted_segment_as_a_gap(env: Env) -> None:
     os.unlink(env.root / "repo" / victim.key)
     with pytest.raises(WalGapError, match=victim.segment):
         ship_wal(env.instance, env.repo)
+
+
+def test_corrupted_backup_object_is_detected_and_nothing_is_left(env18: Env) -> None:
+    from pitrflow.errors import ChecksumMismatchError
+
+    env = env18
+    backup = take_backup(env.instance, env.repo).manifest
+    env.commit_row()
+    ship_wal(env.instance, env.repo)
+    tar = next((env.root / "repo" / "main" / "backups" / backup.id).glob("base.tar*"))
+    data = bytearray(tar.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    tar.write_bytes(bytes(data))
+    target = env.root / "damaged"
+    with pytest.raises(ChecksumMismatchError, match=tar.name):
+        restore(env, None, "damaged")
+    assert not target.exists()
