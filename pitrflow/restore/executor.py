@@ -74,10 +74,12 @@ class RestoreOutcome:
     last_transaction: str | None = None
     stop_reason: str | None = None
     restore_command_kind: str = ""
+    superuser: str | None = None
 
     @property
     def connect_hint(self) -> str:
-        return f'psql "host={self.socket_dir} port={self.port} dbname=postgres"'
+        user = f" user={self.superuser}" if self.superuser else ""
+        return f'psql "host={self.socket_dir} port={self.port} dbname=postgres{user}"'
 
     @property
     def stop_hint(self) -> str:
@@ -262,12 +264,33 @@ def execute_restore(plan: RestorePlan, request: RestoreRequest, repo: Repository
     result = wait_for_promotion(pgdata, log_file, request.recovery_timeout)
     phases["replay_and_start"] = time.monotonic() - started
     shutil.rmtree(spool, ignore_errors=True)
+    superuser = _bootstrap_superuser(request.instance, socket_dir, checks.port)
     outcome = RestoreOutcome(
         plan=plan, pgdata=pgdata, port=checks.port, socket_dir=socket_dir, run_as=run_as,
         phases=phases, last_transaction=result.last_transaction,
-        stop_reason=result.stop_reason, restore_command_kind=kind,
+        stop_reason=result.stop_reason, restore_command_kind=kind, superuser=superuser,
     )
     return outcome
+
+
+def _bootstrap_superuser(instance: InstanceConfig, socket_dir: Path, port: int) -> str | None:
+    """The restored cluster's bootstrap superuser, for the connect hint (None if unknown)."""
+    import psycopg
+
+    from pitrflow.secrets import instance_password
+
+    try:
+        password = instance_password(instance)
+    except PitrError:
+        password = None
+    try:
+        with psycopg.connect(host=str(socket_dir), port=port, user=instance.user,
+                             password=password, dbname=instance.database,
+                             connect_timeout=5) as conn:
+            row = conn.execute("SELECT rolname FROM pg_roles WHERE oid = 10").fetchone()
+    except psycopg.Error:
+        return None
+    return str(row[0]) if row else None
 
 
 def _prefetch_histories(repo: Repository, plan: RestorePlan, spool: Path) -> None:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import zstandard
+
 from pitrflow import __version__, procs
 from pitrflow.catalog.manifest import BackupManifest, FileEntry, dump_manifest
 from pitrflow.catalog.snapshot import Catalog, read_catalog
@@ -142,12 +144,23 @@ def backup_keys(instance: str, manifest: BackupManifest) -> list[str]:
 _NO_SERVER_COMPRESSION = "does not support compression"
 
 
+def _zstd_file(path: Path, level: int, threads: int) -> Path:
+    target = path.with_name(path.name + ".zst")
+    compressor = zstandard.ZstdCompressor(level=level, threads=max(threads, 0))
+    with open(path, "rb") as source, open(target, "wb") as sink:
+        compressor.copy_stream(source, sink, read_size=4 * 1024 * 1024)
+    path.unlink()
+    return target
+
+
 def _produce(instance: InstanceConfig, repo: Repository, bins: PgBinaries, server_major: int,
              backup_id: str, label: str, env: dict[str, str], secrets: list[str],
              published: list[str], parent_manifest_file: Path | None,
              ) -> tuple[list[FileEntry], PgManifestFacts, str]:
     """Run pg_basebackup the fastest way the server allows; objects land in `published`."""
-    if instance.compress == "server" and server_major >= 15:
+    # Server-side zstd needs local staging on the repository's file system; an object
+    # store gets the worker-compressed stream instead, with no local copy.
+    if instance.compress == "server" and server_major >= 15 and repo.features.local_staging:
         try:
             return _to_staging(instance, repo, bins, server_major, backup_id, label, env,
                                secrets, published, parent_manifest_file)
@@ -180,6 +193,10 @@ def _to_staging(instance: InstanceConfig, repo: Repository, bins: PgBinaries, se
         pg_facts = read_pg_manifest(out_dir / "backup_manifest")
         files: list[FileEntry] = []
         for path in sorted(out_dir.iterdir(), key=lambda p: p.name):
+            if path.name == "pg_wal.tar":
+                # pg_basebackup leaves the streamed WAL uncompressed, even with
+                # server-side compression: a full segment per backup otherwise.
+                path = _zstd_file(path, instance.compress_level, instance.compress_workers)
             key = backup_object(instance.name, backup_id, path.name)
             published.append(key)
             info = repo.put_file(key, path, move=True)

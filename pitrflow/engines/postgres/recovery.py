@@ -16,8 +16,10 @@ from pathlib import Path
 
 from pitrflow.errors import RecoveryFailedError
 
+# The restored instance's socket lives in a directory only its own user (and
+# root) can enter, so trusting the socket admits nobody else.
 MINIMAL_HBA = """# written by pitrflow: the source kept its pg_hba.conf outside the data directory
-local   all   all                 peer
+local   all   all                 trust
 host    all   all   127.0.0.1/32  scram-sha-256
 host    all   all   ::1/128       scram-sha-256
 """
