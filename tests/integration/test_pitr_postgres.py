@@ -126,3 +126,23 @@ def test_corrupted_backup_object_is_detected_and_nothing_is_left(env18: Env) -> 
     with pytest.raises(ChecksumMismatchError, match=tar.name):
         restore(env, None, "damaged")
     assert not target.exists()
+
+
+def test_old_gap_narrows_the_window_but_a_new_full_lets_shipping_continue(env18: Env) -> None:
+    env = env18
+    take_backup(env.instance, env.repo)
+    _, early = env.commit_row()
+    ship_wal(env.instance, env.repo)
+    ship_wal(env.instance, env.repo)
+    plan = plan_restore(read_catalog(env.repo, "main"), RestoreTarget(None))
+    victim = plan.wal[1]
+    os.unlink(env.root / "repo" / victim.key)
+    with pytest.raises(WalGapError):
+        ship_wal(env.instance, env.repo)
+    take_backup(env.instance, env.repo)  # what the hint says to do
+    last_id, after = env.commit_row()
+    ship_wal(env.instance, env.repo)  # no longer fails: the gap is before the newest backup
+    with pytest.raises(RestoreRefusedError, match=victim.segment):
+        plan_restore(read_catalog(env.repo, "main"), RestoreTarget(early))
+    outcome = restore(env, after, "after-gap")
+    assert restored_ids(outcome.port) == list(range(1, last_id + 1))

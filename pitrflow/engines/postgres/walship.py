@@ -74,8 +74,9 @@ def _seed_spool(spool: Path, catalog: Catalog, timeline: int, segment_size: int)
     return name
 
 
-def find_gaps(catalog: Catalog, timeline: int) -> list[str]:
-    """Segments missing between the oldest needed and the newest stored on this timeline's path."""
+def find_gaps(catalog: Catalog, timeline: int, since_lsn: int | None = None) -> list[str]:
+    """Segments missing on this timeline's path, from `since_lsn` (default: the first
+    stored or needed segment) to the newest stored one."""
     size = catalog.segment_size
     path = timeline_path(timeline, catalog.histories)
     names: list[str] = []
@@ -84,11 +85,15 @@ def find_gaps(catalog: Catalog, timeline: int) -> list[str]:
         stored = catalog.wal.get(span.timeline, {})
         if not stored:
             continue
-        first = min(stored)
         low = span.begin // size
-        if starts:
+        first = min(stored)
+        if since_lsn is not None:
+            first = max(low, since_lsn // size)
+        elif starts:
             first = min(first, max(min(starts), low))
         last = max(stored)
+        if span.end is not None:
+            last = min(last, (span.end - 1) // size)
         names.extend(segment_name(span.timeline, n, size)
                      for n in range(first, last + 1) if n not in stored)
     return names
@@ -154,7 +159,16 @@ def ship_wal(instance: InstanceConfig, repo: Repository) -> ShipOutcome:
             os.unlink(path)
     catalog = read_catalog(repo, instance.name)
     catalog.segment_size = size
-    gaps = find_gaps(catalog, facts.timeline)
+    newest = catalog.newest_backup_on()
+    older_gaps = find_gaps(catalog, facts.timeline)
+    # Only a gap after the newest backup's start breaks recent restores; an
+    # older one narrows the window (pitr check and verify report it) and must
+    # not block shipping until the old backups expire.
+    gaps = find_gaps(catalog, facts.timeline, newest.start_lsn) if newest else older_gaps
+    if older_gaps and not gaps:
+        log.warning("the WAL of %s before backup %s has a gap (%s): restores to points "
+                    "before that backup are impossible", instance.name,
+                    newest.id if newest else "-", ", ".join(older_gaps[:3]))
     if gaps:
         raise WalGapError(
             f"the WAL of {instance.name} in the repository has a gap: missing "
