@@ -92,9 +92,36 @@ def cmd_ship(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_for_sqlserver(config: Config, instance: str, what: str) -> None:
+    if config.instance(instance).engine == "sqlserver":
+        raise UsageError(f"pitr {what} is not available for SQL Server instance {instance} yet",
+                         "use pitr info, backup, ship, restore and drill for SQL Server")
+
+
+def _restore_sqlserver(args: argparse.Namespace, config: Config, target: datetime | None) -> int:
+    from pitrflow.engines.sqlserver.ops import sqlserver_plan_text, sqlserver_restore
+    from pitrflow.storage import open_repository
+
+    settings = config.instance(args.instance)
+    repo = open_repository(config.repository)
+    text, _ = sqlserver_plan_text(settings, repo, target, args.name, args.replace)
+    print(text)
+    if args.dry_run:
+        print("dry run: nothing was changed")
+        return 0
+    result = sqlserver_restore(settings, repo, target, args.name, args.replace)
+    print(result["connect_hint"])
+    return 0
+
+
 def cmd_restore(args: argparse.Namespace) -> int:
     config = _config(args)
     target = parse_target(args.to)
+    if config.instance(args.instance).engine == "sqlserver":
+        return _restore_sqlserver(args, config, target)
+    if not args.pgdata:
+        raise UsageError("pitr restore of a PostgreSQL instance needs --pgdata DIR",
+                         "pass a new or empty directory for the restored data")
     # Plan and check before starting a flow: a refusal is one line and changes nothing.
     from pitrflow.catalog.snapshot import read_catalog
     from pitrflow.render import plan_text
@@ -139,6 +166,7 @@ def cmd_drill(args: argparse.Namespace) -> int:
 
 def cmd_expire(args: argparse.Namespace) -> int:
     config = _config(args)
+    _refuse_for_sqlserver(config, args.instance, "expire")
     from pitrflow.catalog.ops import expire
     from pitrflow.render import expire_text
     from pitrflow.storage import open_repository
@@ -158,6 +186,7 @@ def cmd_expire(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     config = _config(args)
+    _refuse_for_sqlserver(config, args.instance, "verify")
     results = _run_flow("flows.verify", "verify", instance=args.instance,
                         backup_id=args.backup, config_path=str(config.source))
     for r in results:
@@ -168,6 +197,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     config = _config(args)
+    _refuse_for_sqlserver(config, args.instance, "check")
     from datetime import UTC
 
     from pitrflow.check import failed_critical, render_lines, run_checks
@@ -195,6 +225,20 @@ def cmd_info(args: argparse.Namespace) -> int:
     from pitrflow.storage import open_repository
 
     repo = open_repository(config.repository)
+    if config.instance(args.instance).engine == "sqlserver":
+        from pitrflow.engines.sqlserver.ops import sqlserver_info
+
+        data = sqlserver_info(config.instance(args.instance), repo)
+        if args.json:
+            print(json.dumps(data, indent=2))
+        else:
+            print(f"instance {args.instance} (SQL Server)")
+            for b in data["backups"]:
+                print(f"  {b['id']}  {b['type']:<12} {b['database']}  LSN {b['first_lsn']}.."
+                      f"{b['last_lsn']}  {b['size_bytes']} bytes")
+            for r in data["rejected"]:
+                print(f"  {r['id']}  NOT A BACKUP: {r['reason']}")
+        return 0
     catalog = read_catalog(repo, args.instance)
     drills = drill_history(repo, args.instance)
     verify = {b.id: s for b in catalog.backups
@@ -249,7 +293,10 @@ def build_parser() -> argparse.ArgumentParser:
     restore = sub.add_parser("restore", help="restore to a point in time")
     restore.add_argument("instance")
     restore.add_argument("--to", required=True, help="ISO 8601 time with offset, or latest")
-    restore.add_argument("--pgdata", required=True, help="new or empty data directory")
+    restore.add_argument("--pgdata", help="new or empty data directory (PostgreSQL)")
+    restore.add_argument("--name", help="SQL Server: restore under this database name")
+    restore.add_argument("--replace", action="store_true",
+                         help="SQL Server: allow restoring over an existing database")
     restore.add_argument("--port", type=int, help="port for the restored instance")
     restore.add_argument("--dry-run", action="store_true", help="show the plan only")
     restore.set_defaults(func=cmd_restore)

@@ -98,6 +98,17 @@ class InstanceConfig:
     drill: DrillConfig = field(default_factory=DrillConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     check: CheckConfig = field(default_factory=CheckConfig)
+    # engine = "sqlserver" only (checked in _sqlserver): the server writes backup files
+    # into backup_dir_server as it sees that directory; the worker reads the same files
+    # at backup_dir_worker.  data_dir_server: where restores put data and log files
+    # (empty: the server's default data and log directories).
+    odbc_driver: str = "FreeTDS"
+    encrypt: bool = True
+    trust_server_certificate: bool = False
+    backup_dir_server: str = ""
+    backup_dir_worker: Path | None = None
+    data_dir_server: str = ""
+    compression: bool = True
 
     @property
     def slot_name(self) -> str:
@@ -162,6 +173,13 @@ _INSTANCE_SCHEMA: dict[str, tuple[type, Any]] = {
     "drill": (dict, None),
     "retention": (dict, None),
     "check": (dict, None),
+    "odbc_driver": (str, "FreeTDS"),
+    "encrypt": (bool, True),
+    "trust_server_certificate": (bool, False),
+    "backup_dir_server": (str, ""),
+    "backup_dir_worker": (str, None),
+    "data_dir_server": (str, ""),
+    "compression": (bool, True),
 }
 
 _RETENTION_SCHEMA: dict[str, tuple[type, Any]] = {
@@ -194,7 +212,7 @@ _DRILL_SCHEMA: dict[str, tuple[type, Any]] = {
     "timeout_seconds": (int, 6 * 3600),
 }
 
-_ENGINES = ("postgresql",)
+_ENGINES = ("postgresql", "sqlserver")
 _COMPRESS = ("server", "client", "none")
 
 
@@ -288,7 +306,37 @@ def _instance(name: str, raw: Any, source: Path) -> InstanceConfig:
     values["retention"] = RetentionConfig(**retention)
     values["check"] = CheckConfig(**_check_table(_floats(values["check"] or {}, _CHECK_SCHEMA),
                                                  _CHECK_SCHEMA, f"{dotted}.check", source))
+    if values["engine"] == "sqlserver":
+        _sqlserver(values, raw, dotted, source)
+    elif values["backup_dir_worker"] is not None:
+        values["backup_dir_worker"] = Path(values["backup_dir_worker"])
     return InstanceConfig(name=name, **values)
+
+
+_SQLSERVER_REQUIRED = (
+    ("database", '"Sales"'),
+    ("user", '"pitrflow"'),
+    ("backup_dir_server", "'D:\\Backups\\pitrflow' or '/var/opt/mssql/backup/pitrflow'"),
+    ("backup_dir_worker", '"/mnt/sqlbackup/pitrflow"'),
+)
+
+
+def _sqlserver(values: dict[str, Any], raw: dict[str, Any], dotted: str, source: Path) -> None:
+    """SQL Server needs what the PostgreSQL defaults would get wrong: its own port, a
+    named database and login, and both views of the directory the server backs up to."""
+    if "port" not in raw:
+        values["port"] = 1433
+    for key, example in _SQLSERVER_REQUIRED:
+        if not raw.get(key):
+            raise ConfigError(f"missing key {dotted}.{key} in {source} (engine sqlserver)",
+                              f"add {key} = {example} to [{dotted}]")
+    if "://" in values["backup_dir_server"]:
+        raise ConfigError(
+            f"{dotted}.backup_dir_server in {source} is a URL; BACKUP TO URL is not supported",
+            "use a directory or share the server writes to, mounted on the worker as "
+            "backup_dir_worker")
+    worker = Path(values["backup_dir_worker"]).expanduser()
+    values["backup_dir_worker"] = worker if worker.is_absolute() else source.parent / worker
 
 
 def _drill(raw: Any, dotted: str, source: Path) -> DrillConfig:

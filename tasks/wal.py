@@ -20,6 +20,12 @@ from tasks.runtime import config_for, core_logs_to_run_log, retry_transient
       retry_condition_fn=retry_transient, cache_policy=NONE)
 def ship_wal_segments(instance: str, config_path: str | None) -> dict[str, Any]:
     config = config_for(config_path)
+    if config.instance(instance).engine == "sqlserver":
+        from tasks.backup import _sqlserver_backup
+
+        result = _sqlserver_backup(config, instance, "log")
+        return {"mark_lsn": result["last_lsn"], "mark_time": result["stop_time"],
+                "segments": [result["id"]], "lag_seconds": None, "slot_retained_bytes": None}
     with core_logs_to_run_log():
         outcome = ship_wal(config.instance(instance), open_repository(config.repository))
     create_markdown_artifact(markdown=ship_markdown(outcome), key=artifact_key("ship", instance),

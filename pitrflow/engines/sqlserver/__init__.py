@@ -1,5 +1,8 @@
-"""SQL Server engine: msdb backup history, a pure restore planner and T-SQL builders.
+"""SQL Server engine: backups the server writes, a repository catalog, restores and drills.
 
-Nothing here talks to a server: the planner works on recorded msdb rows so every
-decision can be tested without SQL Server, and the builders only return text.
+Pure parts (no server): ``msdb`` (the history query and its rows), ``planner``
+(restore plans from those rows), ``tsql`` (statement builders), ``record`` and
+``catalog`` (manifests in the repository, read back as msdb rows), ``paths`` and
+``render``.  Parts that talk to a server, all through ``connection``: ``backup``,
+``restore`` and ``drill``.  ``ops`` holds the entry points the CLI and flows call.
 """

@@ -1,19 +1,18 @@
 """Errors the SQL Server planner raises.
 
-Kept as plain exceptions with ``message`` and ``hint`` so the planner stays free of
-the rest of pitrflow; they are meant to be re-parented under ``pitrflow.errors``.
+They sit under ``RestoreRefusedError`` so the CLI and the flows treat a refused
+SQL Server plan exactly like a refused PostgreSQL one (code ``restore-refused``,
+exit status 8, one line with a ``HINT:``), while tests can still catch the
+planner's own class.
 """
 
 from __future__ import annotations
 
+from pitrflow.errors import RestoreRefusedError
 
-class SqlServerPlanError(Exception):
+
+class SqlServerPlanError(RestoreRefusedError):
     """The planner refused: ``message`` names the object, ``hint`` says what to do."""
-
-    def __init__(self, message: str, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
 
     def __str__(self) -> str:
         return f"{self.message} HINT: {self.hint}" if self.hint else self.message

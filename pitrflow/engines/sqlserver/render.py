@@ -1,0 +1,129 @@
+"""SQL Server plans, backups and drills as text and as JSON-ready dicts.
+
+One renderer per object, shared by the CLI, the flows' artifacts and the tests, so
+what a dry run prints is what an artifact shows.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pitrflow.engines.sqlserver.backup import SqlServerBackupOutcome
+from pitrflow.engines.sqlserver.drill import SqlServerDrillOutcome
+from pitrflow.engines.sqlserver.msdb import row_times_utc, time_zone_offset
+from pitrflow.engines.sqlserver.record import SOURCE_RECORDED
+from pitrflow.engines.sqlserver.restore import PreparedRestore
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def _utc(moment: datetime | None) -> str:
+    if moment is None:
+        return "-"
+    text = moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    return text + " UTC"
+
+
+def _offset(time_zone: int) -> str:
+    offset = time_zone_offset(time_zone)
+    sign = "-" if offset < timedelta(0) else "+"
+    hours, minutes = divmod(abs(int(offset.total_seconds())) // 60, 60)
+    return f"UTC{sign}{hours:02d}:{minutes:02d}"
+
+
+def plan_text(prepared: PreparedRestore, statements: list[str]) -> str:
+    """The plan a user reads before saying yes: what, from which backups, why, and the T-SQL."""
+    plan = prepared.plan
+    target = "the latest recorded log" if plan.target_utc is None else _utc(plan.target_utc)
+    lines = [f"SQL Server restore of {prepared.database} (instance {prepared.instance}) "
+             f"to {target}"]
+    how = ("over the existing database (--replace)" if prepared.replace
+           else "a new database")
+    lines.append(f"  restore as   {prepared.new_name} ({how})")
+    if plan.stopat_local is not None and plan.stopat_time_zone is not None:
+        stopat = plan.stopat_local.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
+        lines.append(f"  STOPAT       '{stopat}' (server local time, "
+                     f"{_offset(plan.stopat_time_zone)})")
+    lines.append(f"  fork         {plan.recovery_fork}")
+    lines.append("  steps")
+    by_set = {record.backup_set_id: record for record in prepared.records}
+    for index, step in enumerate(plan.steps, 1):
+        record = by_set[step.backup_set_id]
+        lines.append(
+            f"    {index:>2}. {step.kind:<12} backup set {step.backup_set_id:<8} "
+            f"{record.id:<28} finished {_utc(step.finish_utc)}  "
+            f"LSN {step.first_lsn} -> {step.last_lsn}  {_bytes(record.size_bytes)}"
+            + (" (bulk-logged)" if step.has_bulk_logged_data else "")
+        )
+    lines.append(f"  stage        {len(prepared.files)} files, {_bytes(prepared.size_bytes)}, "
+                 f"from the repository into {prepared.staging_worker}")
+    lines.append(f"               (the server reads them at {prepared.staging_server})")
+    where = (f"data_dir_server {prepared.data_dir_server}" if prepared.data_dir_server
+             else "the server's default data and log directories")
+    lines.append(f"  MOVE         every file, named after {prepared.new_name}, into {where}; "
+                 "the list comes from RESTORE FILELISTONLY when the restore runs")
+    if any(record.source == SOURCE_RECORDED for record in prepared.records):
+        lines.append("  note         imported from recorded msdb rows: a plan and dry run only")
+    lines.append("  why")
+    lines.extend(f"    - {reason}" for reason in plan.reasons)
+    lines.append("T-SQL")
+    lines.extend(f"  {statement};" for statement in statements)
+    return "\n".join(lines)
+
+
+def plan_dict(prepared: PreparedRestore, statements: list[str]) -> dict[str, Any]:
+    plan = prepared.plan
+    by_set = {record.backup_set_id: record for record in prepared.records}
+    return {
+        "instance": prepared.instance,
+        "database": prepared.database,
+        "restore_as": prepared.new_name,
+        "replace": prepared.replace,
+        "target": None if plan.target_utc is None else plan.target_utc.isoformat(),
+        "stopat_local": None if plan.stopat_local is None else plan.stopat_local.isoformat(),
+        "stopat_time_zone": plan.stopat_time_zone,
+        "recovery_fork": plan.recovery_fork,
+        "steps": [
+            {"kind": step.kind, "backup_set_id": step.backup_set_id,
+             "backup": by_set[step.backup_set_id].id, "first_lsn": str(step.first_lsn),
+             "last_lsn": str(step.last_lsn), "finish": step.finish_utc.isoformat(),
+             "files": list(step.files)}
+            for step in prepared.staged_plan.steps
+        ],
+        "stage_bytes": prepared.size_bytes,
+        "reasons": list(plan.reasons),
+        "statements": statements,
+    }
+
+
+def backup_dict(outcome: SqlServerBackupOutcome) -> dict[str, Any]:
+    record = outcome.record
+    head = record.rows[0]
+    start, finish = row_times_utc(head)
+    return {
+        "id": record.id, "instance": record.instance, "engine": "sqlserver",
+        "type": record.kind, "requested": outcome.requested, "database": record.database,
+        "backup_set_id": head.backup_set_id, "first_lsn": str(head.first_lsn),
+        "last_lsn": str(head.last_lsn), "checkpoint_lsn": str(head.checkpoint_lsn),
+        "start_time": start.isoformat(), "stop_time": finish.isoformat(),
+        "size_bytes": record.size_bytes, "sha256": record.files[0].sha256,
+        "compression": record.compression, "duration_seconds": record.duration_seconds,
+        "statements": list(outcome.statements), "notes": list(outcome.notes),
+    }
+
+
+def drill_dict(outcome: SqlServerDrillOutcome) -> dict[str, Any]:
+    return {
+        "instance": outcome.instance, "engine": "sqlserver", "database": outcome.database,
+        "scratch_name": outcome.scratch_name,
+        "target": None if outcome.target_utc is None else outcome.target_utc.isoformat(),
+        "ok": outcome.ok, "findings": list(outcome.findings), "timings": dict(outcome.timings),
+        "rto_seconds": outcome.rto_seconds, "kept": outcome.kept, "backups": outcome.backups,
+    }

@@ -1,0 +1,298 @@
+"""The whole SQL Server path against a live server: backup -> repository -> restore -> drill.
+
+Runs only when ``PITR_MSSQL_DSN`` is set; otherwise every test here is skipped with
+that reason.  The format is a URL (percent-encode special characters)::
+
+    PITR_MSSQL_DSN='mssql://USER:PASSWORD@HOST[:PORT]/?backup_dir_server=SERVER_DIR&backup_dir_worker=WORKER_DIR[&odbc_driver=FreeTDS][&encrypt=yes|no][&trust_server_certificate=yes|no][&data_dir_server=DIR]'
+
+- USER must be able to create, back up, restore and drop databases (sysadmin, or
+  dbcreator plus ownership of what it creates); the tests create their own databases,
+  named ``pitrflow_live_<random> ]q`` to exercise quoting, and drop them afterwards.
+- SERVER_DIR is a directory the SQL Server service writes backups to, as the server
+  sees it; WORKER_DIR is the same directory as this machine sees it (a bind mount or
+  a share).  For SQL Server in a container started with
+  ``-v /srv/mssql-backup:/var/opt/mssql/backup`` (and the directory writable by the
+  container's mssql user, uid 10001)::
+
+      PITR_MSSQL_DSN='mssql://sa:Str0ng%21Pass@127.0.0.1:1433/?backup_dir_server=/var/opt/mssql/backup&backup_dir_worker=/srv/mssql-backup&trust_server_certificate=yes'
+
+- The driver defaults to FreeTDS (Debian: ``apt-get install unixodbc tdsodbc``);
+  pyodbc must be installed (``pip install 'pitrflow[sqlserver]'``).
+
+Each test checks one thing a user relies on, on data: the restored rows are exactly
+those committed by the target time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import pytest
+
+from pitrflow.config import InstanceConfig
+from pitrflow.engines.sqlserver import ops
+from pitrflow.engines.sqlserver.catalog import read_sqlserver_catalog
+from pitrflow.engines.sqlserver.connection import SqlExecutor, open_session
+from pitrflow.engines.sqlserver.tsql import quote_name, quote_string
+from pitrflow.errors import BackupRefusedError, RestoreRefusedError
+from pitrflow.storage.base import sha256_file
+from pitrflow.storage.fs import FsRepository
+
+DSN_ENV = "PITR_MSSQL_DSN"
+PASSWORD_ENV = "PITR_LIVE_MSSQL_PASSWORD"
+
+pytestmark = pytest.mark.skipif(
+    not os.environ.get(DSN_ENV),
+    reason=f"{DSN_ENV} is not set: no SQL Server to test against (format in this module's "
+           "docstring)",
+)
+
+
+def instance_from_dsn(dsn: str, database: str) -> tuple[InstanceConfig, str]:
+    """An instance configuration and its password from ``PITR_MSSQL_DSN``."""
+    url = urlsplit(dsn)
+    if url.scheme != "mssql" or not url.hostname or url.username is None:
+        raise ValueError(f"{DSN_ENV} must look like mssql://USER:PASSWORD@HOST[:PORT]/?...")
+    query = {key: values[-1] for key, values in parse_qs(url.query).items()}
+    missing = [k for k in ("backup_dir_server", "backup_dir_worker") if k not in query]
+    if missing:
+        raise ValueError(f"{DSN_ENV} lacks {', '.join(missing)}")
+
+    def flag(name: str, default: bool) -> bool:
+        return query.get(name, "yes" if default else "no").lower() in ("yes", "true", "1")
+
+    instance = InstanceConfig(
+        name="live", engine="sqlserver", host=url.hostname, port=url.port or 1433,
+        user=unquote(url.username), database=database, password_env=PASSWORD_ENV,
+        odbc_driver=query.get("odbc_driver", "FreeTDS"), encrypt=flag("encrypt", True),
+        trust_server_certificate=flag("trust_server_certificate", False),
+        backup_dir_server=query["backup_dir_server"],
+        backup_dir_worker=Path(query["backup_dir_worker"]),
+        data_dir_server=query.get("data_dir_server", ""),
+        backup_timeout_seconds=1800,
+    )
+    return instance, unquote(url.password or "")
+
+
+@dataclass
+class Live:
+    instance: InstanceConfig
+    repo: FsRepository
+    created: list[str] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+
+    @property
+    def db(self) -> str:
+        return self.instance.database
+
+    def session(self) -> AbstractContextManager[SqlExecutor]:
+        return open_session(self.instance, on_message=self.messages.append)
+
+    def for_database(self, database: str) -> InstanceConfig:
+        return replace(self.instance, database=database)
+
+
+def _insert(sql: SqlExecutor, db: str, batch: int) -> None:
+    sql.run(f"INSERT INTO {quote_name(db)}.dbo.t (batch, note) "
+            f"SELECT TOP (25) ?, N'row' FROM sys.all_objects", [batch])
+
+
+def _server_utc(sql: SqlExecutor) -> datetime:
+    text = sql.scalar("SELECT CONVERT(varchar(27), SYSUTCDATETIME(), 126)")
+    return datetime.fromisoformat(str(text)).replace(tzinfo=UTC)
+
+
+def _batches(live: Live, db: str) -> dict[int, int]:
+    with live.session() as sql:
+        rows = sql.query(f"SELECT batch, COUNT(*) AS n FROM {quote_name(db)}.dbo.t "
+                         "GROUP BY batch")
+    return {int(r["batch"]): int(r["n"]) for r in rows}
+
+
+def _exists(live: Live, db: str) -> bool:
+    with live.session() as sql:
+        return sql.scalar("SELECT name FROM sys.databases WHERE name = ?", [db]) is not None
+
+
+def _drop(sql: SqlExecutor, db: str) -> None:
+    if sql.scalar("SELECT name FROM sys.databases WHERE name = ?", [db]) is not None:
+        sql.run(f"ALTER DATABASE {quote_name(db)} SET SINGLE_USER WITH ROLLBACK IMMEDIATE")
+        sql.run(f"DROP DATABASE {quote_name(db)}")
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    try:
+        import pyodbc  # noqa: F401
+    except ImportError:
+        pytest.fail(f"{DSN_ENV} is set but pyodbc is not installed: pip install "
+                    "'pitrflow[sqlserver]'")
+    database = f"pitrflow_live_{secrets.token_hex(4)} ]q"
+    instance, password = instance_from_dsn(os.environ[DSN_ENV], database)
+    os.environ[PASSWORD_ENV] = password
+    assert instance.backup_dir_worker is not None and instance.backup_dir_worker.is_dir(), (
+        f"backup_dir_worker {instance.backup_dir_worker} must exist on this machine")
+    repo = FsRepository(tmp_path_factory.mktemp("mssql-repo"))
+    state = Live(instance=instance, repo=repo, created=[database])
+    handler = _Collect(state.messages)
+    logger = logging.getLogger("pitrflow.sqlserver")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        with state.session() as sql:
+            sql.run(f"CREATE DATABASE {quote_name(database)}")
+            sql.run(f"ALTER DATABASE {quote_name(database)} SET RECOVERY FULL")
+            sql.run(f"CREATE TABLE {quote_name(database)}.dbo.t (id int IDENTITY PRIMARY KEY, "
+                    "batch int NOT NULL, note nvarchar(40) NOT NULL)")
+        yield state
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        with state.session() as sql:
+            for name in state.created:
+                _drop(sql, name)
+        os.environ.pop(PASSWORD_ENV, None)
+
+
+class _Collect(logging.Handler):
+    def __init__(self, into: list[str]) -> None:
+        super().__init__()
+        self.into = into
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.into.append(record.getMessage())
+
+
+@dataclass
+class Chain:
+    backups: list[dict[str, object]]
+    target: datetime
+
+
+@pytest.fixture(scope="module")
+def chain(live: Live) -> Chain:
+    """full, log, differential, log: batch 3 is committed before the target, batch 4 after."""
+    backups = []
+    with live.session() as sql:
+        _insert(sql, live.db, 1)
+    backups.append(ops.sqlserver_backup(live.instance, live.repo, "full"))
+    with live.session() as sql:
+        _insert(sql, live.db, 2)
+    backups.append(ops.sqlserver_backup(live.instance, live.repo, "log"))
+    backups.append(ops.sqlserver_backup(live.instance, live.repo, "incremental"))
+    with live.session() as sql:
+        _insert(sql, live.db, 3)
+        time.sleep(1.2)
+        target = _server_utc(sql)
+        time.sleep(1.2)
+        _insert(sql, live.db, 4)
+    backups.append(ops.sqlserver_backup(live.instance, live.repo, "log"))
+    return Chain(backups=backups, target=target)
+
+
+def test_each_backup_is_stored_with_its_msdb_rows_and_checksum(live: Live, chain: Chain) -> None:
+    catalog = read_sqlserver_catalog(live.repo, "live")
+
+    assert catalog.rejected == {}
+    assert [r.kind for r in catalog.records] == ["full", "log", "differential", "log"]
+    assert [b["type"] for b in chain.backups] == ["full", "log", "differential", "log"]
+    for record in catalog.records:
+        stored = record.files[0]
+        path = live.repo.path_of(record.key(stored.name))
+        assert sha256_file(path) == (stored.sha256, stored.size)
+        assert record.rows[0].database_name == live.db
+        assert record.checksum is True
+    assert not list(live.instance.backup_dir_worker.glob("live_*")), (  # type: ignore[union-attr]
+        "the server-side copies are removed once stored")
+
+
+def test_backup_progress_reaches_the_log(live: Live, chain: Chain) -> None:
+    assert any("percent processed" in m for m in live.messages), live.messages
+    assert any("BACKUP DATABASE successfully processed" in m for m in live.messages)
+
+
+def test_restore_to_a_time_has_exactly_the_rows_committed_by_then(live: Live,
+                                                                  chain: Chain) -> None:
+    name = f"{live.db}_pit"
+    live.created.append(name)
+
+    result = ops.sqlserver_restore(live.instance, live.repo, chain.target, new_name=name)
+
+    assert result["restore_as"] == name
+    assert [s["kind"] for s in result["steps"]] == ["full", "differential", "log"]
+    assert _batches(live, name) == {1: 25, 2: 25, 3: 25}
+
+
+def test_restore_to_the_latest_has_every_row(live: Live, chain: Chain) -> None:
+    name = f"{live.db}_latest"
+    live.created.append(name)
+
+    ops.sqlserver_restore(live.instance, live.repo, None, new_name=name)
+
+    assert _batches(live, name) == {1: 25, 2: 25, 3: 25, 4: 25}
+
+
+def test_restoring_over_an_existing_database_needs_replace(live: Live, chain: Chain) -> None:
+    with pytest.raises(RestoreRefusedError) as caught:
+        ops.sqlserver_restore(live.instance, live.repo, chain.target, new_name=live.db)
+
+    assert caught.value.message == f"database {live.db} already exists on the server"
+    assert _batches(live, live.db) == {1: 25, 2: 25, 3: 25, 4: 25}, "source untouched"
+
+
+def test_replace_overwrites_a_database(live: Live, chain: Chain) -> None:
+    name = f"{live.db}_replaced"
+    live.created.append(name)
+    ops.sqlserver_restore(live.instance, live.repo, None, new_name=name)
+
+    result = ops.sqlserver_restore(live.instance, live.repo, chain.target, new_name=name,
+                                   replace=True)
+
+    assert result["replaced"] is True
+    assert _batches(live, name) == {1: 25, 2: 25, 3: 25}
+
+
+def test_log_backup_of_a_simple_database_is_refused(live: Live) -> None:
+    name = f"pitrflow_live_{uuid.uuid4().hex[:8]}_simple"
+    live.created.append(name)
+    with live.session() as sql:
+        sql.run(f"CREATE DATABASE {quote_name(name)}")
+        sql.run(f"ALTER DATABASE {quote_name(name)} SET RECOVERY SIMPLE")
+
+    with pytest.raises(BackupRefusedError) as caught:
+        ops.sqlserver_backup(live.for_database(name), live.repo, "log")
+
+    assert caught.value.message == (
+        f"database {name} uses the SIMPLE recovery model, which keeps no log to back up")
+
+
+def test_drill_checks_the_restore_and_drops_it(live: Live, chain: Chain) -> None:
+    name = f"{live.db}_drill"
+    live.created.append(name)
+
+    result = ops.sqlserver_drill(live.instance, live.repo, chain.target, scratch_name=name)
+
+    assert result["ok"] is True, result["findings"]
+    assert result["rto_seconds"] > 0
+    assert set(result["timings"]) >= {"plan", "stage", "restore", "checkdb", "drop"}
+    assert not _exists(live, name)
+
+
+def test_dry_run_names_the_stored_backups(live: Live, chain: Chain) -> None:
+    text, statements = ops.sqlserver_plan_text(live.instance, live.repo, chain.target)
+
+    for backup in chain.backups[:3]:
+        assert str(backup["id"]) in text
+    assert statements[0].startswith("RESTORE FILELISTONLY FROM DISK = ")
+    assert quote_string(live.instance.backup_dir_server)[:-1] in statements[0]
