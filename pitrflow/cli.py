@@ -213,6 +213,25 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 1 if failed_critical(checks) else 0
 
 
+def cmd_repo_cleanup(args: argparse.Namespace) -> int:
+    config = _config(args)
+    from datetime import timedelta
+
+    from pitrflow.storage import open_repository
+    from pitrflow.storage.cleanup import execute_cleanup, plan_cleanup, plan_lines
+
+    repo = open_repository(config.repository)
+    plan = plan_cleanup(repo, args.instance, older_than=timedelta(hours=args.older_than_hours))
+    print("\n".join(plan_lines(plan)))
+    if args.dry_run or plan.empty:
+        print("dry run: nothing was removed" if args.dry_run else "nothing to remove")
+        return 0
+    result = execute_cleanup(repo, plan)
+    print(f"removed {len(result.removed)} objects, aborted {len(result.aborted)} uploads"
+          + (f", {len(result.failed)} failed" if result.failed else ""))
+    return 1 if result.failed else 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     config = _config(args)
     from datetime import UTC
@@ -266,7 +285,10 @@ def cmd_wal_fetch(args: argparse.Namespace) -> int:
         if args.config or os.environ.get("PITR_CONFIG"):
             from pitrflow.storage import open_repository
 
-            repo = open_repository(load_config(args.config).repository)
+            config = load_config(args.config)
+            if config.repository.credentials_block:
+                import tasks.runtime  # noqa: F401 - registers the Prefect block resolvers
+            repo = open_repository(config.repository)
         return wal_fetch(repo, args.instance, args.file, Path(args.dest),
                          spool=Path(args.spool) if args.spool else None, last=args.last)
     except PitrError as exc:
@@ -321,6 +343,15 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("instance")
     check.add_argument("--json", action="store_true")
     check.set_defaults(func=cmd_check)
+
+    repo_cmd = sub.add_parser("repo", help="repository maintenance")
+    repo_sub = repo_cmd.add_subparsers(dest="repo_command", required=True)
+    cleanup = repo_sub.add_parser("cleanup", help="remove objects no manifest names")
+    cleanup.add_argument("instance")
+    cleanup.add_argument("--dry-run", action="store_true")
+    cleanup.add_argument("--older-than-hours", type=float, default=24.0,
+                         help="leave younger objects alone: a backup may still be writing them")
+    cleanup.set_defaults(func=cmd_repo_cleanup)
 
     info = sub.add_parser("info", help="backups, WAL and the recoverable window")
     info.add_argument("instance")

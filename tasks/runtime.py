@@ -16,6 +16,8 @@ from prefect.logging import get_run_logger
 from pitrflow import secrets
 from pitrflow.config import Config, load_config
 from pitrflow.errors import CommandFailedError, PitrError, RepositoryError, ServerError
+from pitrflow.storage import s3_credentials
+from pitrflow.storage.s3_credentials import AwsKeys, keys_from_mapping
 
 
 class _Forward(logging.Handler):
@@ -66,6 +68,38 @@ def _resolve_secret_block(name: str) -> str:
 
 
 secrets.register_block_resolver(_resolve_secret_block)
+
+
+def _resolve_aws_block(name: str) -> AwsKeys:
+    """S3 keys from a prefect-aws AwsCredentials block, else a Secret block holding JSON."""
+    import json
+
+    from prefect.blocks.system import Secret
+
+    try:
+        from prefect_aws import AwsCredentials  # type: ignore[import-not-found]
+    except ImportError:
+        AwsCredentials = None  # noqa: N806 - the optional block class
+    if AwsCredentials is not None:
+        try:
+            block = AwsCredentials.load(name)
+        except ValueError:
+            pass  # not an AWS credentials block: try a Secret of that name
+        else:
+            secret = block.aws_secret_access_key
+            return AwsKeys(str(block.aws_access_key_id or ""),
+                           secret.get_secret_value() if secret else "",
+                           block.aws_session_token or None)
+    value = Secret.load(name).get()
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            value = None
+    return keys_from_mapping(value if isinstance(value, dict) else {}, name)
+
+
+s3_credentials.register_credentials_resolver(_resolve_aws_block)
 
 
 def config_for(config_path: str | None) -> Config:

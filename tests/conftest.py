@@ -28,6 +28,9 @@ from pitrflow.storage.base import Repository
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
+# moto's S3 server and the fault proxy (fixtures s3_server, s3, make_s3_env).
+pytest_plugins = ["tests.s3server"]
+
 _ports = itertools.count(56000 + (os.getpid() % 500) * 4)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
@@ -24,6 +25,8 @@ class ObjectInfo:
     key: str
     size: int
     sha256: str | None = None
+    # When the object was last written, where a listing tells (orphan cleanup ages by it).
+    modified: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,8 @@ class StorageFeatures:
     local_staging: bool
     # Objects can be read by path without a download (lets restores read in place).
     local_paths: bool
+    # Interrupted uploads linger invisibly until aborted (see storage.uploads).
+    multipart_uploads: bool = False
 
 
 class AtomicWriter(Protocol):

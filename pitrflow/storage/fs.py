@@ -14,6 +14,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
@@ -158,10 +159,11 @@ class FsRepository:
                 if not key.startswith(prefix):
                     continue
                 try:
-                    size = full.stat().st_size
+                    stat = full.stat()
                 except FileNotFoundError:
                     continue
-                entries.append(ObjectInfo(key, size))
+                modified = datetime.fromtimestamp(stat.st_mtime, UTC)
+                entries.append(ObjectInfo(key, stat.st_size, modified=modified))
         entries.sort(key=lambda info: info.key)
         yield from entries
 

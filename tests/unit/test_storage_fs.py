@@ -1,4 +1,4 @@
-"""The repository contract, run against every storage driver (only "fs" so far).
+"""The repository contract, run against every storage driver (fs, and s3 on moto's server).
 
 Test bodies take the `repo` fixture and use the Repository interface; checks
 that look at the driver's own backing store (temporary files on disk, empty
@@ -22,13 +22,25 @@ from pitrflow.errors import ChecksumMismatchError, ObjectNotFoundError, Reposito
 from pitrflow.storage.base import HashingReader, ObjectInfo, Repository
 from pitrflow.storage.fs import STAGING, TMP_MARKER, FsRepository
 
-DRIVERS = ["fs"]
+DRIVERS = ["fs", "s3"]
 
 
 @pytest.fixture(params=DRIVERS)
 def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Repository]:
     if request.param == "fs":
         yield FsRepository(tmp_path / "repo")
+        return
+    if request.param == "s3":
+        # moto's S3 server over HTTP (tests/s3server.py), a fresh bucket per test, under a
+        # prefix, with pages of 2 keys so every listing here is paginated.
+        from pitrflow.config import RepositoryConfig
+        from pitrflow.storage.s3 import S3Repository
+        from pitrflow.storage.s3_client import settings_from_config
+
+        server = request.getfixturevalue("s3")
+        config = RepositoryConfig(url=f"s3://{server.new_bucket()}/repo",
+                                  endpoint_url=server.url, region="us-east-1")
+        yield S3Repository(settings_from_config(config), list_page_size=2)
         return
     raise AssertionError(f"no fixture for storage driver {request.param!r}")
 
