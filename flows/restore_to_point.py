@@ -5,6 +5,7 @@ from typing import Any
 
 from prefect import flow
 
+from flows._limits import datadir_lock
 from pitrflow.restore.planner import RestoreTarget
 from tasks.restore import check_restore_target, make_restore_plan, restore_instance
 
@@ -26,7 +27,8 @@ def restore_to_point(
     """
     RestoreTarget(target_time)  # refuses a naive time before any task runs
     plan = make_restore_plan(instance, target_time, config_path)
-    checked = check_restore_target(plan, instance, pgdata, port, config_path)
-    if dry_run:
-        return {"dry_run": True, **checked}
-    return restore_instance(plan, instance, pgdata, port, config_path, scratch)
+    with datadir_lock(pgdata, writes=not (dry_run or scratch)):
+        checked = check_restore_target(plan, instance, pgdata, port, config_path)
+        if dry_run:
+            return {"dry_run": True, **checked}
+        return restore_instance(plan, instance, pgdata, port, config_path, scratch)

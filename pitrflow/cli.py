@@ -232,6 +232,17 @@ def cmd_repo_cleanup(args: argparse.Namespace) -> int:
     return 1 if result.failed else 0
 
 
+def cmd_deploy(args: argparse.Namespace) -> int:
+    config = _config(args)
+    from deployments.deploy import deploy_all
+
+    deploy_all(str(config.source), pool=args.pool, timezone=args.timezone, notify=args.notify,
+               worker_root=args.worker_root, worker_config=args.worker_config)
+    print(f"deployments, concurrency limits and alerts registered for "
+          f"{', '.join(sorted(config.instances))} on work pool {args.pool}")
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     config = _config(args)
     from datetime import UTC
@@ -352,6 +363,14 @@ def build_parser() -> argparse.ArgumentParser:
     cleanup.add_argument("--older-than-hours", type=float, default=24.0,
                          help="leave younger objects alone: a backup may still be writing them")
     cleanup.set_defaults(func=cmd_repo_cleanup)
+
+    deploy = sub.add_parser("deploy", help="register deployments, limits and alerts (idempotent)")
+    deploy.add_argument("--pool", default="pitrflow", help="process work pool name")
+    deploy.add_argument("--timezone", default="UTC", help="timezone of the cron schedules")
+    deploy.add_argument("--notify", help="notification block as <block-type>/<block-name>")
+    deploy.add_argument("--worker-root", help="checkout path as the worker sees it")
+    deploy.add_argument("--worker-config", help="config path as the worker sees it")
+    deploy.set_defaults(func=cmd_deploy)
 
     info = sub.add_parser("info", help="backups, WAL and the recoverable window")
     info.add_argument("instance")

@@ -20,6 +20,9 @@ from tasks.runtime import config_for, core_logs_to_run_log, retry_transient
 def expire_backups(instance: str, config_path: str | None, dry_run: bool = False
                    ) -> dict[str, Any]:
     config = config_for(config_path)
+    if config.instance(instance).engine != "postgresql":
+        return {"deleted_backups": [], "planned_deletions": [], "kept": [], "wal_deleted": 0,
+                "bytes_freed": 0, "skipped": "retention covers PostgreSQL instances only"}
     with core_logs_to_run_log():
         plan, result = expire(config.instance(instance), open_repository(config.repository),
                               dry_run)
@@ -30,3 +33,18 @@ def expire_backups(instance: str, config_path: str | None, dry_run: bool = False
             "planned_deletions": plan.delete_backups, "kept": plan.kept_backups,
             "wal_deleted": result.wal_deleted if result else 0,
             "bytes_freed": result.bytes_freed if result else 0}
+
+
+@task(name="clean-repository", retries=2, retry_delay_seconds=30,
+      retry_condition_fn=retry_transient, cache_policy=NONE)
+def clean_repository(instance: str, config_path: str | None) -> dict[str, Any]:
+    """Remove what interrupted runs left (objects no manifest names, stale uploads)."""
+    from pitrflow.storage.cleanup import execute_cleanup, plan_cleanup
+
+    config = config_for(config_path)
+    repo = open_repository(config.repository)
+    with core_logs_to_run_log():
+        plan = plan_cleanup(repo, instance)
+        result = execute_cleanup(repo, plan) if not plan.empty else None
+    return {"removed": result.removed if result else [],
+            "aborted": result.aborted if result else []}

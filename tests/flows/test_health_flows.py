@@ -50,3 +50,19 @@ def test_expire_verify_check_flows(env18: Env) -> None:
         verify(instance="main", config_path=config)
     with pytest.raises(CheckFailedError, match="backups verified"):
         check(instance="main", config_path=config)
+
+
+def test_backup_flow_expires_after_a_successful_backup(env18: Env) -> None:
+    from flows.backup_full import backup_full
+    from pitrflow.catalog.snapshot import read_catalog
+
+    env = env18
+    env.config_path.write_text(env.config_path.read_text()
+                               + "\n[instances.main.retention]\nfull_count = 1\n")
+    config = str(env.config_path)
+    first = backup_full(instance="main", config_path=config)
+    env.commit_row()
+    ship_wal(env.instance, env.repo)
+    second = backup_full(instance="main", config_path=config)
+    assert [b.id for b in read_catalog(env.repo, "main").backups] == [second["id"]]
+    assert first["id"] in asyncio.run(_artifact("expire-main"))
