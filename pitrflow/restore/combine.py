@@ -12,6 +12,7 @@ import os
 import shutil
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from pitrflow import procs
@@ -64,12 +65,14 @@ def combine_chain(repo: Repository, chain: list[BackupManifest], pgdata: Path,
         if run_as is not None:
             chown_tree(scratch, run_as)
         started = time.monotonic()
-        dirs = []
-        for backup in chain:
-            target = scratch / backup.id
-            extract_backup(repo, backup, target, run_as)
+        dirs = [scratch / backup.id for backup in chain]
+        # Links unpack independently: two at a time keeps both cores busy.
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            for future in [pool.submit(extract_backup, repo, backup, target, run_as)
+                           for backup, target in zip(chain, dirs, strict=True)]:
+                future.result()
+        for target in dirs:
             os.chmod(target, 0o700)
-            dirs.append(target)
         phases["fetch"] = time.monotonic() - started
         started = time.monotonic()
         # pg_combinebackup accepts an existing empty output directory, which
