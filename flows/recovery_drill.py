@@ -5,7 +5,14 @@ from typing import Any
 from prefect import flow
 
 from flows.restore_to_point import restore_to_point
-from tasks.drill import check_data_quality, check_physical_integrity, finish_drill, prepare_drill
+from tasks.drill import (
+    check_data_quality,
+    check_physical_integrity,
+    finish_drill,
+    prepare_drill,
+    run_sqlserver_drill,
+)
+from tasks.restore import instance_engine
 
 
 @flow(name="recovery_drill")
@@ -16,6 +23,8 @@ def recovery_drill(instance: str, to: str = "random", keep: bool = False,
     `to` is an ISO 8601 time with offset, `latest`, or `random` (a uniformly
     random point in the recoverable window, recorded in the drill record).
     """
+    if instance_engine(instance, config_path) == "sqlserver":
+        return run_sqlserver_drill(instance, to, keep, config_path)
     ctx = prepare_drill(instance, to, config_path)
     restored = None
     try:

@@ -6,26 +6,43 @@ from typing import Any
 from prefect import flow
 
 from flows._limits import datadir_lock
+from pitrflow.errors import UsageError
 from pitrflow.restore.planner import RestoreTarget
-from tasks.restore import check_restore_target, make_restore_plan, restore_instance
+from tasks.restore import (
+    check_restore_target,
+    instance_engine,
+    make_restore_plan,
+    restore_instance,
+    restore_sqlserver_database,
+)
 
 
 @flow(name="restore_to_point")
 def restore_to_point(
     instance: str,
-    pgdata: str,
+    pgdata: str = "",
     target_time: datetime | None = None,
     port: int | None = None,
     dry_run: bool = False,
     config_path: str | None = None,
     scratch: bool = False,
+    database_name: str | None = None,
+    replace: bool = False,
 ) -> dict[str, Any]:
-    """Restore INSTANCE into PGDATA as of TARGET_TIME (timezone-aware; empty = latest mark).
+    """Restore INSTANCE as of TARGET_TIME (timezone-aware; empty = the newest mark).
 
+    PostgreSQL: into PGDATA, a new or empty directory.  SQL Server: as
+    DATABASE_NAME (default: a new name); `replace` allows overwriting it.
     `scratch` (used by the recovery drill) trusts the restored instance's
     private socket directory so the checks can connect as its superuser.
     """
     RestoreTarget(target_time)  # refuses a naive time before any task runs
+    if instance_engine(instance, config_path) == "sqlserver":
+        return restore_sqlserver_database(instance, target_time, database_name, replace,
+                                          dry_run, config_path)
+    if not pgdata:
+        raise UsageError("a PostgreSQL restore needs pgdata, a new or empty directory",
+                         "set the pgdata parameter")
     plan = make_restore_plan(instance, target_time, config_path)
     with datadir_lock(pgdata, writes=not (dry_run or scratch)):
         checked = check_restore_target(plan, instance, pgdata, port, config_path)

@@ -88,3 +88,30 @@ def finish_drill(ctx: run.DrillContext, restored: dict[str, Any] | None, keep: b
             + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
             f"see the drill artifact and the evidence in {ctx.record.evidence or key}")
     return summary
+
+
+@task(name="sqlserver-drill", cache_policy=NONE)
+def run_sqlserver_drill(instance: str, to: str, keep: bool,
+                        config_path: str | None) -> dict[str, Any]:
+    """SQL Server: restore under a scratch name, DBCC CHECKDB, drop it; fail loudly."""
+    from datetime import datetime
+
+    from pitrflow.engines.sqlserver.ops import sqlserver_drill
+    from pitrflow.storage import open_repository
+
+    config = config_for(config_path)
+    target = None if to in ("latest", "random") else datetime.fromisoformat(to)
+    with core_logs_to_run_log():
+        result = sqlserver_drill(config.instance(instance), open_repository(config.repository),
+                                 target, keep=keep)
+    verdict = "PASSED" if result["ok"] else "FAILED"
+    findings = "".join(f"- {f}\n" for f in result["findings"])
+    timings = "".join(f"| {k} | {v:.2f} s |\n" for k, v in result["timings"].items())
+    create_markdown_artifact(
+        markdown=f"## SQL Server recovery drill {instance}: {verdict}\n\n| phase | time |\n"
+                 f"|---|---|\n{timings}\n{findings}",
+        key=artifact_key("drill", instance), description=f"recovery drill of {instance}")
+    if not result["ok"]:
+        raise DrillFailedError(f"recovery drill of {instance} failed: {result['findings'][0]}",
+                               "see the drill artifact")
+    return result

@@ -61,3 +61,31 @@ def restore_instance(plan: RestorePlan, instance: str, pgdata: str, port: int | 
         "server_version": plan.backup.server_version,
         "summary": restore_text(outcome),
     }
+
+
+def instance_engine(instance: str, config_path: str | None) -> str:
+    return config_for(config_path).instance(instance).engine
+
+
+@task(name="restore-sqlserver-database", cache_policy=NONE)
+def restore_sqlserver_database(instance: str, target_time: datetime | None,
+                               database_name: str | None, replace: bool, dry_run: bool,
+                               config_path: str | None) -> dict[str, Any]:
+    """SQL Server: plan from the repository, show the T-SQL, and (unless dry) run it."""
+    from pitrflow.engines.sqlserver.ops import sqlserver_plan_text, sqlserver_restore
+
+    config = config_for(config_path)
+    settings = config.instance(instance)
+    repo = open_repository(config.repository)
+    text, statements = sqlserver_plan_text(settings, repo, target_time, database_name, replace)
+    create_markdown_artifact(markdown=f"## SQL Server restore plan\n\n```\n{text}\n```\n",
+                             key=artifact_key("restore-plan", instance),
+                             description=f"restore plan and T-SQL for {instance}")
+    if dry_run:
+        return {"dry_run": True, "plan": text, "statements": statements}
+    with core_logs_to_run_log():
+        result = sqlserver_restore(settings, repo, target_time, database_name, replace)
+    create_markdown_artifact(markdown=f"## SQL Server restore\n\n{result['connect_hint']}\n",
+                             key=artifact_key("restore", instance),
+                             description=f"restore of {instance}")
+    return result

@@ -60,3 +60,22 @@ def test_cli_dry_run_prints_plan_and_tsql(tmp_path: Path) -> None:
 
     check = _pitr("--config", str(config), "check", "sales")
     assert check.returncode == 2 and "not available for SQL Server" in check.stderr
+
+
+def test_restore_flow_dry_run_for_sqlserver_shows_plan_and_tsql(tmp_path: Path) -> None:
+    """The same restore_to_point flow serves SQL Server (dry run: no server needed)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.restore_to_point import restore_to_point
+
+    config = _config(tmp_path)
+    ops.sqlserver_import_recorded(FIXTURES / "plain_chain.json", FsRepository(tmp_path / "repo"),
+                                  "sales")
+    from datetime import datetime
+
+    with prefect_test_harness(server_startup_timeout=120):
+        result = restore_to_point(instance="sales", config_path=str(config), dry_run=True,
+                                  target_time=datetime.fromisoformat(
+                                      "2024-03-10T00:40:00.250999+01:00"))
+    assert result["dry_run"] is True
+    assert any(s.startswith("RESTORE LOG") and "STOPAT" in s for s in result["statements"])
