@@ -132,7 +132,7 @@ def spawn(
     env: Mapping[str, str] | None = None,
     cwd: str | os.PathLike[str] | None = None,
     user: str | None = None,
-    stdin: int | None = subprocess.DEVNULL,
+    stdin: int | IO[bytes] | None = subprocess.DEVNULL,
     stdout: int | None = subprocess.PIPE,
     secrets: Sequence[str] = (),
     line_sink: Callable[[str], None] | None = None,

@@ -146,3 +146,19 @@ def test_old_gap_narrows_the_window_but_a_new_full_lets_shipping_continue(env18:
         plan_restore(read_catalog(env.repo, "main"), RestoreTarget(early))
     outcome = restore(env, after, "after-gap")
     assert restored_ids(outcome.port) == list(range(1, last_id + 1))
+
+
+def test_restore_without_the_zstd_program(env18: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hosts without the zstd program decompress in-process; the result is the same."""
+    import shutil as real_shutil
+
+    from pitrflow.restore import fetch
+
+    which = real_shutil.which
+    monkeypatch.setattr(fetch.shutil, "which",
+                        lambda name, *a, **k: None if name == "zstd" else which(name, *a, **k))
+    take_backup(env18.instance, env18.repo)
+    last_id, after = env18.commit_row()
+    ship_wal(env18.instance, env18.repo)
+    outcome = restore(env18, after, "no-zstd")
+    assert restored_ids(outcome.port) == list(range(1, last_id + 1))
