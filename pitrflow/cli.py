@@ -20,20 +20,13 @@ from typing import Any
 
 from pitrflow.config import Config, load_config
 from pitrflow.errors import PitrError, UsageError
+from pitrflow.times import parse_aware
 
 
 def parse_target(text: str) -> datetime | None:
     if text == "latest":
         return None
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise UsageError(f"--to {text!r} is not an ISO 8601 time",
-                         "write it like 2026-11-26T09:45:00+00:00, or use latest") from None
-    if value.utcoffset() is None:
-        raise UsageError(f"--to {text} has no timezone offset",
-                         "add one, e.g. 2026-11-26T09:45:00+00:00")
-    return value
+    return parse_aware(text, "--to")
 
 
 def _config(args: argparse.Namespace) -> Config:

@@ -94,13 +94,13 @@ def finish_drill(ctx: run.DrillContext, restored: dict[str, Any] | None, keep: b
 def run_sqlserver_drill(instance: str, to: str, keep: bool,
                         config_path: str | None) -> dict[str, Any]:
     """SQL Server: restore under a scratch name, DBCC CHECKDB, drop it; fail loudly."""
-    from datetime import datetime
-
     from pitrflow.engines.sqlserver.ops import sqlserver_drill
     from pitrflow.storage import open_repository
+    from pitrflow.times import parse_aware
 
     config = config_for(config_path)
-    target = None if to in ("latest", "random") else datetime.fromisoformat(to)
+    # SQL Server drills restore the newest point unless given a time.
+    target = None if to in ("latest", "random") else parse_aware(to, "drill target")
     with core_logs_to_run_log():
         result = sqlserver_drill(config.instance(instance), open_repository(config.repository),
                                  target, keep=keep)

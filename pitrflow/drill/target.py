@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from pitrflow.catalog.snapshot import Catalog
-from pitrflow.errors import RestoreRefusedError, UsageError
+from pitrflow.errors import RestoreRefusedError
 from pitrflow.restore.planner import recoverable_window
+from pitrflow.times import parse_aware
 
 
 @dataclass(frozen=True)
@@ -36,12 +37,4 @@ def choose_target(catalog: Catalog, spec: str, rng: random.Random | None = None)
         offset = (rng or random.SystemRandom()).uniform(0, span)
         return DrillTarget("random", window.start + (window.end - window.start) * (offset / span)
                            if span > 0 else window.start, window.start, window.end)
-    try:
-        when = datetime.fromisoformat(spec)
-    except ValueError:
-        raise UsageError(f"drill target {spec!r} is not a time, latest or random",
-                         "write e.g. 2026-11-26T09:45:00+00:00") from None
-    if when.utcoffset() is None:
-        raise UsageError(f"drill target {spec} has no timezone offset",
-                         "add one, e.g. +00:00")
-    return DrillTarget("time", when, window.start, window.end)
+    return DrillTarget("time", parse_aware(spec, "drill target"), window.start, window.end)
