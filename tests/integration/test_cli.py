@@ -170,3 +170,30 @@ def test_drill_cli_fails_loudly_and_info_shows_history(env18: Env, tmp_path: Pat
     assert "impossible" in errors[0]
     info = pitr("--config", str(env.config_path), "info", "main")
     assert "FAIL" in info.stdout and "drills" in info.stdout
+
+
+def test_restore_command_line_fetches_a_segment(env18: Env, tmp_path: Path) -> None:
+    """The restore_command a non-root worker gets (pitr wal-fetch) works as PostgreSQL runs it."""
+    from pitrflow.restore.executor import RestoreRequest, _restore_command
+    from pitrflow.restore.planner import RestoreTarget, plan_restore
+
+    env = env18
+    take_backup(env.instance, env.repo)
+    env.commit_row()
+    ship_wal(env.instance, env.repo)
+    plan = plan_restore(read_catalog(env.repo, "main"), RestoreTarget(None))
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    request = RestoreRequest(env.instance, tmp_path / "pgdata", config_file=env.config_path)
+    command, kind = _restore_command(request, plan, spool, run_as=None)
+    assert kind == "pitr wal-fetch"
+    wanted = plan.wal[-1].segment
+    dest = tmp_path / "RECOVERYXLOG"
+    # PostgreSQL substitutes %f and %p and runs the line with /bin/sh.
+    line = command.replace("%f", wanted).replace("%p", str(dest))
+    done = subprocess.run(["/bin/sh", "-c", line], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert dest.stat().st_size == plan.segment_size
+    beyond = subprocess.run(["/bin/sh", "-c", command.replace("%f", "0000000100000099000000AA")
+                             .replace("%p", str(tmp_path / "x"))], check=False)
+    assert beyond.returncode == 1
