@@ -37,6 +37,7 @@ from pitrflow.engines.postgres.walnames import (
     format_lsn,
     is_history_name,
     is_segment_name,
+    parse_history,
     parse_lsn,
     parse_segment_name,
     segment_name,
@@ -44,7 +45,7 @@ from pitrflow.engines.postgres.walnames import (
 from pitrflow.errors import ServerError, WalGapError
 from pitrflow.restore.timelines import timeline_path
 from pitrflow.storage.base import Repository
-from pitrflow.storage.layout import history_key, mark_key, wal_key
+from pitrflow.storage.layout import WalEntry, history_key, mark_key, wal_key
 
 log = logging.getLogger("pitrflow.ship")
 
@@ -99,12 +100,13 @@ def find_gaps(catalog: Catalog, timeline: int, since_lsn: int | None = None) -> 
     return names
 
 
-def _store_segment(repo: Repository, instance: str, path: Path, timeline: int) -> int:
+def _store_segment(repo: Repository, instance: str, path: Path, timeline: int) -> WalEntry:
     compressor = zstandard.ZstdCompressor(level=_ZSTD_LEVEL)
     data = compressor.compress(path.read_bytes())
     digest = hashlib.sha256(data).hexdigest()
-    repo.put_bytes(wal_key(instance, timeline, path.name, digest), data)
-    return len(data)
+    key = wal_key(instance, timeline, path.name, digest)
+    repo.put_bytes(key, data)
+    return WalEntry(key, timeline, path.name, digest, len(data))
 
 
 def ship_wal(instance: InstanceConfig, repo: Repository) -> ShipOutcome:
@@ -147,6 +149,7 @@ def ship_wal(instance: InstanceConfig, repo: Repository) -> ShipOutcome:
                     data = path.read_bytes()
                     repo.put_bytes(history_key(instance.name, tli,
                                                hashlib.sha256(data).hexdigest()), data)
+                    catalog.histories[tli] = parse_history(data.decode())
                     histories.append(path.name)
         for path in sorted(spool.iterdir()):
             if not is_segment_name(path.name) or path.name == placeholder:
@@ -154,11 +157,13 @@ def ship_wal(instance: InstanceConfig, repo: Repository) -> ShipOutcome:
             tli, segno = parse_segment_name(path.name, size)
             if segno in catalog.wal.get(tli, {}):
                 continue
-            stored_bytes += _store_segment(repo, instance.name, path, tli)
+            entry = _store_segment(repo, instance.name, path, tli)
+            # The snapshot taken before streaming, plus what this run stored, is the
+            # repository now: no second listing (thousands of keys on S3) is needed.
+            catalog.wal.setdefault(tli, {})[segno] = entry
+            stored_bytes += entry.size
             shipped.append(path.name)
             os.unlink(path)
-    catalog = read_catalog(repo, instance.name)
-    catalog.segment_size = size
     newest = catalog.newest_backup_on()
     older_gaps = find_gaps(catalog, facts.timeline)
     # Only a gap after the newest backup's start breaks recent restores; an
