@@ -17,6 +17,7 @@ import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import IO
 
 import zstandard
 
@@ -108,14 +109,8 @@ def _unpack_with_zstd_cli(zstd: str, key: str, entry: FileEntry, dest: Path, use
             except BrokenPipeError:
                 broken = True
             finally:
-                if not queued.finished:
-                    stop.set()
-                _drain(chunks, producer)
-                unzstd.stdin.close()
-            if failure:
-                raise failure[0]
-            if not broken:
-                reader.verify(entry.sha256, entry.size)
+                _stop_feeding(queued, stop, chunks, producer, unzstd.stdin)
+            _check_read(failure, broken, reader, entry)
             zstd_code = unzstd.wait()
             tar_code = untar.wait()
             if zstd_code != 0:
@@ -160,14 +155,8 @@ def _unpack_in_process(key: str, entry: FileEntry, dest: Path, user: str | None,
                                         "the repository copy is damaged; run pitr verify"
                                         ) from None
         finally:
-            if not queued.finished:  # left early: tell the producer to stop reading
-                stop.set()
-            _drain(chunks, producer)
-            proc.stdin.close()
-        if failure:
-            raise failure[0]
-        if not broken:
-            reader.verify(entry.sha256, entry.size)
+            _stop_feeding(queued, stop, chunks, producer, proc.stdin)
+        _check_read(failure, broken, reader, entry)
         code = proc.wait()
         if code != 0 or broken:
             raise CommandFailedError(f"tar failed extracting {key}: "
@@ -193,6 +182,24 @@ class _QueueReader:
 
     def readable(self) -> bool:
         return True
+
+
+def _stop_feeding(queued: _QueueReader, stop: threading.Event,
+                  chunks: queue.Queue[bytes | None], producer: threading.Thread,
+                  pipe: IO[bytes]) -> None:
+    if not queued.finished:  # left early: tell the producer to stop reading
+        stop.set()
+    _drain(chunks, producer)
+    pipe.close()
+
+
+def _check_read(failure: list[BaseException], broken: bool, reader: HashingReader,
+                entry: FileEntry) -> None:
+    """Raise the producer's error, or a checksum mismatch once everything was read."""
+    if failure:
+        raise failure[0]
+    if not broken:  # a child that stopped early reports its own error instead
+        reader.verify(entry.sha256, entry.size)
 
 
 def _drain(chunks: queue.Queue[bytes | None], producer: threading.Thread) -> None:
