@@ -92,17 +92,27 @@ def _refuse_for_sqlserver(config: Config, instance: str, what: str) -> None:
 
 
 def _restore_sqlserver(args: argparse.Namespace, config: Config, target: datetime | None) -> int:
-    from pitrflow.engines.sqlserver.ops import sqlserver_plan_text, sqlserver_restore
+    from pitrflow.engines.sqlserver.ops import render, sqlserver_prepare
+    from pitrflow.engines.sqlserver.restore import dry_run_script, require_backup_data
     from pitrflow.storage import open_repository
 
-    settings = config.instance(args.instance)
-    repo = open_repository(config.repository)
-    text, _ = sqlserver_plan_text(settings, repo, target, args.name, args.replace)
-    print(text)
+    # Plan before starting a flow: a refusal is one line and changes nothing.
+    prepared = sqlserver_prepare(config.instance(args.instance),
+                                 open_repository(config.repository), target, args.name,
+                                 args.replace)
+    print(render(prepared, dry_run_script(prepared)))
+    if not args.dry_run:
+        require_backup_data(prepared)
+    # The same flow a deployment runs, so the run and its artifacts show in the UI.  The
+    # name is passed on, so a default name stamped with the time cannot drift by a second.
+    result = _run_flow("flows.restore_to_point", "restore_to_point", instance=args.instance,
+                       target_time=target, dry_run=args.dry_run,
+                       config_path=str(config.source), database_name=prepared.new_name,
+                       replace=args.replace)
     if args.dry_run:
-        print("dry run: nothing was changed")
+        key = f"restore-plan-{args.instance}".lower().replace("_", "-").replace(".", "-")
+        print(f"dry run: nothing was changed (plan and T-SQL: artifact {key})")
         return 0
-    result = sqlserver_restore(settings, repo, target, args.name, args.replace)
     print(result["connect_hint"])
     return 0
 
@@ -208,6 +218,21 @@ def cmd_check(args: argparse.Namespace) -> int:
     else:
         print(render_lines(checks))
     return 1 if failed_critical(checks) else 0
+
+
+def cmd_repo_import_msdb(args: argparse.Namespace) -> int:
+    config = _config(args)
+    from pitrflow.engines.sqlserver.ops import sqlserver_import_recorded
+    from pitrflow.storage import open_repository
+
+    if config.instance(args.instance).engine != "sqlserver":
+        raise UsageError(f"instance {args.instance} is not a SQL Server instance",
+                         "import-msdb reads SQL Server backup history")
+    ids = sqlserver_import_recorded(args.recording, open_repository(config.repository),
+                                    args.instance)
+    print(f"imported {len(ids)} backup sets of {args.instance} from {args.recording} "
+          "as planning-only backups (restores of them run with --dry-run only)")
+    return 0
 
 
 def cmd_repo_cleanup(args: argparse.Namespace) -> int:
@@ -360,6 +385,13 @@ def build_parser() -> argparse.ArgumentParser:
     cleanup.add_argument("--older-than-hours", type=float, default=24.0,
                          help="leave younger objects alone: a backup may still be writing them")
     cleanup.set_defaults(func=cmd_repo_cleanup)
+    msdb = repo_sub.add_parser(
+        "import-msdb", help="SQL Server: store recorded msdb backup history as planning-only "
+                           "backups, to see restore plans and T-SQL (--dry-run) before any backup")
+    msdb.add_argument("instance")
+    msdb.add_argument("recording", help="JSON file: a list of BACKUP_HISTORY_SQL rows, "
+                                        "or {\"rows\": [...]}")
+    msdb.set_defaults(func=cmd_repo_import_msdb)
 
     deploy = sub.add_parser("deploy", help="register deployments, limits and alerts (idempotent)")
     deploy.add_argument("--pool", default="pitrflow", help="process work pool name")

@@ -21,7 +21,7 @@ from datetime import UTC
 from pathlib import Path
 
 from pitrflow import __version__ as _pitrflow_version
-from pitrflow.engines.sqlserver.errors import SqlServerPlanError
+from pitrflow.engines.sqlserver.errors import MsdbHistoryError, SqlServerPlanError
 from pitrflow.engines.sqlserver.msdb import BackupSetRow, row_times_utc, rows_from_json
 from pitrflow.engines.sqlserver.record import (
     SOURCE_RECORDED,
@@ -152,6 +152,18 @@ def import_recorded_rows(
     the server.  Placeholders are marked ``recorded-rows``: a real restore refuses them.
     """
     rows = list(source) if not isinstance(source, str | os.PathLike) else rows_from_json(source)
+    if not rows:
+        raise MsdbHistoryError("the msdb recording holds no rows",
+                               "record BACKUP_HISTORY_SQL's rows for the database")
+    real = [r.id for r in read_sqlserver_catalog(repo, instance).records
+            if r.source != SOURCE_RECORDED]
+    if real:
+        # Placeholders newer than a real backup would be planned from, and a restore would
+        # then refuse them: planning-only rows must never share a catalog with real backups.
+        raise SqlServerPlanError(
+            f"instance {instance} already holds {len(real)} real backup(s), such as {real[0]}; "
+            "recorded msdb rows are not imported beside them",
+            "import into a scratch repository: a config whose [repository] path is empty")
     sets: dict[int, list[BackupSetRow]] = {}
     for row in rows:
         sets.setdefault(row.backup_set_id, []).append(row)

@@ -162,8 +162,13 @@ def rows_from_json(
     """
     data: Any = source
     if isinstance(source, str | os.PathLike):
-        with Path(source).open(encoding="utf-8") as handle:
-            data = json.load(handle)
+        try:
+            with Path(source).open(encoding="utf-8") as handle:
+                data = json.load(handle)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise MsdbHistoryError(f"cannot read msdb recording {source}: {exc}",
+                                   'store a JSON list of row objects, or {"rows": [...]}'
+                                   ) from None
     if isinstance(data, Mapping):
         data = data.get("rows")
     if not isinstance(data, Sequence) or isinstance(data, str):

@@ -226,6 +226,15 @@ class SqlServerRestoreOutcome:
     moves: dict[str, str]
 
 
+def require_backup_data(prepared: PreparedRestore) -> None:
+    """Refuse a plan that uses placeholders imported from recorded msdb rows."""
+    imported = sorted({r.id for r in prepared.records if r.source == SOURCE_RECORDED})
+    if imported:
+        raise RestoreRefusedError(
+            f"backup {imported[0]} was imported from recorded msdb rows and holds no backup data",
+            "recorded-row backups are for planning and dry runs only (--dry-run)")
+
+
 def execute_restore(
     prepared: PreparedRestore,
     repo: Repository,
@@ -234,11 +243,7 @@ def execute_restore(
 ) -> SqlServerRestoreOutcome:
     """Stage, restore and recover; the database is usable when this returns."""
     say = progress or (lambda text: log.info("%s", text))
-    imported = sorted({r.id for r in prepared.records if r.source == SOURCE_RECORDED})
-    if imported:
-        raise RestoreRefusedError(
-            f"backup {imported[0]} was imported from recorded msdb rows and holds no backup data",
-            "recorded-row backups are for planning and dry runs only (--dry-run)")
+    require_backup_data(prepared)
     timings: dict[str, float] = {}
     exists = sql.scalar(DATABASE_EXISTS_SQL, [prepared.new_name]) is not None
     if exists and not prepared.replace:
