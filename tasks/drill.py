@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import asdict
 from typing import Any
 
 from prefect import task
@@ -45,12 +46,18 @@ def check_data_quality(ctx: run.DrillContext, restored: dict[str, Any],
     ctx.record.phases["quality_checks"] = time.monotonic() - started
     ctx.record.quality_checked = len(report.rows)
     ctx.record.quality_failures = [r.one_line() for r in report.failures]
-    table = [{"suite": r.suite, "expectation": r.expectation_type, "column": r.column or "",
-              "result": "pass" if r.success else "FAIL", "observed": r.observed}
-             for r in report.rows]
+    table = _checks_table([asdict(r) for r in report.rows])
     create_table_artifact(table=table, key=artifact_key("drill-checks", ctx.instance),
                           description=f"Great Expectations results of the drill of {ctx.instance}")
     return table
+
+
+def _checks_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The drill-checks-<instance> table, the same for both engines."""
+    return [{"suite": r["suite"], "expectation": r["expectation_type"],
+             "column": r["column"] or "", "result": "pass" if r["success"] else "FAIL",
+             "observed": r["observed"]}
+            for r in rows]
 
 
 @task(name="finish-drill", cache_policy=NONE)
@@ -93,25 +100,32 @@ def finish_drill(ctx: run.DrillContext, restored: dict[str, Any] | None, keep: b
 @task(name="sqlserver-drill", cache_policy=NONE)
 def run_sqlserver_drill(instance: str, to: str, keep: bool,
                         config_path: str | None) -> dict[str, Any]:
-    """SQL Server: restore under a scratch name, DBCC CHECKDB, drop it; fail loudly."""
+    """SQL Server: restore under a scratch name, CHECKDB and GX suites, drop it; fail loudly."""
     from pitrflow.engines.sqlserver.ops import sqlserver_drill
+    from pitrflow.engines.sqlserver.render import drill_markdown as sqlserver_drill_markdown
     from pitrflow.storage import open_repository
     from pitrflow.times import parse_aware
 
     config = config_for(config_path)
+    settings = config.instance(instance)
+    # The same team suites directory the PostgreSQL drill reads.
+    checks_dir = settings.drill.checks_dir or (config.source.parent / "checks")
     # SQL Server drills restore the newest point unless given a time.
     target = None if to in ("latest", "random") else parse_aware(to, "drill target")
     with core_logs_to_run_log():
-        result = sqlserver_drill(config.instance(instance), open_repository(config.repository),
-                                 target, keep=keep)
-    verdict = "PASSED" if result["ok"] else "FAILED"
-    findings = "".join(f"- {f}\n" for f in result["findings"])
-    timings = "".join(f"| {k} | {v:.2f} s |\n" for k, v in result["timings"].items())
-    create_markdown_artifact(
-        markdown=f"## SQL Server recovery drill {instance}: {verdict}\n\n| phase | time |\n"
-                 f"|---|---|\n{timings}\n{findings}",
-        key=artifact_key("drill", instance), description=f"recovery drill of {instance}")
+        result = sqlserver_drill(settings, open_repository(config.repository), target,
+                                 keep=keep, checks_dir=checks_dir)
+    create_markdown_artifact(markdown=sqlserver_drill_markdown(result),
+                             key=artifact_key("drill", instance),
+                             description=f"recovery drill of {instance}")
+    create_table_artifact(table=_checks_table(result["quality"]),
+                          key=artifact_key("drill-checks", instance),
+                          description=f"Great Expectations results of the drill of {instance}")
     if not result["ok"]:
-        raise DrillFailedError(f"recovery drill of {instance} failed: {result['findings'][0]}",
-                               "see the drill artifact")
+        problems = result["findings"]
+        raise DrillFailedError(
+            f"recovery drill of {instance} failed: {problems[0]}"
+            + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
+            f"see the drill artifact and the evidence in "
+            f"{result['evidence'] or result['record_key']}")
     return result

@@ -1,7 +1,9 @@
 """Drill records: what each drill restored, how long each phase took, what it found.
 
 Stored in the repository beside the backups they prove, so the history
-survives the worker; `pitr info` reads them back for the RTO trend.
+survives the worker; `pitr info` reads them back for the RTO trend.  PostgreSQL
+and SQL Server drills store the same shape under the same key
+(`<instance>/drills/<started>.json`), told apart by `engine`.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ class DrillRecord:
     error: str | None = None
     kept_at: str | None = None
     evidence: str | None = None
+    # Records written before SQL Server drills existed have no engine: PostgreSQL.
+    engine: str = "postgresql"
 
     @property
     def passed(self) -> bool:

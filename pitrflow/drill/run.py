@@ -44,7 +44,7 @@ def prepare(config: Config, instance: str, spec: str) -> DrillContext:
     record = DrillRecord(instance=instance, started=started, target_mode=target.mode,
                          target_time=target.time, window_from=target.window_from,
                          window_to=target.window_to)
-    from pitrflow.quality.generate import read_source_catalog
+    from pitrflow.engines.postgres.facts import read_source_catalog
 
     with connect(settings) as conn:
         tables = read_source_catalog(conn)

@@ -10,54 +10,17 @@ judged against what it was restored from, not against itself.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-
-import psycopg
-from psycopg import sql
-from psycopg.pq import TransactionStatus
 
 from pitrflow.quality.suites import ExpectationSpec, Suite, split_table_name
 
 # Only aware timestamps can be compared to an aware target without guessing a
 # zone; GX compares a naive bound against timestamptz values without warning
-# and simply reports a failure, so other types are refused up front.
-_FRESHNESS_TYPES = frozenset({"timestamp with time zone"})
-
-_TABLES_SQL = """
-SELECT c.oid, n.nspname, c.relname
-FROM pg_class c
-JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'p')
-  AND NOT c.relispartition
-  AND n.nspname <> 'information_schema'
-  AND n.nspname !~ '^pg_'
-ORDER BY n.nspname, c.relname
-"""
-
-# attnotnull also covers PostgreSQL 18's NOT VALID not-null constraints, which
-# existing rows may violate; those are left out (on older servers no 'n'
-# constraint rows exist, so the NOT EXISTS is always true).
-_COLUMNS_SQL = """
-SELECT a.attrelid, a.attname, format_type(a.atttypid, a.atttypmod),
-       a.attnotnull AND NOT EXISTS (
-           SELECT 1 FROM pg_constraint k
-           WHERE k.conrelid = a.attrelid AND k.contype = 'n'
-             AND NOT k.convalidated AND k.conkey[1] = a.attnum)
-FROM pg_attribute a
-WHERE a.attrelid = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped
-ORDER BY a.attrelid, a.attnum
-"""
-
-_PRIMARY_KEYS_SQL = """
-SELECT i.indrelid, array_agg(a.attname ORDER BY k.ord)
-FROM pg_index i
-CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
-JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-WHERE i.indisprimary AND i.indrelid = ANY(%s)
-GROUP BY i.indrelid
-"""
+# and simply reports a failure, so other types are refused up front.  Each
+# engine's facts reader names its own aware types (SQL Server: datetimeoffset).
+POSTGRES_AWARE_TYPES: frozenset[str] = frozenset({"timestamp with time zone"})
 
 
 @dataclass(frozen=True)
@@ -76,47 +39,6 @@ class TableFacts:
         return f"{self.schema}.{self.table}"
 
 
-def read_source_catalog(conn: psycopg.Connection) -> list[TableFacts]:
-    """Read row counts, primary keys and NOT NULL columns of every user table.
-
-    Partitions are skipped because their parent's count already includes
-    them.  When the connection is idle, everything is read in one REPEATABLE
-    READ, READ ONLY transaction so all counts describe the same instant; a
-    caller already inside a transaction keeps its own isolation.
-    """
-    if conn.info.transaction_status == TransactionStatus.IDLE:
-        with conn.transaction():
-            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            return _read_catalog(conn)
-    return _read_catalog(conn)
-
-
-def _read_catalog(conn: psycopg.Connection) -> list[TableFacts]:
-    tables = conn.execute(_TABLES_SQL).fetchall()
-    oids = [oid for oid, _, _ in tables]
-    columns: dict[int, list[tuple[str, str, bool]]] = {oid: [] for oid in oids}
-    for oid, name, type_name, not_null in conn.execute(_COLUMNS_SQL, (oids,)):
-        columns[oid].append((name, type_name, not_null))
-    keys: dict[int, list[str]] = dict(conn.execute(_PRIMARY_KEYS_SQL, (oids,)).fetchall())
-    facts: list[TableFacts] = []
-    for oid, schema, table in tables:
-        count_query = sql.SQL("SELECT count(*) FROM {}.{}").format(
-            sql.Identifier(schema), sql.Identifier(table)
-        )
-        row = conn.execute(count_query).fetchone()
-        facts.append(
-            TableFacts(
-                schema=schema,
-                table=table,
-                row_count=int(row[0]) if row else 0,
-                primary_key=tuple(keys.get(oid, ())),
-                not_null=tuple(name for name, _, nn in columns[oid] if nn),
-                column_types={name: type_name for name, type_name, _ in columns[oid]},
-            )
-        )
-    return facts
-
-
 def generate_suites(
     facts: Sequence[TableFacts],
     row_count_tolerance: float,
@@ -125,16 +47,19 @@ def generate_suites(
     max_lag: timedelta,
     *,
     future_slack: timedelta = timedelta(minutes=1),
+    aware_types: Collection[str] = POSTGRES_AWARE_TYPES,
 ) -> list[Suite]:
     """Build one baseline suite per table.
 
-    `freshness` maps `schema.table` to a timestamptz column whose newest value
+    `freshness` maps `schema.table` to a column whose newest value
     must lie in [target_time - max_lag, target_time + future_slack]; the slack
     absorbs clock skew between the writers and the recovery target.  Row
     counts only get a lower bound: the source keeps growing after the target,
     so the restored copy may hold fewer rows than counted, within tolerance,
     but a table that lost more than that lost data.  A configured table that
     was empty at the source gets no freshness check, since no row can be new.
+    A freshness column must be of one of `aware_types` (the source engine's
+    zone-aware timestamp types, as its facts reader names them).
     """
     if target_time.tzinfo is None or target_time.utcoffset() is None:
         raise ValueError("target_time must be timezone-aware (a naive bound fails GX silently)")
@@ -143,7 +68,7 @@ def generate_suites(
     if max_lag < timedelta(0) or future_slack < timedelta(0):
         raise ValueError("max_lag and future_slack must not be negative")
     by_name = {f.qualified_table: f for f in facts}
-    fresh_columns = _check_freshness_config(freshness, by_name)
+    fresh_columns = _check_freshness_config(freshness, by_name, aware_types)
     return [
         _suite_for(
             f,
@@ -158,7 +83,9 @@ def generate_suites(
 
 
 def _check_freshness_config(
-    freshness: Mapping[str, str], by_name: Mapping[str, TableFacts]
+    freshness: Mapping[str, str],
+    by_name: Mapping[str, TableFacts],
+    aware_types: Collection[str],
 ) -> dict[str, str]:
     checked: dict[str, str] = {}
     for qualified, column in freshness.items():
@@ -169,9 +96,10 @@ def _check_freshness_config(
         type_name = facts.column_types.get(column)
         if type_name is None:
             raise ValueError(f"freshness: {qualified} has no column {column!r}")
-        if type_name not in _FRESHNESS_TYPES:
+        if type_name not in aware_types:
+            allowed = " or ".join(sorted(aware_types))
             raise ValueError(
-                f"freshness: {qualified}.{column} is {type_name}; only timestamp with time zone "
+                f"freshness: {qualified}.{column} is {type_name}; only {allowed} "
                 "can be compared to the aware target time without guessing a zone"
             )
         checked[facts.qualified_table] = column

@@ -9,19 +9,27 @@ run, so nothing about it should be persisted except the evidence written to
 Every string that leaves this module (report rows, error messages, evidence
 files) is scrubbed of the connection password, because drill reports end up
 in Prefect logs and artefact stores that many people can read.
+
+PostgreSQL goes through GX's dedicated Postgres datasource; SQL Server (an
+``mssql+pyodbc`` URL, usually ``mssql+pyodbc:///?odbc_connect=<encoded ODBC
+string>``) through GX's generic SQL datasource.  Such a URL carries the
+password inside a percent-encoded, ODBC-brace-escaped attribute that no URL
+parser hands back, so callers pass the password in ``secrets``.
 """
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pitrflow.quality.suites import ExpectationSpec, Suite, column_label
 
@@ -29,6 +37,9 @@ _DATASOURCE = "restored"
 _DOCS_SITE = "pitrflow_evidence"
 _OBSERVED_MAX = 160
 _DRIVERLESS_SCHEMES = {"postgres", "postgresql"}
+_POSTGRES_DRIVER = "postgresql+psycopg"
+_SQLSERVER_DRIVER = "mssql+pyodbc"
+_ODBC_PASSWORD = re.compile(r"(?:^|;)\s*PWD\s*=", re.IGNORECASE)
 _POSITION_KEY = "pitrflow_position"
 
 
@@ -77,36 +88,82 @@ class SuiteRunReport:
         return "\n".join([head, *(row.one_line() for row in self.failures)])
 
 
-class _Redactor:
-    """Replaces every known secret form (raw and percent-encoded) with ***."""
+class Redactor:
+    """Replaces every form a known secret can take in a message with ``***``.
+
+    A password reaches error texts and evidence raw, percent-encoded (once by a
+    URL, twice when that URL is itself a query value; in upper or lower case,
+    with a space as ``+``, with any set of characters left unencoded), with
+    ``}`` doubled by ODBC's brace escaping, and escaped by JSON, ``repr`` or
+    HTML.  Rather than list those spellings, each character of the secret
+    matches any of its own spellings, so any mixture of them is caught.
+    """
 
     def __init__(self, secrets: Iterable[str]) -> None:
         # Longest first, so a secret that contains another is replaced whole.
-        self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+        unique = sorted({s for s in secrets if s}, key=len, reverse=True)
+        self._pattern = (
+            re.compile("|".join(_secret_pattern(s) for s in unique)) if unique else None
+        )
 
     def __call__(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        return self._pattern.sub("***", text) if self._pattern is not None else text
+
+
+def _hex_byte(byte: int) -> str:
+    # Explicit [aA] classes instead of re.IGNORECASE, which would also make the
+    # secret's own letters match case-insensitively and blank unrelated words.
+    return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in f"{byte:02X}")
+
+
+def _char_pattern(char: str) -> str:
+    encoded = char.encode("utf-8")
+    single = "".join(f"%{_hex_byte(b)}" for b in encoded)
+    double = "".join(f"%25{_hex_byte(b)}" for b in encoded)
+    spellings = {re.escape(char), single, double}
+    for escaped in (json.dumps(char)[1:-1], json.dumps(char, ensure_ascii=False)[1:-1],
+                    repr(char)[1:-1], html.escape(char), f"&#{ord(char)};",
+                    f"&#x{ord(char):x};", f"&#x{ord(char):X};"):
+        spellings.add(re.escape(escaped))
+    if char in "'\"":
+        # repr() escapes a quote only when the text holds both kinds.
+        spellings.add(re.escape("\\" + char))
+    if char == " ":
+        spellings |= {r"\+", f"%{_hex_byte(ord('+'))}", f"%25{_hex_byte(ord('+'))}"}
+    token = "(?:" + "|".join(sorted(spellings, key=len, reverse=True)) + ")"
+    # ODBC writes a braced value's "}" as "}}".
+    return token + token + "?" if char == "}" else token
+
+
+def _secret_pattern(secret: str) -> str:
+    return "".join(_char_pattern(char) for char in secret)
 
 
 def run_suites(
-    sqlalchemy_url_host_port: str,
+    sqlalchemy_url: str,
     suites: Sequence[Suite],
     data_docs_dir: Path | None = None,
+    *,
+    secrets: Iterable[str] = (),
+    generic_sql: bool = False,
 ) -> SuiteRunReport:
     """Validate each suite against its table and collect one row per expectation.
 
-    The URL must name a TCP host and port (GX rejects socket-only URLs);
-    `postgresql://` is rewritten to the psycopg 3 driver, the only one this
-    project installs.  A suite whose table cannot be read, or an expectation
-    GX rejects as misconfigured, yields failed rows rather than an exception,
-    so one bad table cannot hide the verdicts on all the others.  When
-    `data_docs_dir` is given, GX data docs plus the raw JSON validation
-    results are written there as drill evidence; note they may contain sample
-    values of failing rows.
+    A PostgreSQL URL must name a TCP host and port (GX rejects socket-only
+    URLs); `postgresql://` is rewritten to the psycopg 3 driver, the only one
+    this project installs.  An `mssql+pyodbc` URL goes through GX's generic SQL
+    datasource, as does PostgreSQL when `generic_sql` is set (which is how the
+    generic path is tested without a SQL Server).  `secrets` are redacted from
+    everything this returns or raises, in every spelling (see `Redactor`);
+    passwords in the URL's user-info or `password=` are learned on top.
+
+    A suite whose table cannot be read, or an expectation GX rejects as
+    misconfigured, yields failed rows rather than an exception, so one bad
+    table cannot hide the verdicts on all the others.  When `data_docs_dir` is
+    given, GX data docs plus the raw JSON validation results are written there
+    as drill evidence; note they may contain sample values of failing rows.
     """
-    url, redact = _prepare_url(sqlalchemy_url_host_port)
+    url, redact, postgres = _prepare_url(sqlalchemy_url, secrets)
     names = [s.name for s in suites]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -114,7 +171,10 @@ def run_suites(
 
     context = _ephemeral_context(data_docs_dir)
     try:
-        datasource = context.data_sources.add_postgres(_DATASOURCE, connection_string=url)
+        if postgres and not generic_sql:
+            datasource = context.data_sources.add_postgres(_DATASOURCE, connection_string=url)
+        else:
+            datasource = _add_generic(context, url)
     except Exception as exc:  # GX wraps driver errors in several unrelated types.
         raise QualityRunError(
             redact(f"cannot connect GX to the restored instance: {_first_line(exc)}")
@@ -137,41 +197,75 @@ def run_suites(
     return report
 
 
-def _prepare_url(raw: str) -> tuple[str, _Redactor]:
-    """Check the URL names host and port, pin the driver, and learn its secrets.
+def _add_generic(context: Any, url: str) -> Any:
+    from great_expectations.datasource.fluent.interfaces import GxDatasourceWarning
 
-    The URL is re-rendered by SQLAlchemy so the password is percent-encoded:
-    GX treats a literal `$` in a connection string as a config variable.
+    with warnings.catch_warnings():
+        # GX suggests its Postgres datasource when the generic one is chosen on
+        # purpose for a PostgreSQL URL; the choice is deliberate (tests).
+        warnings.simplefilter("ignore", GxDatasourceWarning)
+        return context.data_sources.add_sql(_DATASOURCE, connection_string=url)
+
+
+def _prepare_url(raw: str, given: Iterable[str] = ()) -> tuple[str, Redactor, bool]:
+    """Check the URL, pin the driver, and learn every secret to redact.
+
+    Returns the URL to hand GX, the redactor, and whether it is PostgreSQL.
+    The URL is re-rendered by SQLAlchemy so the password (and for SQL Server
+    the whole ODBC string) is percent-encoded: GX treats a literal `$` in a
+    connection string as a config variable.
     """
     from sqlalchemy.engine import make_url
 
+    explicit = [s for s in given if s]
+    secrets = list(explicit)
     parts = urlsplit(raw)
-    secrets = [parts.password or ""]
-    secrets += [v for k, v in parse_qsl(parts.query) if k == "password"]
-    secrets += [unquote(s) for s in secrets] + [quote(unquote(s), safe="") for s in secrets]
-    redact = _Redactor(secrets)
+    try:
+        learned = [parts.password or ""]
+    except ValueError:  # a malformed port: nothing more to learn, make_url will refuse
+        learned = []
+    learned += [v for k, v in parse_qsl(parts.query) if k == "password"]
+    secrets += learned + [unquote(s) for s in learned]
+    redact = Redactor(secrets)
 
     scheme, sep, rest = raw.partition("://")
     if not sep:
         raise ValueError(redact(f"not a URL: {raw!r}"))
     if scheme in _DRIVERLESS_SCHEMES:
-        raw = f"postgresql+psycopg://{rest}"
+        raw = f"{_POSTGRES_DRIVER}://{rest}"
     try:
         url = make_url(raw)
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises several types
         raise ValueError(redact(f"cannot parse database URL: {exc}")) from None
-    if url.drivername != "postgresql+psycopg":
-        raise ValueError(f"database URL must use postgresql+psycopg, not {url.drivername}")
-    if not url.host or url.port is None:
-        raise ValueError(
-            redact(
-                f"database URL must name a TCP host and port (GX rejects socket-only URLs): "
-                f"{url.render_as_string(hide_password=True)}"
-            )
-        )
     if url.password:
-        redact = _Redactor([*secrets, str(url.password), quote(str(url.password), safe="")])
-    return url.render_as_string(hide_password=False), redact
+        secrets.append(str(url.password))
+        redact = Redactor(secrets)
+    if url.drivername == _POSTGRES_DRIVER:
+        if not url.host or url.port is None:
+            raise ValueError(
+                redact(
+                    f"database URL must name a TCP host and port (GX rejects socket-only URLs): "
+                    f"{url.render_as_string(hide_password=True)}"
+                )
+            )
+        return url.render_as_string(hide_password=False), redact, True
+    if url.drivername == _SQLSERVER_DRIVER:
+        odbc = url.query.get("odbc_connect")
+        if isinstance(odbc, tuple):
+            raise ValueError("database URL names odbc_connect more than once")
+        if not odbc and not url.host:
+            raise ValueError("an mssql+pyodbc URL needs odbc_connect=... or a host")
+        if odbc and _ODBC_PASSWORD.search(odbc) and not explicit:
+            # The password inside odbc_connect is ODBC-escaped and percent-encoded;
+            # without it in `secrets` no error text could be trusted to hide it.
+            raise ValueError(
+                "the odbc_connect string holds PWD=...; pass the password in secrets= "
+                "so it can be redacted"
+            )
+        return url.render_as_string(hide_password=False), redact, False
+    raise ValueError(
+        f"database URL must use {_POSTGRES_DRIVER} or {_SQLSERVER_DRIVER}, not {url.drivername}"
+    )
 
 
 def _ephemeral_context(data_docs_dir: Path | None) -> Any:
@@ -207,7 +301,7 @@ def _run_one(
     datasource: Any,
     batches: dict[str, Any],
     suite: Suite,
-    redact: _Redactor,
+    redact: Redactor,
     results: dict[str, Any],
 ) -> list[ResultRow]:
     import great_expectations as gx
@@ -222,9 +316,9 @@ def _run_one(
             # A query asset, not add_table_asset: GX lower-cases an unquoted
             # schema_name (and mangles a quoted one), so "Ops"."Audit Log" is
             # unreachable that way, and schema_name is deprecated since 1.14.
+            preparer = datasource.get_engine().dialect.identifier_preparer
             asset = datasource.add_query_asset(
-                suite.qualified_table,
-                query=f"SELECT * FROM {_quote_ident(suite.schema)}.{_quote_ident(suite.table)}",
+                suite.qualified_table, query=table_query(preparer, suite.schema, suite.table)
             )
             batch = asset.add_batch_definition_whole_table("whole_table")
         except Exception as exc:  # noqa: BLE001 - reported as failed rows below
@@ -288,8 +382,31 @@ def _run_one(
     return rows
 
 
-def _quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+def table_query(preparer: Any, schema: str, table: str) -> str:
+    """`SELECT * FROM schema.table`, quoted by the engine's own dialect.
+
+    `preparer` is a SQLAlchemy dialect's identifier_preparer: PostgreSQL writes
+    "a""b", T-SQL [a]]b].  GX hands a query asset's text to SQLAlchemy's text()
+    twice (the batch is compiled to a string, then wrapped in text() again), and
+    text() reads ":name" as a bind parameter and un-escapes one backslash per
+    pass, so each colon goes in as two backslashes and a colon.  Drivers with
+    %-style parameters (psycopg) double every "%" on each pass, which no escape
+    survives; PostgreSQL's Unicode form U&"..." spells such a name without "%".
+    """
+    percents = bool(getattr(preparer, "_double_percents", False))
+    postgres = preparer.dialect.name == "postgresql"
+
+    def quote(name: str) -> str:
+        if percents and "%" in name:
+            if not postgres:
+                raise ValueError(f"identifier {name!r}: '%' cannot be queried through GX here")
+            escaped = "".join(
+                "\\\\" if c == "\\" else f"\\{ord(c):04X}" if c in '%:"' else c for c in name
+            )
+            return f'U&"{escaped}"'
+        return str(preparer.quote_identifier(name)).replace(":", "\\\\:")
+
+    return f"SELECT * FROM {quote(schema)}.{quote(table)}"
 
 
 def _row(suite: str, spec: ExpectationSpec, success: bool, observed: str) -> ResultRow:
@@ -351,7 +468,7 @@ def _write_evidence(
     directory: Path,
     report: SuiteRunReport,
     results: dict[str, Any],
-    redact: _Redactor,
+    redact: Redactor,
 ) -> None:
     """Write raw JSON results first, then data docs, then scrub everything.
 

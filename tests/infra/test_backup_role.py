@@ -20,10 +20,10 @@ from pitrflow.config import InstanceConfig
 from pitrflow.devtools.localpg import LocalCluster
 from pitrflow.engines.postgres.basebackup import take_backup
 from pitrflow.engines.postgres.connection import connect
+from pitrflow.engines.postgres.facts import read_source_catalog
 from pitrflow.engines.postgres.incremental import take_incremental
 from pitrflow.engines.postgres.walship import ship_wal
 from pitrflow.errors import ServerError
-from pitrflow.quality.generate import read_source_catalog
 from tests.conftest import Env
 
 INFRA = Path(__file__).resolve().parents[2] / "infra" / "postgres"

@@ -25,6 +25,7 @@ those committed by the target time.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -39,7 +40,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
-from pitrflow.config import InstanceConfig
+from pitrflow.config import DrillConfig, InstanceConfig
+from pitrflow.drill.record import drill_history
 from pitrflow.engines.sqlserver import ops
 from pitrflow.engines.sqlserver.catalog import read_sqlserver_catalog
 from pitrflow.engines.sqlserver.connection import SqlExecutor, open_session
@@ -153,8 +155,10 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         with state.session() as sql:
             sql.run(f"CREATE DATABASE {quote_name(database)}")
             sql.run(f"ALTER DATABASE {quote_name(database)} SET RECOVERY FULL")
+            # "at" is datetimeoffset, the one type the drill's freshness check accepts.
             sql.run(f"CREATE TABLE {quote_name(database)}.dbo.t (id int IDENTITY PRIMARY KEY, "
-                    "batch int NOT NULL, note nvarchar(40) NOT NULL)")
+                    "batch int NOT NULL, note nvarchar(40) NOT NULL, "
+                    "at datetimeoffset NOT NULL DEFAULT SYSDATETIMEOFFSET())")
         yield state
     finally:
         logger.removeHandler(handler)
@@ -277,15 +281,64 @@ def test_log_backup_of_a_simple_database_is_refused(live: Live) -> None:
         f"database {name} uses the SIMPLE recovery model, which keeps no log to back up")
 
 
-def test_drill_checks_the_restore_and_drops_it(live: Live, chain: Chain) -> None:
+def test_drill_checks_the_restore_and_drops_it(live: Live, chain: Chain,
+                                              tmp_path: Path) -> None:
     name = f"{live.db}_drill"
     live.created.append(name)
+    # The source holds batch 4 too, so the restored copy has 75 of its 100 rows.
+    instance = replace(live.instance, drill=DrillConfig(
+        row_count_tolerance=0.5, freshness={"dbo.t": "at"}, max_lag_seconds=600))
+    (tmp_path / "live").mkdir()
+    (tmp_path / "live" / "dbo.t.json").write_text(json.dumps({
+        "name": "team.t", "table": "dbo.t",
+        "expectations": [{"type": "expect_column_values_to_be_between",
+                          "kwargs": {"column": "batch", "min_value": 1, "max_value": 3},
+                          "meta": {"why": "batch 4 came after the target"}}]}))
 
-    result = ops.sqlserver_drill(live.instance, live.repo, chain.target, scratch_name=name)
+    result = ops.sqlserver_drill(instance, live.repo, chain.target, scratch_name=name,
+                                 checks_dir=tmp_path)
 
     assert result["ok"] is True, result["findings"]
     assert result["rto_seconds"] > 0
-    assert set(result["timings"]) >= {"plan", "stage", "restore", "checkdb", "drop"}
+    assert set(result["timings"]) >= {"plan", "source_facts", "stage", "restore", "checkdb",
+                                      "quality_checks", "drop"}
+    checked = {(r["suite"], r["expectation_type"], r["column"]): r for r in result["quality"]}
+    assert set(checked) == {
+        ("team.t", "expect_column_values_to_be_between", "batch"),
+        ("pitrflow.generated.dbo.t", "expect_table_row_count_to_be_between", None),
+        ("pitrflow.generated.dbo.t", "expect_column_values_to_be_unique", "id"),
+        ("pitrflow.generated.dbo.t", "expect_column_values_to_not_be_null", "id"),
+        ("pitrflow.generated.dbo.t", "expect_column_values_to_not_be_null", "batch"),
+        ("pitrflow.generated.dbo.t", "expect_column_values_to_not_be_null", "note"),
+        ("pitrflow.generated.dbo.t", "expect_column_values_to_not_be_null", "at"),
+        ("pitrflow.generated.dbo.t", "expect_column_max_to_be_between", "at"),
+    }
+    assert all(r["success"] for r in result["quality"]), result["quality"]
+    assert checked[("pitrflow.generated.dbo.t", "expect_table_row_count_to_be_between",
+                    None)]["observed"] == "75"
+    assert result["data_lag_seconds"] is not None and result["data_lag_seconds"] >= 0
+    assert not _exists(live, name)
+    [record] = [d for d in drill_history(live.repo, "live") if d.started.isoformat()
+                == result["started"]]
+    assert record.passed and record.engine == "sqlserver" and record.quality_checked == 8
+    assert record.evidence and Path(record.evidence, "summary.json").is_file()
+
+
+def test_drill_reports_a_failed_expectation(live: Live, chain: Chain, tmp_path: Path) -> None:
+    name = f"{live.db}_drill_fail"
+    live.created.append(name)
+    (tmp_path / "live").mkdir()
+    (tmp_path / "live" / "dbo.t.json").write_text(json.dumps({
+        "name": "team.t.greedy", "table": "dbo.t",
+        "expectations": [{"type": "expect_table_row_count_to_be_between",
+                          "kwargs": {"min_value": 1000}}]}))
+
+    result = ops.sqlserver_drill(live.instance, live.repo, None, scratch_name=name,
+                                 checks_dir=tmp_path)
+
+    assert result["ok"] is False
+    assert any(f.startswith("FAILED team.t.greedy: expect_table_row_count_to_be_between "
+                            "observed=100") for f in result["findings"]), result["findings"]
     assert not _exists(live, name)
 
 

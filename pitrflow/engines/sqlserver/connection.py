@@ -8,9 +8,10 @@ with ``autocommit=True``, and ``SqlExecutor.run`` reads every result set
 callback.  pyodbc is imported only when a connection is opened, so planning and
 dry runs work on a worker without it.
 
-The password goes into ``PWD`` only in the string handed to ``pyodbc.connect``;
-everything printed or raised uses ``redacted_connection_string`` or has the
-password replaced by ``***``.
+The password goes into ``PWD`` only in the string handed to ``pyodbc.connect`` (and
+the same string inside ``sqlalchemy_url``, for the drill's GX checks); everything
+printed or raised uses ``redacted_connection_string`` or has the password replaced
+by ``***``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote_plus
 
 from pitrflow.config import InstanceConfig
 from pitrflow.errors import ServerError, ToolNotFoundError
@@ -111,6 +113,19 @@ def redacted_connection_string(instance: InstanceConfig, database: str = "master
     """The same string with ``PWD=***``: safe for logs, errors and artifacts."""
     parts = _parts(instance, database) + [("PWD", "***")]
     return ";".join(f"{key}={value}" for key, value in parts)
+
+
+def sqlalchemy_url(instance: InstanceConfig, password: str | None, database: str) -> str:
+    """An ``mssql+pyodbc`` URL to ``database``, for SQLAlchemy (the drill's GX checks).
+
+    The whole ODBC string of ``connection_string`` goes in ``odbc_connect``,
+    percent-encoded, so GX connects with exactly the driver, encryption and
+    certificate settings every other connection uses, and no character of the
+    password is reinterpreted by URL parsing.  The URL holds the password: pass
+    the password as a secret to whatever may print it (``run_suites(secrets=...)``).
+    """
+    return "mssql+pyodbc:///?odbc_connect=" + quote_plus(
+        connection_string(instance, password, database), safe="")
 
 
 def certificate_note(instance: InstanceConfig) -> str | None:

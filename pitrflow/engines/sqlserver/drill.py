@@ -1,23 +1,39 @@
 """The SQL Server recovery drill: restore under a scratch name, check it, drop it.
 
 It restores through the same ``prepare_restore``/``execute_restore`` a user's
-restore uses, so a passing drill proves that path.  ``DBCC CHECKDB ... WITH
-NO_INFOMSGS, ALL_ERRORMSGS`` prints nothing for a sound database, so every
-message it sends, and any error it raises, is a finding.  The scratch database is
-dropped afterwards unless ``keep`` is set; a drop that fails is a finding too,
-because a forgotten copy of production data is a problem of its own.
+restore uses, so a passing drill proves that path.  Then two kinds of checks:
+
+- ``DBCC CHECKDB ... WITH NO_INFOMSGS, ALL_ERRORMSGS`` prints nothing for a sound
+  database, so every message it sends, and any error it raises, is a finding;
+- Great Expectations suites, run against the scratch copy through SQLAlchemy
+  (``mssql+pyodbc``, the instance's own ODBC settings): the team's suites from
+  ``checks/<instance>/<schema>.<table>.json`` plus suites generated from facts read
+  from the *source* database before the restore (row counts within tolerance,
+  primary keys unique and not null, NOT NULL columns, the freshness column).
+  Every failed expectation is a finding, and a drill that checked no expectation
+  at all has not passed.
+
+The scratch database is dropped afterwards unless ``keep`` is set; a drop that fails
+is a finding too, because a forgotten copy of production data is a problem of its
+own.  ``drill_record`` turns the outcome into the same ``DrillRecord`` the
+PostgreSQL drill stores, so ``pitr info`` and ``pitr check`` read both alike.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from pitrflow.config import InstanceConfig
-from pitrflow.engines.sqlserver.catalog import read_sqlserver_catalog
-from pitrflow.engines.sqlserver.connection import SqlExecutor, open_session
+from pitrflow.drill.record import DrillRecord
+from pitrflow.engines.sqlserver.catalog import SqlServerCatalog, read_sqlserver_catalog
+from pitrflow.engines.sqlserver.connection import SqlExecutor, open_session, sqlalchemy_url
+from pitrflow.engines.sqlserver.facts import AWARE_TYPES, read_source_facts, server_utc_now
+from pitrflow.engines.sqlserver.msdb import row_times_utc
 from pitrflow.engines.sqlserver.restore import (
     DATABASE_EXISTS_SQL,
     PreparedRestore,
@@ -26,9 +42,16 @@ from pitrflow.engines.sqlserver.restore import (
 )
 from pitrflow.engines.sqlserver.tsql import quote_name
 from pitrflow.errors import PitrError
+from pitrflow.quality.generate import TableFacts, generate_suites
+from pitrflow.quality.run_gx import ResultRow
+from pitrflow.quality.suites import Suite, load_team_suites
+from pitrflow.secrets import instance_password
 from pitrflow.storage.base import Repository
 
+log = logging.getLogger("pitrflow.sqlserver.drill")
+
 _STAMP = "%Y%m%dT%H%M%SZ"
+NOTHING_CHECKED = "no expectation was checked"
 
 
 def checkdb_sql(database: str) -> str:
@@ -50,16 +73,42 @@ def scratch_name(database: str, when: datetime) -> str:
 
 @dataclass
 class SqlServerDrillOutcome:
-    """The verdict, the findings that decide it, and what each phase cost."""
+    """The verdict, the findings that decide it, and what each phase cost.
+
+    ``errors`` are problems that stopped a step (restore, source facts, suites,
+    GX start, drop); ``integrity`` what CHECKDB reported; ``quality`` one row per
+    expectation GX checked.
+    """
 
     instance: str
     database: str
     scratch_name: str
     target_utc: datetime | None
-    findings: list[str] = field(default_factory=list)
+    started: datetime = field(default_factory=lambda: datetime.now(UTC))
+    finished: datetime | None = None
+    window_from: datetime | None = None
+    window_to: datetime | None = None
+    data_lag_seconds: float | None = None
+    errors: list[str] = field(default_factory=list)
+    integrity: list[str] = field(default_factory=list)
+    quality: list[ResultRow] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     kept: bool = False
     backups: list[str] = field(default_factory=list)
+
+    @property
+    def quality_failures(self) -> list[ResultRow]:
+        return [row for row in self.quality if not row.success]
+
+    @property
+    def findings(self) -> list[str]:
+        """Everything that fails the drill, most fundamental first."""
+        found = [*self.errors, *(f"checkdb: {m}" for m in self.integrity),
+                 *(row.one_line() for row in self.quality_failures)]
+        if not found and not self.quality:
+            found.append(NOTHING_CHECKED)
+        return found
 
     @property
     def ok(self) -> bool:
@@ -71,6 +120,14 @@ class SqlServerDrillOutcome:
         return round(sum(self.timings.get(k, 0.0) for k in ("plan", "stage", "restore")), 3)
 
 
+@dataclass(frozen=True)
+class QualitySettings:
+    """Where the team's suites are, and where GX writes its evidence (None: nowhere)."""
+
+    checks_dir: Path | None = None
+    evidence_dir: Path | None = None
+
+
 def run_drill(
     instance: InstanceConfig,
     repo: Repository,
@@ -78,32 +135,99 @@ def run_drill(
     name: str | None = None,
     keep: bool = False,
     now: datetime | None = None,
+    quality: QualitySettings | None = None,
 ) -> SqlServerDrillOutcome:
-    """Restore to ``target`` (None: the latest) under a scratch name and check it."""
+    """Restore to ``target`` (None: the latest) under a scratch name and check it.
+
+    ``quality.checks_dir`` holds the team suites (``<instance>/<schema>.<table>.json``;
+    None: generated suites only).
+    """
+    settings = quality or QualitySettings()
     when = now or datetime.now(UTC)
     clock = time.monotonic()
-    prepared = prepare_restore(instance, read_sqlserver_catalog(repo, instance.name), target,
+    catalog = read_sqlserver_catalog(repo, instance.name)
+    prepared = prepare_restore(instance, catalog, target,
                                new_name=name or scratch_name(instance.database, when), now=when)
+    window_from, window_to = recoverable_window(catalog, instance.database)
     outcome = SqlServerDrillOutcome(
         instance=instance.name, database=instance.database, scratch_name=prepared.new_name,
-        target_utc=prepared.plan.target_utc, backups=[r.id for r in prepared.records],
+        target_utc=prepared.plan.target_utc, started=when, window_from=window_from,
+        window_to=window_to, backups=[r.id for r in prepared.records],
     )
     outcome.timings["plan"] = round(time.monotonic() - clock, 3)
-    with open_session(instance) as sql:
-        try:
-            restored = execute_restore(prepared, repo, sql)
-        except PitrError as exc:
-            outcome.findings.append(f"restore failed: {exc.message}")
-            return outcome
-        outcome.timings.update(restored.timings)
-        try:
-            _check(sql, prepared, outcome)
-        finally:
-            if keep:
-                outcome.kept = True
-            else:
-                _drop(sql, prepared.new_name, outcome)
+    team = _team_suites(settings.checks_dir, instance.name, outcome)
+    try:
+        with open_session(instance) as sql:
+            facts = _source_facts(sql, instance, outcome)
+            try:
+                restored = execute_restore(prepared, repo, sql)
+            except PitrError as exc:
+                outcome.errors.append(f"restore failed: {exc.message}")
+                return outcome
+            outcome.timings.update(restored.timings)
+            try:
+                _check(sql, prepared, outcome)
+                _check_quality(instance, prepared, outcome, team, facts, settings.evidence_dir)
+            finally:
+                if keep:
+                    outcome.kept = True
+                else:
+                    _drop(sql, prepared.new_name, outcome)
+    finally:
+        outcome.finished = datetime.now(UTC)
     return outcome
+
+
+def recoverable_window(catalog: SqlServerCatalog,
+                       database: str) -> tuple[datetime | None, datetime | None]:
+    """The oldest full's finish and the newest backup's finish of ``database``.
+
+    The newest finish (normally a log backup's) is the latest point a restore can
+    reach; the source's clock minus it is the data lag the drill reports.
+    """
+    fulls, finishes = [], []
+    for record in catalog.records:
+        if record.database != database:
+            continue
+        finish = row_times_utc(record.rows[0])[1]
+        finishes.append(finish)
+        if record.kind == "full":
+            fulls.append(finish)
+    return (min(fulls) if fulls else None), (max(finishes) if finishes else None)
+
+
+def _team_suites(checks_dir: Path | None, instance: str,
+                 outcome: SqlServerDrillOutcome) -> list[Suite]:
+    """Loaded before the restore: a malformed team suite is reported without waiting."""
+    if checks_dir is None:
+        return []
+    try:
+        return load_team_suites(checks_dir, instance)
+    except ValueError as exc:
+        outcome.errors.append(f"team suites not loaded: {exc}")
+        return []
+
+
+def _source_facts(sql: SqlExecutor, instance: InstanceConfig,
+                  outcome: SqlServerDrillOutcome) -> list[TableFacts] | None:
+    """Facts for the generated suites and the data lag; None (and a finding) if unread.
+
+    A source that cannot be read does not stop the drill: the restore, CHECKDB and
+    the team suites still say something about the backups.
+    """
+    clock = time.monotonic()
+    try:
+        facts = read_source_facts(sql, instance.database, instance.user)
+        source_now = server_utc_now(sql)
+    except PitrError as exc:
+        outcome.errors.append(f"source database {instance.database} not read: {exc.message}"
+                              + (f" ({exc.hint})" if exc.hint else ""))
+        return None
+    finally:
+        outcome.timings["source_facts"] = round(time.monotonic() - clock, 3)
+    if outcome.window_to is not None:
+        outcome.data_lag_seconds = round((source_now - outcome.window_to).total_seconds(), 3)
+    return facts
 
 
 def _check(sql: SqlExecutor, prepared: PreparedRestore, outcome: SqlServerDrillOutcome) -> None:
@@ -111,12 +235,40 @@ def _check(sql: SqlExecutor, prepared: PreparedRestore, outcome: SqlServerDrillO
     try:
         result = sql.run(checkdb_sql(prepared.new_name),
                          what=f"DBCC CHECKDB of {prepared.new_name}")
-        outcome.findings.extend(f"checkdb: {m}" for m in result.messages)
+        outcome.integrity.extend(result.messages)
     except PitrError as exc:
-        messages = getattr(exc, "messages", [])
-        outcome.findings.extend(f"checkdb: {m}" for m in messages)
-        outcome.findings.append(f"checkdb: {exc.message}")
+        outcome.integrity.extend(getattr(exc, "messages", []))
+        outcome.integrity.append(exc.message)
     outcome.timings["checkdb"] = round(time.monotonic() - clock, 3)
+
+
+def _check_quality(instance: InstanceConfig, prepared: PreparedRestore,
+                   outcome: SqlServerDrillOutcome, team: list[Suite],
+                   facts: list[TableFacts] | None, evidence_dir: Path | None) -> None:
+    """Run the team and generated suites against the scratch copy with GX."""
+    from pitrflow.quality.run_gx import QualityRunError, run_suites
+
+    clock = time.monotonic()
+    drill = instance.drill
+    reference = prepared.plan.target_utc or outcome.window_to or outcome.started
+    suites = list(team)
+    try:
+        if facts is not None:
+            suites += generate_suites(facts, drill.row_count_tolerance, drill.freshness,
+                                      reference, timedelta(seconds=drill.max_lag_seconds),
+                                      aware_types=AWARE_TYPES)
+        password = instance_password(instance)
+        report = run_suites(sqlalchemy_url(instance, password, prepared.new_name), suites,
+                            evidence_dir, secrets=[password] if password else [])
+    except (ValueError, QualityRunError) as exc:
+        outcome.errors.append(f"quality checks not run: {exc}")
+    except PitrError as exc:
+        outcome.errors.append(f"quality checks not run: {exc.message}")
+    else:
+        outcome.quality = report.rows
+        outcome.warnings.extend(report.warnings)
+        log.info("quality checks of %s: %s", prepared.new_name, report.summary())
+    outcome.timings["quality_checks"] = round(time.monotonic() - clock, 3)
 
 
 def _drop(sql: SqlExecutor, database: str, outcome: SqlServerDrillOutcome) -> None:
@@ -126,7 +278,36 @@ def _drop(sql: SqlExecutor, database: str, outcome: SqlServerDrillOutcome) -> No
             for statement in drop_database_sql(database):
                 sql.run(statement, what=f"drop of scratch database {database}")
     except PitrError as exc:
-        outcome.findings.append(f"scratch database {database} was not dropped: {exc.message}")
+        outcome.errors.append(f"scratch database {database} was not dropped: {exc.message}")
         with contextlib.suppress(PitrError):
             sql.run(f"ALTER DATABASE {quote_name(database)} SET MULTI_USER")
     outcome.timings["drop"] = round(time.monotonic() - clock, 3)
+
+
+def drill_record(outcome: SqlServerDrillOutcome, kept_at: str | None = None) -> DrillRecord:
+    """The outcome in the shape every drill is stored in (``pitrflow.drill.record``).
+
+    ``passed`` comes out equal to ``outcome.ok``: errors go to ``error``, CHECKDB's
+    messages to ``integrity_findings``, failed expectations to ``quality_failures``,
+    and nothing checked leaves ``quality_checked`` at 0.  ``wal_segments`` stays 0:
+    the log backups restored are in ``chain`` (ids ending in ``-L``).
+    """
+    return DrillRecord(
+        instance=outcome.instance,
+        started=outcome.started,
+        finished=outcome.finished,
+        target_mode="latest" if outcome.target_utc is None else "time",
+        target_time=outcome.target_utc,
+        window_from=outcome.window_from,
+        window_to=outcome.window_to,
+        chain=list(outcome.backups),
+        phases=dict(outcome.timings),
+        rto_seconds=outcome.rto_seconds,
+        data_lag_seconds=outcome.data_lag_seconds,
+        integrity_findings=list(outcome.integrity),
+        quality_failures=[row.one_line() for row in outcome.quality_failures],
+        quality_checked=len(outcome.quality),
+        error="; ".join(outcome.errors) or None,
+        kept_at=kept_at,
+        engine="sqlserver",
+    )

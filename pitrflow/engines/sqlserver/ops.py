@@ -8,10 +8,13 @@ and the CLI prints it.  Nothing here imports Prefect or pyodbc at import time.
 from __future__ import annotations
 
 import os
+import tempfile
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from pitrflow.config import InstanceConfig
+from pitrflow.drill.record import store_evidence, store_record
 from pitrflow.engines.sqlserver import render as _render
 from pitrflow.engines.sqlserver.backup import take_sqlserver_backup
 from pitrflow.engines.sqlserver.catalog import (
@@ -20,7 +23,7 @@ from pitrflow.engines.sqlserver.catalog import (
     recording_path,
 )
 from pitrflow.engines.sqlserver.connection import open_session
-from pitrflow.engines.sqlserver.drill import run_drill
+from pitrflow.engines.sqlserver.drill import QualitySettings, drill_record, run_drill
 from pitrflow.engines.sqlserver.restore import (
     PreparedRestore,
     dry_run_script,
@@ -89,10 +92,25 @@ def sqlserver_restore(instance_cfg: InstanceConfig, repo: Repository, target: da
 
 def sqlserver_drill(instance_cfg: InstanceConfig, repo: Repository,
                     target: datetime | None = None, scratch_name: str | None = None,
-                    keep: bool = False) -> dict[str, Any]:
-    """Restore under a scratch name, DBCC CHECKDB it, drop it; ``ok`` is False on findings."""
+                    keep: bool = False, checks_dir: Path | None = None) -> dict[str, Any]:
+    """Restore under a scratch name, check it (CHECKDB, GX suites), drop it, record it.
+
+    ``checks_dir`` holds the team suites (``<instance>/<schema>.<table>.json``); None
+    runs the generated suites only.  The drill record, and GX's evidence next to it,
+    are stored in the repository whatever the verdict; ``ok`` is False on findings.
+    """
     _require_sqlserver(instance_cfg)
-    return _render.drill_dict(run_drill(instance_cfg, repo, target, scratch_name, keep))
+    with tempfile.TemporaryDirectory(prefix=f"pitrflow-drill-{instance_cfg.name}-") as tmp:
+        evidence_dir = Path(tmp)
+        outcome = run_drill(instance_cfg, repo, target, scratch_name, keep,
+                            quality=QualitySettings(checks_dir, evidence_dir))
+        kept_at = (f"database {outcome.scratch_name} on {instance_cfg.host},{instance_cfg.port}"
+                   if outcome.kept else None)
+        record = drill_record(outcome, kept_at)
+        if any(path.is_file() for path in evidence_dir.rglob("*")):
+            record.evidence = f"{repo.describe()}/{store_evidence(repo, record, evidence_dir)}"
+        key = store_record(repo, record)
+    return _render.drill_dict(outcome, record, key)
 
 
 def sqlserver_info(instance_cfg: InstanceConfig, repo: Repository) -> dict[str, Any]:

@@ -6,9 +6,11 @@ what a dry run prints is what an artifact shows.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pitrflow.drill.record import DrillRecord
 from pitrflow.engines.sqlserver.backup import SqlServerBackupOutcome
 from pitrflow.engines.sqlserver.drill import SqlServerDrillOutcome
 from pitrflow.engines.sqlserver.msdb import row_times_utc, time_zone_offset
@@ -119,11 +121,61 @@ def backup_dict(outcome: SqlServerBackupOutcome) -> dict[str, Any]:
     }
 
 
-def drill_dict(outcome: SqlServerDrillOutcome) -> dict[str, Any]:
+def drill_dict(outcome: SqlServerDrillOutcome, record: DrillRecord | None = None,
+               record_key: str | None = None) -> dict[str, Any]:
+    """The drill as the task, the CLI and the artifacts see it.
+
+    ``findings`` lists everything that failed the drill (the first one names it);
+    ``quality`` holds one row per expectation, as the drill-checks table shows them.
+    """
+    def iso(moment: datetime | None) -> str | None:
+        return None if moment is None else moment.isoformat()
+
     return {
         "instance": outcome.instance, "engine": "sqlserver", "database": outcome.database,
         "scratch_name": outcome.scratch_name,
-        "target": None if outcome.target_utc is None else outcome.target_utc.isoformat(),
-        "ok": outcome.ok, "findings": list(outcome.findings), "timings": dict(outcome.timings),
-        "rto_seconds": outcome.rto_seconds, "kept": outcome.kept, "backups": outcome.backups,
+        "target": iso(outcome.target_utc),
+        "target_mode": "latest" if outcome.target_utc is None else "time",
+        "started": iso(outcome.started), "finished": iso(outcome.finished),
+        "window_from": iso(outcome.window_from), "window_to": iso(outcome.window_to),
+        "ok": outcome.ok, "findings": outcome.findings, "timings": dict(outcome.timings),
+        "rto_seconds": outcome.rto_seconds, "data_lag_seconds": outcome.data_lag_seconds,
+        "kept": outcome.kept, "kept_at": record.kept_at if record else None,
+        "backups": outcome.backups,
+        "integrity_findings": list(outcome.integrity),
+        "quality_checked": len(outcome.quality),
+        "quality_failures": [row.one_line() for row in outcome.quality_failures],
+        "quality": [asdict(row) for row in outcome.quality],
+        "warnings": list(outcome.warnings),
+        "record_key": record_key,
+        "evidence": record.evidence if record else None,
     }
+
+
+def drill_markdown(drill: dict[str, Any]) -> str:
+    """The ``drill-<instance>`` artifact: verdict, RTO, data lag, phases, findings."""
+    verdict = "PASSED" if drill["ok"] else "FAILED"
+    lag = drill.get("data_lag_seconds")
+    rows = [
+        ("verdict", f"**{verdict}**"),
+        ("database", f"{drill['database']} restored as {drill['scratch_name']}"),
+        ("target", drill["target"] or "latest (the newest log backup)"),
+        ("recoverable window", f"{drill.get('window_from') or '-'} .. "
+                               f"{drill.get('window_to') or '-'}"),
+        ("backups restored", " -> ".join(drill["backups"]) or "-"),
+        ("RTO (plan + stage + restore)", f"{drill['rto_seconds']:.1f} s"),
+        ("data lag (source now - newest backup)", "-" if lag is None else f"{lag:.0f} s"),
+        ("expectations checked", str(drill.get("quality_checked", 0))),
+        ("evidence", drill.get("evidence") or "-"),
+    ]
+    if drill.get("kept_at"):
+        rows.append(("scratch database kept", drill["kept_at"]))
+    body = "\n".join(f"| {k} | {v} |" for k, v in rows)
+    phases = "\n".join(f"| {k} | {v:.2f} s |" for k, v in drill["timings"].items())
+    text = (f"## SQL Server recovery drill {drill['instance']}: {verdict}\n\n| | |\n|---|---|\n"
+            f"{body}\n\n### Time by phase\n\n| phase | time |\n|---|---|\n{phases}\n")
+    if drill["findings"]:
+        text += "\n### Findings\n\n" + "\n".join(f"- {f}" for f in drill["findings"]) + "\n"
+    if drill.get("warnings"):
+        text += "\n### Warnings\n\n" + "\n".join(f"- {w}" for w in drill["warnings"]) + "\n"
+    return text
