@@ -9,5 +9,6 @@ from tasks.health import check_instance
 
 @flow(name="check")
 def check(instance: str, config_path: str | None = None) -> list[dict[str, Any]]:
-    """Check INSTANCE's server, slot, repository, backups, WAL, drills and retention."""
+    """Check INSTANCE's server, slot (SQL Server: database), repository, backups, WAL or
+    logs, drills and retention."""
     return check_instance(instance, config_path)

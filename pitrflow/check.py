@@ -41,7 +41,7 @@ class Check:
         return asdict(self)
 
 
-def _age(now: datetime, then: datetime) -> str:
+def age_text(now: datetime, then: datetime) -> str:
     seconds = (now - then).total_seconds()
     if seconds < 120:
         return f"{seconds:.0f} s ago"
@@ -103,8 +103,8 @@ def run_checks(instance: InstanceConfig, repo: Repository, now: datetime) -> lis
     else:
         fresh = now - newest.stop_time <= timedelta(hours=limits.max_backup_age_hours)
         checks.append(Check("newest backup", fresh, f"{newest.id} ({newest.type}), "
-                            f"{_age(now, newest.stop_time)}",
-                            f"newest backup {newest.id} is {_age(now, newest.stop_time)}, over "
+                            f"{age_text(now, newest.stop_time)}",
+                            f"newest backup {newest.id} is {age_text(now, newest.stop_time)}, over "
                             f"{limits.max_backup_age_hours:g} h: check the backup deployments"))
     mark = catalog.newest_mark
     if mark is None:
@@ -112,21 +112,11 @@ def run_checks(instance: InstanceConfig, repo: Repository, now: datetime) -> lis
                             hint=f"no WAL shipped yet: run pitr ship {instance.name}"))
     else:
         fresh = now - mark.time <= timedelta(minutes=limits.max_mark_age_minutes)
-        checks.append(Check("newest WAL mark", fresh, _age(now, mark.time),
-                            f"the newest WAL mark is {_age(now, mark.time)}, over "
+        checks.append(Check("newest WAL mark", fresh, age_text(now, mark.time),
+                            f"the newest WAL mark is {age_text(now, mark.time)}, over "
                             f"{limits.max_mark_age_minutes:g} min: the recoverable window is "
                             "falling behind; check the ship_logs deployment"))
-    passing = [d for d in drill_history(repo, instance.name, limit=50) if d.passed]
-    if not passing:
-        checks.append(Check("newest passing drill", False,
-                            hint=f"no drill has passed yet: run pitr drill {instance.name}",
-                            critical=False))
-    else:
-        last = passing[-1].started
-        checks.append(Check("newest passing drill",
-                            now - last <= timedelta(hours=limits.max_drill_age_hours),
-                            _age(now, last), f"the newest passing drill is {_age(now, last)}",
-                            critical=False))
+    checks.append(drill_check(instance, repo, now))
     bad = []
     for backup in catalog.backups:
         status = verify_status(repo, instance.name, backup.id)
@@ -136,6 +126,20 @@ def run_checks(instance: InstanceConfig, repo: Repository, now: datetime) -> lis
                         f"verify failed for {', '.join(bad)}: run pitr verify {instance.name}"))
     checks.append(_retention_check(instance, catalog, now))
     return checks
+
+
+def drill_check(instance: InstanceConfig, repo: Repository, now: datetime) -> Check:
+    """The newest passing drill record's age; a warning, never critical."""
+    passing = [d for d in drill_history(repo, instance.name, limit=50) if d.passed]
+    if not passing:
+        return Check("newest passing drill", False,
+                     hint=f"no drill has passed yet: run pitr drill {instance.name}",
+                     critical=False)
+    last = passing[-1].started
+    return Check("newest passing drill",
+                 now - last <= timedelta(hours=instance.check.max_drill_age_hours),
+                 age_text(now, last), f"the newest passing drill is {age_text(now, last)}",
+                 critical=False)
 
 
 def _retention_check(instance: InstanceConfig, catalog: Any, now: datetime) -> Check:

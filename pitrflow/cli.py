@@ -85,12 +85,6 @@ def cmd_ship(args: argparse.Namespace) -> int:
     return 0
 
 
-def _refuse_for_sqlserver(config: Config, instance: str, what: str) -> None:
-    if config.instance(instance).engine == "sqlserver":
-        raise UsageError(f"pitr {what} is not available for SQL Server instance {instance} yet",
-                         "use pitr info, backup, ship, restore and drill for SQL Server")
-
-
 def _restore_sqlserver(args: argparse.Namespace, config: Config, target: datetime | None) -> int:
     from pitrflow.engines.sqlserver.ops import render, sqlserver_prepare
     from pitrflow.engines.sqlserver.restore import dry_run_script, require_backup_data
@@ -173,29 +167,45 @@ def cmd_drill(args: argparse.Namespace) -> int:
 
 def cmd_expire(args: argparse.Namespace) -> int:
     config = _config(args)
-    _refuse_for_sqlserver(config, args.instance, "expire")
-    from pitrflow.catalog.ops import expire
-    from pitrflow.render import expire_text
     from pitrflow.storage import open_repository
 
-    plan, result = expire(config.instance(args.instance), open_repository(config.repository),
-                          dry_run=True)
-    print(expire_text(plan))
-    if args.dry_run or plan.empty:
+    settings = config.instance(args.instance)
+    repo = open_repository(config.repository)
+    if settings.engine == "sqlserver":
+        from pitrflow.engines.sqlserver.maintenance import expire_text, sqlserver_expire
+
+        plan, _ = sqlserver_expire(settings, repo, dry_run=True)
+        text, empty = expire_text(plan), plan.empty
+    else:
+        from pitrflow.catalog.ops import expire
+        from pitrflow.render import expire_text as pg_expire_text
+
+        pg_plan, _ = expire(settings, repo, dry_run=True)
+        text, empty = pg_expire_text(pg_plan), pg_plan.empty
+    print(text)
+    if args.dry_run or empty:
         print("dry run: nothing was deleted" if args.dry_run else "nothing to delete")
         return 0
     outcome = _run_flow("flows.expire", "expire", instance=args.instance,
                         config_path=str(config.source))
-    print(f"deleted {len(outcome['deleted_backups'])} backups and {outcome['wal_deleted']} WAL "
-          f"segments, {outcome['bytes_freed']} bytes freed")
+    if settings.engine == "sqlserver":
+        print(f"deleted {len(outcome['deleted_backups'])} backup sets ({outcome['logs_deleted']} "
+              f"of them log backups), {outcome['bytes_freed']} bytes freed")
+    else:
+        print(f"deleted {len(outcome['deleted_backups'])} backups and {outcome['wal_deleted']} "
+              f"WAL segments, {outcome['bytes_freed']} bytes freed")
     return 0
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     config = _config(args)
-    _refuse_for_sqlserver(config, args.instance, "verify")
     results = _run_flow("flows.verify", "verify", instance=args.instance,
                         backup_id=args.backup, config_path=str(config.source))
+    if config.instance(args.instance).engine == "sqlserver":
+        from pitrflow.engines.sqlserver.maintenance import verify_lines
+
+        print("\n".join(verify_lines(results)))
+        return 0
     for r in results:
         print(f"{r['backup_id']}: OK ({r['objects_checked']} objects, "
               f"{r['wal_segments_checked']} WAL segments, pg_verifybackup {r['pg_verifybackup']})")
@@ -204,14 +214,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     config = _config(args)
-    _refuse_for_sqlserver(config, args.instance, "check")
     from datetime import UTC
 
     from pitrflow.check import failed_critical, render_lines, run_checks
+    from pitrflow.engines.sqlserver.maintenance import sqlserver_check
     from pitrflow.storage import open_repository
 
-    checks = run_checks(config.instance(args.instance), open_repository(config.repository),
-                        datetime.now(UTC))
+    settings = config.instance(args.instance)
+    run = sqlserver_check if settings.engine == "sqlserver" else run_checks
+    checks = run(settings, open_repository(config.repository), datetime.now(UTC))
     if args.json:
         print(json.dumps({"instance": args.instance, "ok": not failed_critical(checks),
                           "checks": [c.to_dict() for c in checks]}, indent=2))
@@ -367,7 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     expire.add_argument("--dry-run", action="store_true", help="show the plan only")
     expire.set_defaults(func=cmd_expire)
 
-    verify = sub.add_parser("verify", help="re-read backups and WAL, run pg_verifybackup")
+    verify = sub.add_parser("verify", help="re-read backups and WAL (PostgreSQL: and run "
+                                           "pg_verifybackup; SQL Server: and the log chain)")
     verify.add_argument("instance")
     verify.add_argument("--backup", help="one backup id (default: all)")
     verify.set_defaults(func=cmd_verify)

@@ -1,7 +1,8 @@
-"""Tasks that re-read backups (verify) and check the whole setup (check)."""
+"""Tasks that re-read backups (verify) and check the whole setup (check), for either engine."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -9,8 +10,10 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
-from pitrflow.catalog.verify import verify
+from pitrflow.catalog.verify import VerifyResult, verify
 from pitrflow.check import failed_critical, run_checks
+from pitrflow.engines.sqlserver import maintenance as sqlserver
+from pitrflow.engines.sqlserver.verify import SqlServerVerifyResult
 from pitrflow.errors import PitrError
 from pitrflow.storage import open_repository
 from tasks.backup import artifact_key
@@ -31,13 +34,19 @@ class CheckFailedError(PitrError):
 def verify_backups(instance: str, backup_id: str | None,
                    config_path: str | None) -> list[dict[str, Any]]:
     config = config_for(config_path)
+    settings = config.instance(instance)
+    results: Sequence[VerifyResult | SqlServerVerifyResult]
     with core_logs_to_run_log():
-        results = verify(config.instance(instance), open_repository(config.repository),
-                         backup_id)
-    rows = [{"backup": r.backup_id, "result": "ok" if r.ok else "FAILED",
-             "objects": r.objects_checked, "wal segments": r.wal_segments_checked,
-             "pg_verifybackup": r.pg_verifybackup, "problems": "; ".join(r.problems)}
-            for r in results]
+        if settings.engine == "sqlserver":
+            results = sqlserver.sqlserver_verify(settings, open_repository(config.repository),
+                                                 backup_id)
+            rows = sqlserver.verify_table(results)
+        else:
+            results = verify(settings, open_repository(config.repository), backup_id)
+            rows = [{"backup": r.backup_id, "result": "ok" if r.ok else "FAILED",
+                     "objects": r.objects_checked, "wal segments": r.wal_segments_checked,
+                     "pg_verifybackup": r.pg_verifybackup, "problems": "; ".join(r.problems)}
+                    for r in results]
     create_table_artifact(table=rows, key=artifact_key("verify", instance),
                           description=f"verify of {instance}")
     bad = [p for r in results for p in r.problems]
@@ -51,8 +60,9 @@ def verify_backups(instance: str, backup_id: str | None,
 @task(name="check-instance", cache_policy=NONE)
 def check_instance(instance: str, config_path: str | None) -> list[dict[str, Any]]:
     config = config_for(config_path)
-    checks = run_checks(config.instance(instance), open_repository(config.repository),
-                        datetime.now(UTC))
+    settings = config.instance(instance)
+    run = sqlserver.sqlserver_check if settings.engine == "sqlserver" else run_checks
+    checks = run(settings, open_repository(config.repository), datetime.now(UTC))
     text = "\n".join(c.line() for c in checks)
     create_markdown_artifact(markdown=f"## Check {instance}\n\n```\n{text}\n```\n",
                              key=artifact_key("check", instance),

@@ -1,4 +1,4 @@
-"""The expire task: plan, publish the plan, delete."""
+"""The expire task: plan, publish the plan, delete (PostgreSQL or SQL Server)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 
 from pitrflow.catalog.ops import expire
+from pitrflow.config import Config
+from pitrflow.engines.sqlserver import maintenance as sqlserver
 from pitrflow.render import expire_markdown
 from pitrflow.storage import open_repository
 from tasks.backup import artifact_key
@@ -20,9 +22,8 @@ from tasks.runtime import config_for, core_logs_to_run_log, retry_transient
 def expire_backups(instance: str, config_path: str | None, dry_run: bool = False
                    ) -> dict[str, Any]:
     config = config_for(config_path)
-    if config.instance(instance).engine != "postgresql":
-        return {"deleted_backups": [], "planned_deletions": [], "kept": [], "wal_deleted": 0,
-                "bytes_freed": 0, "skipped": "retention covers PostgreSQL instances only"}
+    if config.instance(instance).engine == "sqlserver":
+        return _expire_sqlserver(instance, config, dry_run)
     with core_logs_to_run_log():
         plan, result = expire(config.instance(instance), open_repository(config.repository),
                               dry_run)
@@ -33,6 +34,16 @@ def expire_backups(instance: str, config_path: str | None, dry_run: bool = False
             "planned_deletions": plan.delete_backups, "kept": plan.kept_backups,
             "wal_deleted": result.wal_deleted if result else 0,
             "bytes_freed": result.bytes_freed if result else 0}
+
+
+def _expire_sqlserver(instance: str, config: Config, dry_run: bool) -> dict[str, Any]:
+    with core_logs_to_run_log():
+        plan, result = sqlserver.sqlserver_expire(config.instance(instance),
+                                                  open_repository(config.repository), dry_run)
+    create_markdown_artifact(markdown=sqlserver.expire_markdown(plan, result is not None),
+                             key=artifact_key("expire", instance),
+                             description=f"retention of {instance}")
+    return sqlserver.expire_summary(plan, result)
 
 
 @task(name="clean-repository", retries=2, retry_delay_seconds=30,

@@ -5,6 +5,8 @@ the repository exactly as it runs on a live msdb, and a server that is gone
 takes nothing with it.  A backup directory without a valid manifest, or whose
 manifest names a file that is missing or has the wrong size, is rejected and
 so cannot be planned from: a log missing that way shows up as a gap, named.
+One holding an ``expiring.json`` marker is being deleted by retention and is
+rejected even while its manifest is still there; the next expire finishes it.
 
 ``import_recorded_rows`` builds such a catalog from a recording of msdb rows
 (tests/unit/sqlserver/fixtures), with placeholder files, so the planner, the
@@ -37,16 +39,23 @@ from pitrflow.engines.sqlserver.record import (
 )
 from pitrflow.errors import PitrError, RepositoryError
 from pitrflow.storage.base import Repository
-from pitrflow.storage.layout import MANIFEST_NAME
+from pitrflow.storage.layout import EXPIRING_NAME, MANIFEST_NAME
+
+EXPIRING_REASON = "expired by retention; deletion not finished (the next expire finishes it)"
 
 
 @dataclass
 class SqlServerCatalog:
-    """Usable backup sets of one instance, and why the others are not usable."""
+    """Usable backup sets of one instance, and why the others are not usable.
+
+    ``expiring`` maps the id of each backup an interrupted expire left behind to its
+    key prefix, so the next expire can finish deleting it.
+    """
 
     instance: str
     records: list[SqlServerBackupRecord] = field(default_factory=list)
     rejected: dict[str, str] = field(default_factory=dict)
+    expiring: dict[str, str] = field(default_factory=dict)
 
     def rows(self, database: str | None = None) -> list[BackupSetRow]:
         """Every recorded msdb row, optionally of one database, for the planner."""
@@ -75,6 +84,10 @@ def read_sqlserver_catalog(repo: Repository, instance: str) -> SqlServerCatalog:
     seen: dict[int, SqlServerBackupRecord] = {}
     for (where, backup_id), names in sorted(objects.items(), key=lambda item: item[0][1]):
         key = f"{instance}/{where}/{backup_id}/{MANIFEST_NAME}"
+        if EXPIRING_NAME in names:
+            catalog.rejected[backup_id] = EXPIRING_REASON
+            catalog.expiring[backup_id] = f"{instance}/{where}/{backup_id}/"
+            continue
         if MANIFEST_NAME not in names:
             catalog.rejected[backup_id] = "no manifest (incomplete or interrupted backup)"
             continue

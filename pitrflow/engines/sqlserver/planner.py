@@ -18,7 +18,7 @@ from typing import Literal
 
 from pitrflow.engines.sqlserver.errors import SqlServerPlanError
 from pitrflow.engines.sqlserver.msdb import (
-    DISK_DEVICE,
+    RESTORABLE_DEVICES,
     BackupSetRow,
     row_times_utc,
     time_zone_offset,
@@ -224,10 +224,27 @@ def _choose_fork(sets: list[_BackupSet], wanted: str | None) -> str | None:
     return fork
 
 
+def is_restore_base(row: BackupSetRow) -> bool:
+    """A full that can start a restore chain: not copy-only, written to disk files or URLs."""
+    return row.type == "D" and not row.is_copy_only and row.device_type in RESTORABLE_DEVICES
+
+
+def is_differential_of(differential: BackupSetRow, full: BackupSetRow) -> bool:
+    """Whether ``differential`` is based on ``full``: the base checkpoint LSN matches, and
+    the base GUID too when both rows record one (older recordings lack it)."""
+    return (
+        differential.type == "I"
+        and differential.differential_base_lsn == full.checkpoint_lsn
+        and (
+            differential.differential_base_guid is None
+            or full.backup_set_uuid is None
+            or differential.differential_base_guid == full.backup_set_uuid
+        )
+    )
+
+
 def _is_restore_base(backup: _BackupSet) -> bool:
-    """A full that can start a restore chain: not copy-only, written to disk files."""
-    head = backup.head
-    return head.type == "D" and not head.is_copy_only and head.device_type == DISK_DEVICE
+    return is_restore_base(backup.head)
 
 
 def _choose_full(
@@ -301,14 +318,7 @@ def _choose_differential(
     based = [
         s
         for s in in_fork
-        if s.head.type == "I"
-        and s.head.device_type == DISK_DEVICE
-        and s.head.differential_base_lsn == full.head.checkpoint_lsn
-        and (
-            s.head.differential_base_guid is None
-            or full.head.backup_set_uuid is None
-            or s.head.differential_base_guid == full.head.backup_set_uuid
-        )
+        if s.head.device_type in RESTORABLE_DEVICES and is_differential_of(s.head, full.head)
     ]
     late = [s for s in based if target is not None and s.finish > target]
     usable = [s for s in based if s not in late]
@@ -352,7 +362,9 @@ def _choose_logs(
             _refuse_chain_end(logs, previous, lsn, target)
             break
         log = min(
-            candidates, key=lambda s: (s.head.is_copy_only, s.head.device_type != DISK_DEVICE, s.id)
+            candidates,
+            key=lambda s: (s.head.is_copy_only, s.head.device_type not in RESTORABLE_DEVICES,
+                           s.id),
         )
         chain.append(log)
         if target is not None and log.finish >= target:
@@ -446,10 +458,11 @@ def _stopat_zone(last_log: _BackupSet, wanted: int | None) -> tuple[int, str]:
 def _require_restorable(backup: _BackupSet) -> None:
     """Every stripe present on disk: RESTORE needs all families of one mirror."""
     head = backup.head
-    devices = sorted({row.device_type for row in backup.rows if row.mirror == 0} - {DISK_DEVICE})
+    devices = sorted({row.device_type for row in backup.rows if row.mirror == 0}
+                     - RESTORABLE_DEVICES)
     if devices:
         raise SqlServerPlanError(
-            f"{_name(backup)} was not written to disk files (device type {devices[0]})",
+            f"{_name(backup)} was not written to disk files or URLs (device type {devices[0]})",
             "restore it with the tool that took it, or plan to a target before it",
         )
     primary = {row.family_sequence_number: row for row in backup.rows if row.mirror == 0}
