@@ -15,6 +15,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pitrflow.errors import ConfigError
 
@@ -109,6 +110,13 @@ class InstanceConfig:
     backup_dir_worker: Path | None = None
     data_dir_server: str = ""
     compression: bool = True
+    # backup_dir_server = "s3://HOST[:PORT]/BUCKET/PREFIX" (SQL Server 2022+): the server
+    # writes straight into the S3 repository; fulls and differentials over this many URLs.
+    url_stripes: int = 1
+
+    @property
+    def backup_to_url(self) -> bool:
+        return self.engine == "sqlserver" and self.backup_dir_server.startswith("s3://")
 
     @property
     def slot_name(self) -> str:
@@ -180,6 +188,7 @@ _INSTANCE_SCHEMA: dict[str, tuple[type, Any]] = {
     "backup_dir_worker": (str, None),
     "data_dir_server": (str, ""),
     "compression": (bool, True),
+    "url_stripes": (int, 1),
 }
 
 _RETENTION_SCHEMA: dict[str, tuple[type, Any]] = {
@@ -326,17 +335,57 @@ def _sqlserver(values: dict[str, Any], raw: dict[str, Any], dotted: str, source:
     named database and login, and both views of the directory the server backs up to."""
     if "port" not in raw:
         values["port"] = 1433
+    to_url = "://" in str(raw.get("backup_dir_server", ""))
     for key, example in _SQLSERVER_REQUIRED:
+        if key == "backup_dir_worker" and to_url:
+            continue  # the worker reaches URL backups through the S3 repository
         if not raw.get(key):
             raise ConfigError(f"missing key {dotted}.{key} in {source} (engine sqlserver)",
                               f"add {key} = {example} to [{dotted}]")
-    if "://" in values["backup_dir_server"]:
-        raise ConfigError(
-            f"{dotted}.backup_dir_server in {source} is a URL; BACKUP TO URL is not supported",
-            "use a directory or share the server writes to, mounted on the worker as "
-            "backup_dir_worker")
+    if not 1 <= values["url_stripes"] <= 64:
+        raise ConfigError(f"{dotted}.url_stripes in {source} must be from 1 to 64",
+                          "SQL Server stripes a backup over at most 64 URLs")
+    if to_url:
+        _backup_url(values["backup_dir_server"], f"{dotted}.backup_dir_server", source)
+        values["backup_dir_worker"] = None
+        return
     worker = Path(values["backup_dir_worker"]).expanduser()
     values["backup_dir_worker"] = worker if worker.is_absolute() else source.parent / worker
+
+
+_S3_URL_EXAMPLE = "s3://s3.eu-west-1.amazonaws.com/BUCKET/PREFIX or s3://minio.internal:9000/BUCKET/PREFIX"
+
+
+def _backup_url(url: str, dotted: str, source: Path) -> tuple[str, str]:
+    """The bucket and prefix of a BACKUP TO URL location (path style, as SQL Server wants)."""
+    parsed = urlsplit(url)
+    parts = [p for p in parsed.path.split("/") if p]
+    if parsed.scheme != "s3" or not parsed.netloc or not parts or parsed.query:
+        raise ConfigError(f"{dotted} in {source} must be s3://HOST[:PORT]/BUCKET[/PREFIX], "
+                          f"got {url!r}", f"e.g. {_S3_URL_EXAMPLE} (SQL Server 2022+)")
+    return parts[0], "/".join(parts[1:])
+
+
+def _check_url_instances(config: Config) -> None:
+    """A server writing BACKUP TO URL must write into the repository's own bucket and prefix,
+    since the worker reads (and a restore finds) the files there."""
+    for instance in config.instances.values():
+        if not instance.backup_to_url:
+            continue
+        bucket, prefix = _backup_url(instance.backup_dir_server,
+                                     f"instances.{instance.name}.backup_dir_server",
+                                     config.source)
+        repo_url = config.repository.url or ""
+        parsed = urlsplit(repo_url)
+        same = (parsed.netloc, parsed.path.strip("/")) == (bucket, prefix)
+        if not same:
+            raise ConfigError(
+                f"instances.{instance.name}.backup_dir_server in {config.source} writes to "
+                f"bucket {bucket!r} prefix {prefix!r}, but the repository is "
+                f"{repo_url or config.repository.path}",
+                f"BACKUP TO URL needs repository.url = \"s3://{bucket}"
+                f"{'/' + prefix if prefix else ''}\": the server's URL and the repository must "
+                "name the same bucket and prefix")
 
 
 def _drill(raw: Any, dotted: str, source: Path) -> DrillConfig:
@@ -379,8 +428,10 @@ def parse_config(text: str, source: Path) -> Config:
     if not isinstance(instances_raw, dict):
         raise ConfigError(f"instances in {source} must be tables", "use [instances.NAME]")
     instances = {n: _instance(n, v, source) for n, v in instances_raw.items()}
-    return Config(source=source, repository=_repository(raw["repository"], source),
-                  instances=instances)
+    config = Config(source=source, repository=_repository(raw["repository"], source),
+                    instances=instances)
+    _check_url_instances(config)
+    return config
 
 
 def resolve_config_path(explicit: str | os.PathLike[str] | None) -> Path:

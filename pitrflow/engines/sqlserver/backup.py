@@ -7,6 +7,11 @@ repository and checked against that hash, and only then is the manifest written:
 a backup without one is not a backup.  The server's copy is removed afterwards; the
 repository is the only copy pitrflow relies on.
 
+With ``backup_dir_server = "s3://HOST/BUCKET/PREFIX"`` (SQL Server 2022+, BACKUP TO
+URL) the server writes straight to the object the repository keeps, striped over
+``url_stripes`` URLs; the worker reads each object back for its SHA-256 and seals
+the manifest.  A failed BACKUP leaves no object of ours behind.
+
 Refusals come before anything is written: a database that is missing or not
 online, a log backup of a database in SIMPLE recovery (it has no log chain), a
 differential whose base full is not in the repository (it could never be
@@ -41,8 +46,14 @@ from pitrflow.engines.sqlserver.record import (
     object_name,
 )
 from pitrflow.engines.sqlserver.tsql import backup_database_sql, backup_log_sql
-from pitrflow.errors import BackupRefusedError, ChecksumMismatchError, ConfigError, ServerError
-from pitrflow.storage.base import Repository, sha256_file
+from pitrflow.errors import (
+    BackupRefusedError,
+    ChecksumMismatchError,
+    ConfigError,
+    PitrError,
+    ServerError,
+)
+from pitrflow.storage.base import CHUNK, HashingReader, Repository, sha256_file
 
 log = logging.getLogger("pitrflow.sqlserver.backup")
 
@@ -229,6 +240,59 @@ def store_backup_file(
     return record
 
 
+def hash_object(repo: Repository, key: str) -> tuple[str, int]:
+    """SHA-256 and size of a stored object, read back in full."""
+    reader = HashingReader(repo.open_reader(key), key)
+    try:
+        while reader.read(CHUNK):
+            pass
+    finally:
+        reader.close()
+    return reader.digest.hexdigest(), reader.size
+
+
+def store_url_backup(
+    repo: Repository,
+    instance: InstanceConfig,
+    kind: BackupKind,
+    backup_id: str,
+    rows: Sequence[BackupSetRow],
+    names_by_url: Mapping[str, str],
+    *,
+    compression: bool | None,
+    duration_seconds: float | None,
+    server: Mapping[str, Any] | None = None,
+) -> SqlServerBackupRecord:
+    """Seal a backup the server wrote with BACKUP TO URL straight into the repository.
+
+    The objects are already where the repository keeps them; each is read back to
+    record its SHA-256, and the manifest, written last, makes the backup visible.
+    """
+    primary = sorted((row for row in rows if row.mirror == 0),
+                     key=lambda row: row.family_sequence_number)
+    recorded = sorted(row.physical_device_name for row in primary)
+    if recorded != sorted(names_by_url):
+        raise ServerError(
+            f"backup set {rows[0].backup_set_id} was written to {', '.join(recorded)}, "
+            f"not to the {len(names_by_url)} URL(s) pitrflow asked for",
+            "another backup wrote to the same URL; take the backup again")
+    files = []
+    for row in primary:
+        name = names_by_url[row.physical_device_name]
+        sha256, size = hash_object(repo, object_key(instance.name, kind, backup_id, name))
+        files.append(RecordedFile(name=name, size=size, sha256=sha256,
+                                  physical_device_name=row.physical_device_name,
+                                  family_sequence_number=row.family_sequence_number))
+    record = SqlServerBackupRecord(
+        id=backup_id, instance=instance.name, kind=kind, database=rows[0].database_name,
+        rows=tuple(rows), files=tuple(files), compression=compression, checksum=True,
+        duration_seconds=duration_seconds, server=dict(server or {}),
+        tool_version=f"pitrflow {_pitrflow_version}",
+    )
+    repo.put_bytes(manifest_key(instance.name, kind, backup_id), dump_backup_record(record))
+    return record
+
+
 def take_sqlserver_backup(
     instance: InstanceConfig,
     repo: Repository,
@@ -276,47 +340,91 @@ def _backup(
     server: Mapping[str, Any],
     notes: list[str],
 ) -> tuple[SqlServerBackupRecord, datetime, datetime, tuple[str, ...]]:
-    worker_dir = instance.backup_dir_worker
-    if worker_dir is None or not worker_dir.is_dir():
-        raise ConfigError(
-            f"backup_dir_worker {worker_dir} of instance {instance.name} is not a directory",
-            "mount the directory the server writes to (backup_dir_server) there",
-        )
     started = datetime.now(UTC)
-    backup_id, worker_file = _fresh_name(instance, repo, kind, worker_dir, started)
-    server_file = server_join(instance.backup_dir_server, worker_file.name)
+    worker_file: Path | None = None
+    if instance.backup_to_url:
+        backup_id, names = _fresh_url_names(instance, repo, kind, started)
+        devices = [server_join(instance.backup_dir_server,
+                               object_key(instance.name, kind, backup_id, name))
+                   for name in names]
+        hint = (f"the server needs a credential for {instance.backup_dir_server} (CREATE "
+                "CREDENTIAL named after the s3://HOST/BUCKET URL, IDENTITY = 'S3 Access Key'), "
+                "with s3:PutObject on the bucket; the login needs db_backupoperator")
+    else:
+        worker_dir = instance.backup_dir_worker
+        if worker_dir is None or not worker_dir.is_dir():
+            raise ConfigError(
+                f"backup_dir_worker {worker_dir} of instance {instance.name} is not a directory",
+                "mount the directory the server writes to (backup_dir_server) there",
+            )
+        backup_id, worker_file = _fresh_name(instance, repo, kind, worker_dir, started)
+        devices = [server_join(instance.backup_dir_server, worker_file.name)]
+        names = [worker_file.name]
+        hint = (f"the SQL Server service account must be able to write to "
+                f"{instance.backup_dir_server}; the login needs db_backupoperator")
     database = instance.database
     if kind == "log":
-        statement = backup_log_sql(database, server_file, compression=compression)
+        statement = backup_log_sql(database, devices, compression=compression)
     else:
-        statement = backup_database_sql(database, server_file,
+        statement = backup_database_sql(database, devices,
                                         differential=kind == "differential",
                                         compression=compression)
-    log.info("%s backup of %s to %s", kind, database, server_file)
+    log.info("%s backup of %s to %s", kind, database, ", ".join(devices))
     clock = time.monotonic()
     try:
-        sql.run(statement, what=f"{kind} backup of {database}",
-                hint=f"the SQL Server service account must be able to write to "
-                     f"{instance.backup_dir_server}; the login needs db_backupoperator")
+        sql.run(statement, what=f"{kind} backup of {database}", hint=hint)
     except BaseException:
-        with contextlib.suppress(OSError):
-            worker_file.unlink()  # a partial file of ours is worth nothing
+        # A partial file or object of ours is worth nothing, and must not linger.
+        if worker_file is not None:
+            with contextlib.suppress(OSError):
+                worker_file.unlink()
+        else:
+            for name in names:
+                with contextlib.suppress(PitrError):
+                    repo.delete(object_key(instance.name, kind, backup_id, name))
         raise
     duration = time.monotonic() - clock
-    rows = own_backup_rows(sql.query(BACKUP_SET_OF_FILE_SQL, [database, server_file]),
-                           server_file, kind)
-    record = store_backup_file(
-        repo, instance, kind, backup_id, rows, worker_file,
-        compression=compression, duration_seconds=round(duration, 3),
-        server={k: server.get(k) for k in ("edition", "product_version", "server_name")},
-    )
-    try:
-        worker_file.unlink()
-    except OSError as exc:
-        notes.append(f"could not remove {worker_file} after storing it: {exc.strerror}")
+    rows = own_backup_rows(sql.query(BACKUP_SET_OF_FILE_SQL, [database, devices[0]]),
+                           devices[0], kind)
+    server_info = {k: server.get(k) for k in ("edition", "product_version", "server_name")}
+    if worker_file is None:
+        record = store_url_backup(
+            repo, instance, kind, backup_id, rows, dict(zip(devices, names, strict=True)),
+            compression=compression, duration_seconds=round(duration, 3), server=server_info)
+    else:
+        record = store_backup_file(
+            repo, instance, kind, backup_id, rows, worker_file,
+            compression=compression, duration_seconds=round(duration, 3), server=server_info,
+        )
+        try:
+            worker_file.unlink()
+        except OSError as exc:
+            notes.append(f"could not remove {worker_file} after storing it: {exc.strerror}")
     log.info("stored %s backup %s (backup set %s, %s bytes)", kind, record.id,
              record.backup_set_id, record.size_bytes)
     return record, started, datetime.now(UTC), (statement,)
+
+
+def url_stripe_names(instance: InstanceConfig, kind: BackupKind, backup_id: str) -> list[str]:
+    """Object names of a URL backup's stripes; logs are small and always one stripe."""
+    stripes = 1 if kind == "log" else instance.url_stripes
+    extension = "trn" if kind == "log" else "bak"
+    stem = f"{instance.name}_{backup_id}"
+    if stripes == 1:
+        return [f"{stem}.{extension}"]
+    return [f"{stem}_{n}of{stripes}.{extension}" for n in range(1, stripes + 1)]
+
+
+def _fresh_url_names(instance: InstanceConfig, repo: Repository, kind: BackupKind,
+                     started: datetime) -> tuple[str, list[str]]:
+    """A backup id no stored object uses (BACKUP TO URL refuses to overwrite one)."""
+    for attempt in range(100):
+        backup_id = new_backup_id(kind, started, "" if attempt == 0 else f"-{attempt + 1}")
+        if next(iter(repo.list(object_key(instance.name, kind, backup_id, ""))), None) is None:
+            return backup_id, url_stripe_names(instance, kind, backup_id)
+    raise BackupRefusedError(
+        f"no free backup id for {instance.name} at {started:%Y-%m-%dT%H:%M:%SZ}",
+        "run pitr repo cleanup for the instance and take the backup again")
 
 
 def _fresh_name(instance: InstanceConfig, repo: Repository, kind: BackupKind,

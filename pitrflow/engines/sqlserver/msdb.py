@@ -30,6 +30,10 @@ UNKNOWN_TIME_ZONE = 127
 
 DISK_DEVICE = 2
 """``backupmediafamily.device_type`` of a disk file; only these can be restored FROM DISK."""
+URL_DEVICE = 9
+"""``device_type`` of BACKUP TO URL (S3 or Azure); restored FROM URL."""
+RESTORABLE_DEVICES = frozenset({DISK_DEVICE, URL_DEVICE})
+"""Files pitrflow stores and restores; tape and virtual devices (third-party tools) are not."""
 
 BACKUP_HISTORY_SQL = """\
 SELECT

@@ -12,6 +12,7 @@ import re
 from pathlib import PurePath, PurePosixPath, PureWindowsPath
 
 _WINDOWS = re.compile(r"^(?:[A-Za-z]:[\\/]|\\\\)")
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")  # two letters at least: not C://
 _UNSAFE = re.compile(r'[<>:"/\\|?*\x00-\x1f]')
 
 
@@ -24,8 +25,15 @@ def server_path(path: str) -> PurePath:
     return PureWindowsPath(path) if is_windows_path(path) else PurePosixPath(path)
 
 
+def is_url(path: str) -> bool:
+    """``s3://...`` (BACKUP TO URL, SQL Server 2022+) rather than a directory or share."""
+    return bool(_URL.match(path))
+
+
 def server_join(base: str, *parts: str) -> str:
-    """``base`` joined with ``parts`` in the server's own path flavour."""
+    """``base`` joined with ``parts`` in the server's own path flavour (``/`` for URLs)."""
+    if is_url(base):
+        return "/".join([base.rstrip("/"), *(part.strip("/") for part in parts if part)])
     return str(server_path(base).joinpath(*parts))
 
 

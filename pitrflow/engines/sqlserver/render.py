@@ -64,9 +64,14 @@ def plan_text(prepared: PreparedRestore, statements: list[str]) -> str:
             f"LSN {step.first_lsn} -> {step.last_lsn}  {_bytes(record.size_bytes)}"
             + (" (bulk-logged)" if step.has_bulk_logged_data else "")
         )
-    lines.append(f"  stage        {len(prepared.files)} files, {_bytes(prepared.size_bytes)}, "
-                 f"from the repository into {prepared.staging_worker}")
-    lines.append(f"               (the server reads them at {prepared.staging_server})")
+    if prepared.staging_worker is None:
+        lines.append(f"  read         {len(prepared.files)} objects, "
+                     f"{_bytes(prepared.size_bytes)}, checked against their SHA-256, then read "
+                     f"by the server from {prepared.staging_server} (RESTORE FROM URL)")
+    else:
+        lines.append(f"  stage        {len(prepared.files)} files, {_bytes(prepared.size_bytes)}, "
+                     f"from the repository into {prepared.staging_worker}")
+        lines.append(f"               (the server reads them at {prepared.staging_server})")
     where = (f"data_dir_server {prepared.data_dir_server}" if prepared.data_dir_server
              else "the server's default data and log directories")
     lines.append(f"  MOVE         every file, named after {prepared.new_name}, into {where}; "
@@ -135,7 +140,8 @@ def drill_dict(outcome: SqlServerDrillOutcome, record: DrillRecord | None = None
         "instance": outcome.instance, "engine": "sqlserver", "database": outcome.database,
         "scratch_name": outcome.scratch_name,
         "target": iso(outcome.target_utc),
-        "target_mode": "latest" if outcome.target_utc is None else "time",
+        "target_mode": outcome.target_mode
+        or ("latest" if outcome.target_utc is None else "time"),
         "started": iso(outcome.started), "finished": iso(outcome.finished),
         "window_from": iso(outcome.window_from), "window_to": iso(outcome.window_to),
         "ok": outcome.ok, "findings": outcome.findings, "timings": dict(outcome.timings),

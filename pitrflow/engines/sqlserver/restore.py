@@ -62,13 +62,17 @@ _DISK_MARGIN = 64 * 1024 * 1024
 
 @dataclass(frozen=True)
 class StagedFile:
-    """One planned backup file: where it is in the repository and where it is staged."""
+    """One planned backup file: where it is in the repository and where the server reads it.
+
+    ``worker_path`` is None when the server reads the repository's object itself
+    (BACKUP TO URL instances): nothing is staged then.
+    """
 
     backup_id: str
     key: str
     sha256: str
     size: int
-    worker_path: Path
+    worker_path: Path | None
     server_path: str
 
 
@@ -87,7 +91,7 @@ class PreparedRestore:
     new_name: str
     replace: bool
     stamp: str
-    staging_worker: Path
+    staging_worker: Path | None
     staging_server: str
     files: tuple[StagedFile, ...]
     records: tuple[SqlServerBackupRecord, ...]
@@ -123,11 +127,16 @@ def prepare_restore(
     except ValueError as exc:
         raise RestoreRefusedError(f"cannot restore as {name!r}: {exc}",
                                   "choose a name of 1 to 128 characters") from None
-    if instance.backup_dir_worker is None or not instance.backup_dir_server:
+    staging_worker: Path | None = None
+    if instance.backup_to_url:
+        # The server reads the repository's objects where they are: nothing to stage.
+        staging_server = instance.backup_dir_server
+    elif instance.backup_dir_worker is None or not instance.backup_dir_server:
         raise ConfigError(f"instance {instance.name} has no backup_dir_server/backup_dir_worker",
                           "set both: the server reads staged backup files from there")
-    staging_worker = instance.backup_dir_worker / f"{STAGING_PREFIX}{stamp}"
-    staging_server = server_join(instance.backup_dir_server, f"{STAGING_PREFIX}{stamp}")
+    else:
+        staging_worker = instance.backup_dir_worker / f"{STAGING_PREFIX}{stamp}"
+        staging_server = server_join(instance.backup_dir_server, f"{STAGING_PREFIX}{stamp}")
     files: list[StagedFile] = []
     records: list[SqlServerBackupRecord] = []
 
@@ -144,10 +153,15 @@ def prepare_restore(
                 raise RestoreRefusedError(
                     f"backup {record.id} does not hold the file msdb recorded as {device}",
                     "the backup is incomplete; plan to a target it does not cover")
+            key = record.key(stored.name)
+            if staging_worker is None:
+                worker_path, server_file = None, server_join(staging_server, key)
+            else:
+                worker_path = staging_worker / record.id / stored.name
+                server_file = server_join(staging_server, record.id, stored.name)
             files.append(StagedFile(
-                backup_id=record.id, key=record.key(stored.name), sha256=stored.sha256,
-                size=stored.size, worker_path=staging_worker / record.id / stored.name,
-                server_path=server_join(staging_server, record.id, stored.name)))
+                backup_id=record.id, key=key, sha256=stored.sha256, size=stored.size,
+                worker_path=worker_path, server_path=server_file))
             paths.append(files[-1].server_path)
         return dataclasses.replace(step, files=tuple(paths))
 
@@ -255,8 +269,12 @@ def execute_restore(
     _check_room(prepared)
     try:
         clock = time.monotonic()
-        say(f"staging {len(prepared.files)} files ({prepared.size_bytes} bytes) in "
-            f"{prepared.staging_worker}")
+        if prepared.staging_worker is None:
+            say(f"checking {len(prepared.files)} objects ({prepared.size_bytes} bytes) "
+                "against their SHA-256 before the server reads them")
+        else:
+            say(f"staging {len(prepared.files)} files ({prepared.size_bytes} bytes) in "
+                f"{prepared.staging_worker}")
         for staged in prepared.files:
             _stage(repo, staged)
         timings["stage"] = round(time.monotonic() - clock, 3)
@@ -282,7 +300,8 @@ def execute_restore(
             _drop_if_restoring(sql, prepared.new_name)
         raise
     finally:
-        shutil.rmtree(prepared.staging_worker, ignore_errors=True)
+        if prepared.staging_worker is not None:
+            shutil.rmtree(prepared.staging_worker, ignore_errors=True)
     return SqlServerRestoreOutcome(prepared, statements, replaced, timings, moves)
 
 
@@ -298,6 +317,8 @@ def _failure_hint(prepared: PreparedRestore, replaced: bool) -> str:
 
 def _check_room(prepared: PreparedRestore) -> None:
     """Refuse up front when the staging directory's disk cannot hold the planned files."""
+    if prepared.staging_worker is None:
+        return
     directory = prepared.staging_worker.parent
     try:
         free = shutil.disk_usage(directory).free
@@ -313,13 +334,21 @@ def _check_room(prepared: PreparedRestore) -> None:
 
 
 def _stage(repo: Repository, staged: StagedFile) -> None:
-    """Copy one object out of the repository, checking size and SHA-256 as it streams."""
-    staged.worker_path.parent.mkdir(parents=True, exist_ok=True)
+    """Copy one object out of the repository, checking size and SHA-256 as it streams.
+
+    Without a staging path (the server reads the object by URL) the object is only
+    read and checked: a damaged backup is refused before RESTORE touches anything.
+    """
     reader = HashingReader(repo.open_reader(staged.key), staged.key)
     try:
-        with open(staged.worker_path, "wb") as out:
-            while chunk := reader.read(CHUNK):
-                out.write(chunk)
+        if staged.worker_path is None:
+            while reader.read(CHUNK):
+                pass
+        else:
+            staged.worker_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(staged.worker_path, "wb") as out:
+                while chunk := reader.read(CHUNK):
+                    out.write(chunk)
     finally:
         reader.close()
     reader.verify(staged.sha256, staged.size)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
+from pitrflow.engines.sqlserver.paths import is_url
 from pitrflow.engines.sqlserver.planner import RestoreStep, SqlServerRestorePlan
 
 _SYSNAME_LENGTH = 128
@@ -37,17 +38,32 @@ def format_stopat(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
 
 
-def _disks(path: str | Sequence[str]) -> str:
-    """``DISK = N'a', DISK = N'b'``: one clause per stripe, in family order."""
+# S3 allows 10,000 parts per object and SQL Server sends one part per transfer: the
+# 20 MB maximum lets one URL stripe hold about 200 GB instead of about 100 GB.
+URL_MAXTRANSFERSIZE = 20 * 1024 * 1024
+
+
+def _paths(path: str | Sequence[str]) -> list[str]:
     paths = [path] if isinstance(path, str) else list(path)
     if not paths or any(not p for p in paths):
         raise ValueError("a backup device needs at least one non-empty file path")
-    return ", ".join(f"DISK = {quote_string(p)}" for p in paths)
+    if len({is_url(p) for p in paths}) > 1:
+        raise ValueError("a backup's stripes are either all files or all URLs")
+    return paths
 
 
-def _backup_options(compression: bool, checksum: bool, stats: int | None) -> list[str]:
+def _disks(path: str | Sequence[str]) -> str:
+    """``DISK = N'a', DISK = N'b'`` (or ``URL = ...``): one clause per stripe, in order."""
+    return ", ".join(f"{'URL' if is_url(p) else 'DISK'} = {quote_string(p)}"
+                     for p in _paths(path))
+
+
+def _backup_options(compression: bool, checksum: bool, stats: int | None,
+                    to_url: bool = False) -> list[str]:
     """Options spelled out both ways so a server default cannot change the backup."""
     options = ["COMPRESSION" if compression else "NO_COMPRESSION"]
+    if to_url:
+        options.append(f"MAXTRANSFERSIZE = {URL_MAXTRANSFERSIZE}")
     options.append("CHECKSUM" if checksum else "NO_CHECKSUM")
     if stats is not None:
         if not 1 <= stats <= 100:
@@ -64,8 +80,8 @@ def backup_database_sql(
     checksum: bool = True,
     stats: int | None = 10,
 ) -> str:
-    """BACKUP DATABASE to one file, or to several files as stripes."""
-    options = _backup_options(compression, checksum, stats)
+    """BACKUP DATABASE to one file or URL, or to several as stripes."""
+    options = _backup_options(compression, checksum, stats, is_url(_paths(path)[0]))
     if differential:
         options.insert(0, "DIFFERENTIAL")
     return f"BACKUP DATABASE {quote_name(db)} TO {_disks(path)} WITH {', '.join(options)}"
@@ -78,8 +94,8 @@ def backup_log_sql(
     checksum: bool = True,
     stats: int | None = 10,
 ) -> str:
-    """BACKUP LOG to one file, or to several files as stripes."""
-    options = _backup_options(compression, checksum, stats)
+    """BACKUP LOG to one file or URL, or to several as stripes."""
+    options = _backup_options(compression, checksum, stats, is_url(_paths(path)[0]))
     return f"BACKUP LOG {quote_name(db)} TO {_disks(path)} WITH {', '.join(options)}"
 
 

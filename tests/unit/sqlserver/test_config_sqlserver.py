@@ -76,10 +76,11 @@ def test_missing_required_key_is_named(key: str) -> None:
     assert error.hint.startswith(f"add {key} = ")
 
 
-def test_backup_to_url_is_refused_with_a_hint() -> None:
-    text = SQLSERVER.replace("'D:\\Backups\\pitrflow'", '"s3://bucket/sql"')
+def test_backup_to_url_outside_the_repository_is_refused_with_a_hint() -> None:
+    text = SQLSERVER.replace("'D:\\Backups\\pitrflow'", '"s3://minio:9000/bucket/sql"')
     error = config_error(text)
-    assert "BACKUP TO URL is not supported" in error.message
+    assert "writes to bucket 'bucket' prefix 'sql', but the repository is" in error.message
+    assert error.hint.startswith('BACKUP TO URL needs repository.url = "s3://bucket/sql"')
 
 
 def test_wrong_type_is_named() -> None:

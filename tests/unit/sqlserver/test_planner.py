@@ -162,7 +162,7 @@ def test_log_on_a_virtual_device_is_refused() -> None:
 
     message = refusal(history, None)
 
-    assert message == "log backup 2003 was not written to disk files (device type 7)"
+    assert message == "log backup 2003 was not written to disk files or URLs (device type 7)"
 
 
 def test_unknown_time_zone_is_refused_naming_the_backup_set() -> None:
