@@ -148,13 +148,17 @@ def cmd_drill(args: argparse.Namespace) -> int:
     result = _run_flow("flows.recovery_drill", "recovery_drill", instance=args.instance,
                        to=args.to, keep=args.keep, config_path=str(config.source))
     if config.instance(args.instance).engine == "sqlserver":
-        print(f"drill of {args.instance} passed: RTO {result['rto_seconds']:.1f} s "
-              f"(scratch database {result['scratch_name']})")
-        return 0
-    print(f"drill of {args.instance} passed: target {result['target_mode']} "
-          f"{result['target_time'] or '(newest mark)'}, RTO {result['rto_seconds']:.1f} s, "
-          f"data lag {result['data_lag_seconds']:.0f} s, "
-          f"{result['quality_checked']} expectations checked")
+        lag = result["data_lag_seconds"]
+        print(f"drill of {args.instance} passed: target {result['target_mode']} "
+              f"{result['target'] or '(newest log backup)'}, RTO {result['rto_seconds']:.1f} s, "
+              f"data lag {'-' if lag is None else f'{lag:.0f}'} s, "
+              f"{result['quality_checked']} expectations checked, scratch database "
+              f"{result['scratch_name']} {'kept' if result['kept'] else 'dropped'}")
+    else:
+        print(f"drill of {args.instance} passed: target {result['target_mode']} "
+              f"{result['target_time'] or '(newest mark)'}, RTO {result['rto_seconds']:.1f} s, "
+              f"data lag {result['data_lag_seconds']:.0f} s, "
+              f"{result['quality_checked']} expectations checked")
     print(f"drill record: {config.repository.location}/{result['record_key']}")
     if result.get("evidence"):
         print(f"evidence (GX data docs): {result['evidence']}")

@@ -104,16 +104,12 @@ def run_sqlserver_drill(instance: str, to: str, keep: bool,
     from pitrflow.engines.sqlserver.ops import sqlserver_drill
     from pitrflow.engines.sqlserver.render import drill_markdown as sqlserver_drill_markdown
     from pitrflow.storage import open_repository
-    from pitrflow.times import parse_aware
-
     config = config_for(config_path)
     settings = config.instance(instance)
     # The same team suites directory the PostgreSQL drill reads.
     checks_dir = settings.drill.checks_dir or (config.source.parent / "checks")
-    # SQL Server drills restore the newest point unless given a time.
-    target = None if to in ("latest", "random") else parse_aware(to, "drill target")
     with core_logs_to_run_log():
-        result = sqlserver_drill(settings, open_repository(config.repository), target,
+        result = sqlserver_drill(settings, open_repository(config.repository), to,
                                  keep=keep, checks_dir=checks_dir)
     create_markdown_artifact(markdown=sqlserver_drill_markdown(result),
                              key=artifact_key("drill", instance),

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -30,10 +31,16 @@ from pathlib import Path
 
 from pitrflow.config import InstanceConfig
 from pitrflow.drill.record import DrillRecord
-from pitrflow.engines.sqlserver.catalog import SqlServerCatalog, read_sqlserver_catalog
+from pitrflow.engines.sqlserver.catalog import (
+    SqlServerCatalog,
+    read_sqlserver_catalog,
+    require_database,
+)
 from pitrflow.engines.sqlserver.connection import SqlExecutor, open_session, sqlalchemy_url
+from pitrflow.engines.sqlserver.errors import SqlServerPlanError
 from pitrflow.engines.sqlserver.facts import AWARE_TYPES, read_source_facts, server_utc_now
-from pitrflow.engines.sqlserver.msdb import row_times_utc
+from pitrflow.engines.sqlserver.msdb import BackupSetRow, row_times_utc
+from pitrflow.engines.sqlserver.planner import is_restore_base, plan_restore
 from pitrflow.engines.sqlserver.restore import (
     DATABASE_EXISTS_SQL,
     PreparedRestore,
@@ -47,6 +54,7 @@ from pitrflow.quality.run_gx import ResultRow
 from pitrflow.quality.suites import Suite, load_team_suites
 from pitrflow.secrets import instance_password
 from pitrflow.storage.base import Repository
+from pitrflow.times import parse_aware
 
 log = logging.getLogger("pitrflow.sqlserver.drill")
 
@@ -96,6 +104,7 @@ class SqlServerDrillOutcome:
     timings: dict[str, float] = field(default_factory=dict)
     kept: bool = False
     backups: list[str] = field(default_factory=list)
+    target_mode: str = ""
 
     @property
     def quality_failures(self) -> list[ResultRow]:
@@ -131,14 +140,16 @@ class QualitySettings:
 def run_drill(
     instance: InstanceConfig,
     repo: Repository,
-    target: datetime | None,
+    target: datetime | str | None,
     name: str | None = None,
     keep: bool = False,
     now: datetime | None = None,
     quality: QualitySettings | None = None,
 ) -> SqlServerDrillOutcome:
-    """Restore to ``target`` (None: the latest) under a scratch name and check it.
+    """Restore to ``target`` under a scratch name and check it.
 
+    ``target`` is a time, None or ``latest`` (the newest point), ``random`` (a point
+    drawn from the restorable window, see ``choose_target``) or an ISO time string.
     ``quality.checks_dir`` holds the team suites (``<instance>/<schema>.<table>.json``;
     None: generated suites only).
     """
@@ -146,13 +157,17 @@ def run_drill(
     when = now or datetime.now(UTC)
     clock = time.monotonic()
     catalog = read_sqlserver_catalog(repo, instance.name)
+    if isinstance(target, str):
+        mode, target = choose_target(catalog, instance.database, target)
+    else:
+        mode = "latest" if target is None else "time"
     prepared = prepare_restore(instance, catalog, target,
                                new_name=name or scratch_name(instance.database, when), now=when)
     window_from, window_to = recoverable_window(catalog, instance.database)
     outcome = SqlServerDrillOutcome(
         instance=instance.name, database=instance.database, scratch_name=prepared.new_name,
         target_utc=prepared.plan.target_utc, started=when, window_from=window_from,
-        window_to=window_to, backups=[r.id for r in prepared.records],
+        window_to=window_to, backups=[r.id for r in prepared.records], target_mode=mode,
     )
     outcome.timings["plan"] = round(time.monotonic() - clock, 3)
     team = _team_suites(settings.checks_dir, instance.name, outcome)
@@ -176,6 +191,70 @@ def run_drill(
     finally:
         outcome.finished = datetime.now(UTC)
     return outcome
+
+
+def choose_target(catalog: SqlServerCatalog, database: str, spec: str | None,
+                  rng: random.Random | None = None) -> tuple[str, datetime | None]:
+    """``latest`` (None), ``random`` (uniform over the restorable moments), or an ISO time.
+
+    Random draws from the recovery fork a latest restore follows: each full covers
+    the time from its finish to the next full's, as far as its chain of differentials
+    and logs reaches.  Moments no chain reaches (a week without log backups, say) are
+    left out, so the draw proves what the repository can restore; the gaps themselves
+    are verify's and check's findings.
+    """
+    if spec in (None, "latest"):
+        return "latest", None
+    if spec != "random":
+        return "time", parse_aware(spec, "drill target")
+    rows = require_database(catalog, database)
+    fork = plan_restore(rows, None).recovery_fork
+    in_fork = [r for r in catalog.records if r.database == database
+               and r.rows[0].recovery_fork_guid == fork]
+    end = max(row_times_utc(r.rows[0])[1] for r in in_fork)
+    starts = sorted({row_times_utc(r.rows[0])[1] for r in in_fork if is_restore_base(r.rows[0])})
+    spans = []
+    for index, start in enumerate(starts):
+        bound = starts[index + 1] - _TICK if index + 1 < len(starts) else end
+        reach = _reach(rows, fork, start, max(start, bound))
+        if reach is not None:
+            spans.append((start, reach))
+    total = sum((b - a).total_seconds() for a, b in spans)
+    if not spans:
+        raise SqlServerPlanError(f"no moment of {database} in its newest recovery fork can be "
+                                 "restored", "run pitr verify for the gaps in the log chain")
+    offset = (rng or random.SystemRandom()).uniform(0, total)
+    for start, reach in spans:
+        length = (reach - start).total_seconds()
+        if offset <= length:
+            return "random", start + timedelta(seconds=offset)
+        offset -= length
+    return "random", spans[-1][1]  # float rounding at the very end of the last span
+
+
+_TICK = timedelta(milliseconds=1)
+
+
+def _reach(rows: list[BackupSetRow], fork: str | None, start: datetime,
+           bound: datetime) -> datetime | None:
+    """The last moment in [start, bound] a restore reaches (a chain only ever breaks
+    forward), or None when not even ``start`` can be restored."""
+    def plans(moment: datetime) -> bool:
+        try:
+            plan_restore(rows, moment, recovery_fork=fork)
+        except SqlServerPlanError:
+            return False
+        return True
+
+    if not plans(start):
+        return None
+    low, high = start, bound
+    if plans(high):
+        return high
+    while high - low > _TICK:  # about 40 plans for a week at millisecond resolution
+        middle = low + (high - low) / 2
+        low, high = (middle, high) if plans(middle) else (low, middle)
+    return low
 
 
 def recoverable_window(catalog: SqlServerCatalog,
@@ -296,7 +375,7 @@ def drill_record(outcome: SqlServerDrillOutcome, kept_at: str | None = None) -> 
         instance=outcome.instance,
         started=outcome.started,
         finished=outcome.finished,
-        target_mode="latest" if outcome.target_utc is None else "time",
+        target_mode=outcome.target_mode or ("latest" if outcome.target_utc is None else "time"),
         target_time=outcome.target_utc,
         window_from=outcome.window_from,
         window_to=outcome.window_to,

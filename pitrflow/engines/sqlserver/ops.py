@@ -91,7 +91,7 @@ def sqlserver_restore(instance_cfg: InstanceConfig, repo: Repository, target: da
 
 
 def sqlserver_drill(instance_cfg: InstanceConfig, repo: Repository,
-                    target: datetime | None = None, scratch_name: str | None = None,
+                    target: datetime | str | None = None, scratch_name: str | None = None,
                     keep: bool = False, checks_dir: Path | None = None) -> dict[str, Any]:
     """Restore under a scratch name, check it (CHECKDB, GX suites), drop it, record it.
 
