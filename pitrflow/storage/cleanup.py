@@ -19,6 +19,7 @@ backup whose manifest cannot be read is left alone entirely.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -30,7 +31,6 @@ from pitrflow.storage.base import ObjectInfo, Repository
 from pitrflow.storage.layout import (
     MANIFEST_NAME,
     BackupObjectEntry,
-    backup_object,
     manifest_key,
     parse_key,
 )
@@ -105,6 +105,35 @@ def _is_temp(key: str) -> bool:
     return any(marker in name for marker in TEMP_MARKERS)
 
 
+# SQL Server keeps log backups apart from full and differential ones (see
+# engines/sqlserver/record.py); an interrupted log backup leaves objects there too.
+_SQLSERVER_LOG = re.compile(r"^logs/([^/]+)/(.+)$")
+
+
+def _backup_entry(instance: str, info: ObjectInfo) -> BackupObjectEntry | None:
+    parsed = parse_key(instance, info.key, info.size)
+    if isinstance(parsed, BackupObjectEntry):
+        return parsed
+    prefix = f"{instance}/"
+    if parsed is None and info.key.startswith(prefix):
+        if match := _SQLSERVER_LOG.match(info.key[len(prefix):]):
+            return BackupObjectEntry(info.key, match.group(1), match.group(2), info.size)
+    return None
+
+
+def _named_files(data: bytes, key: str) -> list[str]:
+    """File names a manifest (PostgreSQL or SQL Server) says belong to its backup."""
+    try:
+        return [f.name for f in load_manifest(data, key).files]
+    except RepositoryError as first:
+        from pitrflow.engines.sqlserver.record import load_backup_record
+
+        try:
+            return [f.name for f in load_backup_record(data, key).files]
+        except PitrError:
+            raise first from None
+
+
 def plan_orphans(instance: str, objects: Iterable[ObjectInfo], named_keys: set[str],
                  unreadable: set[str], uploads: Iterable[PendingUpload], now: datetime,
                  older_than: timedelta) -> CleanupPlan:
@@ -120,10 +149,11 @@ def plan_orphans(instance: str, objects: Iterable[ObjectInfo], named_keys: set[s
     kept: list[tuple[str, str]] = []
     by_backup: dict[str, list[ObjectInfo]] = {}
     for info in objects:
-        parsed = parse_key(instance, info.key, info.size)
-        if isinstance(parsed, BackupObjectEntry):
-            by_backup.setdefault(parsed.backup_id, []).append(info)
-        elif parsed is None and _is_temp(info.key) and "/drills/" not in info.key:
+        entry = _backup_entry(instance, info)
+        if entry is not None:
+            by_backup.setdefault(entry.backup_id, []).append(info)
+        elif _is_temp(info.key) and "/drills/" not in info.key and parse_key(
+                instance, info.key, info.size) is None:
             if info.modified is not None and info.modified < cutoff:
                 removals.append(Removal(info.key, "leftover temporary object, "
                                         f"{_age(now, info.modified)} old", info.size))
@@ -175,17 +205,18 @@ def plan_cleanup(repo: Repository, instance: str, older_than: timedelta = DEFAUL
     named: set[str] = set()
     unreadable: set[str] = set()
     for info in objects:
-        parsed = parse_key(instance, info.key, info.size)
-        if not isinstance(parsed, BackupObjectEntry) or parsed.name != MANIFEST_NAME:
+        parsed = _backup_entry(instance, info)
+        if parsed is None or parsed.name != MANIFEST_NAME:
             continue
         try:
-            manifest = load_manifest(repo.get_bytes(info.key), info.key)
+            names = _named_files(repo.get_bytes(info.key), info.key)
         except RepositoryError as exc:
             log.warning("manifest %s cannot be read (%s); its backup is left alone",
                         info.key, exc.message)
             unreadable.add(parsed.backup_id)
             continue
-        named.update(backup_object(instance, parsed.backup_id, f.name) for f in manifest.files)
+        folder = info.key[: -len(MANIFEST_NAME)]
+        named.update(folder + name for name in names)
     uploads: list[PendingUpload] = []
     if repo.features.multipart_uploads:
         uploads = list(cast(MultipartRepository, repo).list_uploads(f"{instance}/"))
