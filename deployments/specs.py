@@ -42,8 +42,7 @@ RESTORE = FlowSpec("restore_to_point", "flows/restore_to_point.py:restore_to_poi
 EXPIRE = FlowSpec("expire", "flows/expire.py:expire", "0 1 * * *",
                   "Apply the retention policy (the backup flows also expire after each backup).")
 VERIFY = FlowSpec("verify", "flows/verify.py:verify", "0 4 * * 0",
-                  "Weekly: re-read every backup object against its SHA-256, check the WAL "
-                  "or log chain, run pg_verifybackup (PostgreSQL).")
+                  "Weekly: re-read backups against SHA-256, check the WAL or log chain.")
 CHECK = FlowSpec("check", "flows/check.py:check", "5 * * * *",
                  "Hourly: server, slot, repository, ages of backups, marks and drills.")
 

@@ -7,6 +7,21 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
+# The SQL Server tests drive pyodbc's real driver manager and FreeTDS (to a closed port,
+# and SQLAlchemy's mssql+pyodbc dialect); without them those tests are skipped.
+if ! odbcinst -q -d 2>/dev/null | grep -q '^\[FreeTDS\]'; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing unixodbc and tdsodbc (FreeTDS) for the SQL Server tests" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q --no-install-recommends unixodbc tdsodbc >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null 2>&1 \
+           && apt-get install -y -q --no-install-recommends unixodbc tdsodbc >/dev/null 2>&1; } \
+      || echo "warning: could not install unixodbc/tdsodbc; SQL Server driver tests skip" >&2
+  else
+    echo "note: no FreeTDS ODBC driver (apt-get install unixodbc tdsodbc); SQL Server" \
+         "driver tests skip" >&2
+  fi
+fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -e '.[test]'
 export PREFECT_SERVER_ANALYTICS_ENABLED=false

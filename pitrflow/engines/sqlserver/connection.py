@@ -293,8 +293,9 @@ def open_session(
     ``statement_timeout`` (seconds, 0 = none) defaults to the instance's
     ``backup_timeout_seconds``: a BACKUP or RESTORE may legitimately run for hours.
     """
-    pyodbc = _pyodbc()
+    # The configuration first: a missing password is the user's to fix whatever the driver.
     password = instance_password(instance)
+    pyodbc = _pyodbc()
     note = certificate_note(instance)
     if note:
         log.warning("%s", note)
