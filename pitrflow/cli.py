@@ -300,11 +300,23 @@ def cmd_info(args: argparse.Namespace) -> int:
             print(json.dumps(data, indent=2))
         else:
             print(f"instance {args.instance} (SQL Server)")
+            if not data["backups"]:
+                print("  no backups")
             for b in data["backups"]:
+                status = b["verify"]
+                verified = ("verified ok" if status and status.get("ok") else
+                            "VERIFY FAILED" if status else "not verified")
                 print(f"  {b['id']}  {b['type']:<12} {b['database']}  LSN {b['first_lsn']}.."
-                      f"{b['last_lsn']}  {b['size_bytes']} bytes")
+                      f"{b['last_lsn']}  {b['size_bytes']} bytes  [{verified}]")
             for r in data["rejected"]:
                 print(f"  {r['id']}  NOT A BACKUP: {r['reason']}")
+            for database, spans in data["restorable"].items():
+                if isinstance(spans, dict):
+                    print(f"restorable {database}: nothing ({spans['problem']})")
+                    continue
+                print(f"restorable {database}: " + ", ".join(
+                    f"{span['from']} .. {span['to']}" for span in spans))
+            print(drill_history_text(drill_history(repo, args.instance)))
         return 0
     catalog = read_catalog(repo, args.instance)
     drills = drill_history(repo, args.instance)

@@ -193,20 +193,14 @@ def run_drill(
     return outcome
 
 
-def choose_target(catalog: SqlServerCatalog, database: str, spec: str | None,
-                  rng: random.Random | None = None) -> tuple[str, datetime | None]:
-    """``latest`` (None), ``random`` (uniform over the restorable moments), or an ISO time.
+def restorable_spans(catalog: SqlServerCatalog,
+                     database: str) -> list[tuple[datetime, datetime]]:
+    """The stretches of time (UTC) a restore of ``database`` can reach.
 
-    Random draws from the recovery fork a latest restore follows: each full covers
-    the time from its finish to the next full's, as far as its chain of differentials
-    and logs reaches.  Moments no chain reaches (a week without log backups, say) are
-    left out, so the draw proves what the repository can restore; the gaps themselves
-    are verify's and check's findings.
+    Within the recovery fork a latest restore follows, each full covers the time from
+    its finish to the next full's, as far as its chain of differentials and logs
+    reaches; a week without log backups, say, leaves a gap between two spans.
     """
-    if spec in (None, "latest"):
-        return "latest", None
-    if spec != "random":
-        return "time", parse_aware(spec, "drill target")
     rows = require_database(catalog, database)
     fork = plan_restore(rows, None).recovery_fork
     in_fork = [r for r in catalog.records if r.database == database
@@ -217,8 +211,27 @@ def choose_target(catalog: SqlServerCatalog, database: str, spec: str | None,
     for index, start in enumerate(starts):
         bound = starts[index + 1] - _TICK if index + 1 < len(starts) else end
         reach = _reach(rows, fork, start, max(start, bound))
-        if reach is not None:
+        if reach is None:
+            continue
+        if spans and start - spans[-1][1] <= 2 * _TICK:  # the next full carries on
+            spans[-1] = (spans[-1][0], reach)
+        else:
             spans.append((start, reach))
+    return spans
+
+
+def choose_target(catalog: SqlServerCatalog, database: str, spec: str | None,
+                  rng: random.Random | None = None) -> tuple[str, datetime | None]:
+    """``latest`` (None), ``random`` (uniform over the restorable moments), or an ISO time.
+
+    Random draws from ``restorable_spans``, so the draw proves what the repository can
+    restore; the gaps themselves are verify's and check's findings.
+    """
+    if spec in (None, "latest"):
+        return "latest", None
+    if spec != "random":
+        return "time", parse_aware(spec, "drill target")
+    spans = restorable_spans(catalog, database)
     total = sum((b - a).total_seconds() for a, b in spans)
     if not spans:
         raise SqlServerPlanError(f"no moment of {database} in its newest recovery fork can be "

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pitrflow.config import InstanceConfig
-from pitrflow.drill.record import store_evidence, store_record
+from pitrflow.drill.record import drill_history, store_evidence, store_record
 from pitrflow.engines.sqlserver import render as _render
 from pitrflow.engines.sqlserver.backup import take_sqlserver_backup
 from pitrflow.engines.sqlserver.catalog import (
@@ -23,14 +23,19 @@ from pitrflow.engines.sqlserver.catalog import (
     recording_path,
 )
 from pitrflow.engines.sqlserver.connection import open_session
-from pitrflow.engines.sqlserver.drill import QualitySettings, drill_record, run_drill
+from pitrflow.engines.sqlserver.drill import (
+    QualitySettings,
+    drill_record,
+    restorable_spans,
+    run_drill,
+)
 from pitrflow.engines.sqlserver.restore import (
     PreparedRestore,
     dry_run_script,
     execute_restore,
     prepare_restore,
 )
-from pitrflow.errors import ConfigError
+from pitrflow.errors import ConfigError, PitrError
 from pitrflow.storage.base import Repository
 
 
@@ -114,19 +119,31 @@ def sqlserver_drill(instance_cfg: InstanceConfig, repo: Repository,
 
 
 def sqlserver_info(instance_cfg: InstanceConfig, repo: Repository) -> dict[str, Any]:
-    """What the repository holds for the instance, and what it rejected and why."""
+    """What the repository holds for the instance, what it rejected and why, the window a
+    restore can reach, each backup's last verify, and the drill history."""
+    from pitrflow.catalog.verify import verify_status
+
     _require_sqlserver(instance_cfg)
     catalog = read_sqlserver_catalog(repo, instance_cfg.name)
+    windows: dict[str, Any] = {}
+    for database in catalog.databases():
+        try:
+            windows[database] = [{"from": a.isoformat(), "to": b.isoformat()}
+                                 for a, b in restorable_spans(catalog, database)]
+        except PitrError as exc:  # the latest plan itself is refused: say why, not crash
+            windows[database] = {"problem": exc.message}
     return {
         "instance": instance_cfg.name, "engine": "sqlserver",
         "backups": [
             {"id": r.id, "type": r.kind, "database": r.database,
              "backup_set_id": r.backup_set_id, "first_lsn": str(r.rows[0].first_lsn),
              "last_lsn": str(r.rows[0].last_lsn), "size_bytes": r.size_bytes,
-             "source": r.source}
+             "source": r.source, "verify": verify_status(repo, instance_cfg.name, r.id)}
             for r in catalog.records
         ],
         "rejected": [{"id": k, "reason": v} for k, v in sorted(catalog.rejected.items())],
+        "restorable": windows,
+        "drills": [d.to_dict() for d in drill_history(repo, instance_cfg.name)],
     }
 
 
