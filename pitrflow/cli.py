@@ -104,8 +104,10 @@ def _restore_sqlserver(args: argparse.Namespace, config: Config, target: datetim
                        config_path=str(config.source), database_name=prepared.new_name,
                        replace=args.replace)
     if args.dry_run:
-        key = f"restore-plan-{args.instance}".lower().replace("_", "-").replace(".", "-")
-        print(f"dry run: nothing was changed (plan and T-SQL: artifact {key})")
+        from pitrflow.render import artifact_key
+
+        print("dry run: nothing was changed (plan and T-SQL: artifact "
+              f"{artifact_key('restore-plan', args.instance)})")
         return 0
     print(result["connect_hint"])
     return 0

@@ -238,6 +238,11 @@ def drill_markdown(record: Any, kept_at: str | None = None) -> str:
     return text
 
 
+def artifact_key(kind: str, instance: str) -> str:
+    """The key a Prefect artifact is published under (Prefect allows a-z, 0-9 and -)."""
+    return f"{kind}-{instance}".lower().replace("_", "-").replace(".", "-")
+
+
 def drill_history_text(records: list[Any]) -> str:
     if not records:
         return "drills: none yet"

@@ -11,13 +11,9 @@ from prefect.cache_policies import NONE
 from pitrflow.config import Config
 from pitrflow.engines.postgres.basebackup import BackupOutcome, take_backup
 from pitrflow.engines.postgres.incremental import take_incremental
-from pitrflow.render import backup_dict, backup_markdown
+from pitrflow.render import artifact_key, backup_dict, backup_markdown
 from pitrflow.storage import open_repository
 from tasks.runtime import config_for, core_logs_to_run_log, retry_transient
-
-
-def artifact_key(kind: str, instance: str) -> str:
-    return f"{kind}-{instance}".lower().replace("_", "-").replace(".", "-")
 
 
 def _publish(outcome: BackupOutcome, instance: str, what: str) -> dict[str, Any]:

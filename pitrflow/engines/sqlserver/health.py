@@ -186,7 +186,7 @@ def _retention(instance: InstanceConfig, catalog: SqlServerCatalog, now: datetim
 def worker_check(instance: InstanceConfig) -> Check:
     """backup_dir_worker exists and takes a file: the server's backups arrive there."""
     directory = instance.backup_dir_worker
-    if directory is None and "://" in instance.backup_dir_server:
+    if directory is None and instance.backup_to_url:
         # BACKUP TO URL: the server writes into the repository; no shared directory.
         return Check("backup_dir_worker", True,
                      f"not needed: backups go to {instance.backup_dir_server}")

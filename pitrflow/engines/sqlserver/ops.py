@@ -26,7 +26,6 @@ from pitrflow.engines.sqlserver.connection import open_session
 from pitrflow.engines.sqlserver.drill import (
     QualitySettings,
     drill_record,
-    restorable_spans,
     run_drill,
 )
 from pitrflow.engines.sqlserver.restore import (
@@ -35,6 +34,7 @@ from pitrflow.engines.sqlserver.restore import (
     execute_restore,
     prepare_restore,
 )
+from pitrflow.engines.sqlserver.window import restorable_spans
 from pitrflow.errors import ConfigError, PitrError
 from pitrflow.storage.base import Repository
 
