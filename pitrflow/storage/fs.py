@@ -139,6 +139,30 @@ class FsRepository:
         with self.open_reader(key) as handle:
             return handle.read()
 
+    def read_range(self, key: str, offset: int, length: int) -> bytes:
+        try:
+            fd = os.open(self.path_of(key), os.O_RDONLY)
+        except FileNotFoundError:
+            raise ObjectNotFoundError(
+                f"object {key} is missing from repository {self.root}",
+                "the repository was changed outside pitrflow; run pitr verify",
+            ) from None
+        try:
+            data = os.pread(fd, length, offset)
+            while len(data) < length:  # pread may return less on some file systems
+                more = os.pread(fd, length - len(data), offset + len(data))
+                if not more:
+                    break
+                data += more
+        finally:
+            os.close(fd)
+        if len(data) != length:
+            raise RepositoryError(
+                f"object {key} ends before byte {offset + length} (read {len(data)} of "
+                f"{length} bytes from {offset})",
+                "the repository copy is truncated: run pitr verify")
+        return data
+
     def exists(self, key: str) -> bool:
         return self.path_of(key).is_file()
 

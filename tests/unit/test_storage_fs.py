@@ -91,6 +91,26 @@ def test_empty_object(repo: Repository) -> None:
     assert listed(repo) == [("k/empty", 0)]
 
 
+def test_read_range_returns_exactly_the_asked_bytes(repo: Repository) -> None:
+    data = bytes(range(256)) * 1000
+    repo.put_bytes("a/ranged", data)
+    assert repo.read_range("a/ranged", 0, 10) == data[:10]
+    assert repo.read_range("a/ranged", 1234, 5000) == data[1234:6234]
+    assert repo.read_range("a/ranged", len(data) - 3, 3) == data[-3:]
+    assert repo.read_range("a/ranged", 7, 0) == b""
+
+
+def test_read_range_past_the_end_names_the_object(repo: Repository) -> None:
+    repo.put_bytes("a/short", b"0123456789")
+    with pytest.raises(RepositoryError, match="a/short ends before byte 20"):
+        repo.read_range("a/short", 5, 15)
+
+
+def test_read_range_of_a_missing_object_names_it(repo: Repository) -> None:
+    with pytest.raises(RepositoryError, match="no/such"):
+        repo.read_range("no/such", 0, 4)
+
+
 def test_missing_object_raises_naming_the_key(repo: Repository) -> None:
     with pytest.raises(ObjectNotFoundError) as caught:
         repo.get_bytes("main/backups/gone/manifest.json")
