@@ -303,7 +303,8 @@ def pitr_cli(config: Path, *args: str, prefect_home: Path, what: str,
 def pitr_core_backup(config_path: Path) -> tuple[float, dict[str, Any]]:
     from pitrflow import procs
     from pitrflow.config import load_config
-    from pitrflow.engines.postgres import basebackup, sql
+    from pitrflow.engines.postgres import sql
+    from pitrflow.engines.postgres.backup import basebackup
     from pitrflow.storage import fs, open_repository
 
     config = load_config(config_path)
@@ -334,10 +335,10 @@ def pitr_core_backup(config_path: Path) -> tuple[float, dict[str, Any]]:
 
 
 def pitr_core_restore(config_path: Path, pgdata: Path, port: int) -> tuple[float, dict[str, Any]]:
-    from pitrflow.catalog.snapshot import read_catalog
     from pitrflow.config import load_config
-    from pitrflow.restore import executor
-    from pitrflow.restore.planner import RestoreTarget, plan_restore
+    from pitrflow.engines.postgres.catalog.snapshot import read_catalog
+    from pitrflow.engines.postgres.restore import executor
+    from pitrflow.engines.postgres.restore.planner import RestoreTarget, plan_restore
     from pitrflow.storage import open_repository
 
     clock = PhaseClock()

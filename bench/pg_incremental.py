@@ -115,7 +115,7 @@ def check_prerequisites(work: Path, scale_gb: float) -> tuple[Path, dict[str, st
     try:
         import psycopg  # noqa: F401
 
-        import pitrflow.engines.postgres.incremental  # noqa: F401
+        import pitrflow.engines.postgres.backup.incremental  # noqa: F401
         from pitrflow.devtools.localpg import default_bin_dir
     except ImportError as exc:
         raise BenchError(f"cannot import {exc.name}: run this with the project's virtualenv "
@@ -161,8 +161,8 @@ class Servers:
 
     def stop_restored(self, pgdata: Path) -> None:
         from pitrflow.engines.postgres.binaries import find_binaries, reachable_for, tool_major
+        from pitrflow.engines.postgres.restore.executor import stop_instance
         from pitrflow.engines.postgres.sysuser import needs_run_as
-        from pitrflow.restore.executor import stop_instance
 
         if not (pgdata / "postmaster.pid").exists() or self.source is None:
             return
@@ -329,7 +329,8 @@ incremental_fallback = false
 
 def pitr_backup(name: str, call: Callable[[], Any]) -> tuple[float, dict[str, Any]]:
     """Time one backup call, with the phases this process can see."""
-    from pitrflow.engines.postgres import basebackup, incremental, sql
+    from pitrflow.engines.postgres import sql
+    from pitrflow.engines.postgres.backup import basebackup, incremental
     from pitrflow.storage import fs
 
     clock = PhaseClock()
@@ -363,9 +364,9 @@ def pitr_backup(name: str, call: Callable[[], Any]) -> tuple[float, dict[str, An
 def pitr_restore(name: str, config_path: Path, config: Any, repo: Any, pgdata: Path,
                  port: int, without: str, servers: Servers) -> tuple[float, dict[str, Any]]:
     """Plan from a catalog that lacks backup `without`, restore to latest, time it."""
-    from pitrflow.catalog.snapshot import read_catalog
-    from pitrflow.restore import executor
-    from pitrflow.restore.planner import RestoreTarget, plan_restore
+    from pitrflow.engines.postgres.catalog.snapshot import read_catalog
+    from pitrflow.engines.postgres.restore import executor
+    from pitrflow.engines.postgres.restore.planner import RestoreTarget, plan_restore
 
     instance = config.instance(INSTANCE)
     warm_page_cache(Path(config.repository.path) / INSTANCE)
@@ -550,9 +551,9 @@ def main() -> int:
 def benchmark(work: Path, scale_gb: float, pattern: str, rounds: int, bin_dir: Path,
               servers: Servers, versions: dict[str, str]) -> dict[str, Any]:
     from pitrflow.devtools.localpg import LocalCluster, world_traversable
-    from pitrflow.engines.postgres.basebackup import take_backup
-    from pitrflow.engines.postgres.incremental import take_incremental
-    from pitrflow.engines.postgres.walship import ship_wal
+    from pitrflow.engines.postgres.backup.basebackup import take_backup
+    from pitrflow.engines.postgres.backup.incremental import take_incremental
+    from pitrflow.engines.postgres.wal.walship import ship_wal
     from pitrflow.storage import open_repository
 
     ports: set[int] = set()

@@ -78,7 +78,7 @@ def child(config_path: str) -> None:
     import resource
 
     from pitrflow.config import load_config
-    from pitrflow.engines.postgres.basebackup import take_backup
+    from pitrflow.engines.postgres.backup.basebackup import take_backup
     from pitrflow.storage import open_repository
 
     config = load_config(config_path)

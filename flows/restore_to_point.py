@@ -6,8 +6,8 @@ from typing import Any
 from prefect import flow
 
 from flows._limits import datadir_lock
+from pitrflow.engines.postgres.restore.planner import RestoreTarget
 from pitrflow.errors import UsageError
-from pitrflow.restore.planner import RestoreTarget
 from tasks.restore import (
     check_restore_target,
     instance_engine,

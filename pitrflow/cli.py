@@ -122,10 +122,10 @@ def cmd_restore(args: argparse.Namespace) -> int:
         raise UsageError("pitr restore of a PostgreSQL instance needs --pgdata DIR",
                          "pass a new or empty directory for the restored data")
     # Plan and check before starting a flow: a refusal is one line and changes nothing.
-    from pitrflow.catalog.snapshot import read_catalog
-    from pitrflow.render import plan_text
-    from pitrflow.restore.executor import RestoreRequest, preflight
-    from pitrflow.restore.planner import RestoreTarget, plan_restore
+    from pitrflow.engines.postgres.catalog.snapshot import read_catalog
+    from pitrflow.engines.postgres.render import plan_text
+    from pitrflow.engines.postgres.restore.executor import RestoreRequest, preflight
+    from pitrflow.engines.postgres.restore.planner import RestoreTarget, plan_restore
     from pitrflow.storage import open_repository
 
     plan = plan_restore(read_catalog(open_repository(config.repository), args.instance),
@@ -183,8 +183,8 @@ def cmd_expire(args: argparse.Namespace) -> int:
         plan, _ = sqlserver_expire(settings, repo, dry_run=True)
         text, empty = expire_text(plan), plan.empty
     else:
-        from pitrflow.catalog.ops import expire
-        from pitrflow.render import expire_text as pg_expire_text
+        from pitrflow.engines.postgres.catalog.ops import expire
+        from pitrflow.engines.postgres.render import expire_text as pg_expire_text
 
         pg_plan, _ = expire(settings, repo, dry_run=True)
         text, empty = pg_expire_text(pg_plan), pg_plan.empty
@@ -222,8 +222,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     config = _config(args)
     from datetime import UTC
 
-    from pitrflow.check import failed_critical, render_lines, run_checks
+    from pitrflow.engines.postgres.health import run_checks
     from pitrflow.engines.sqlserver.maintenance import sqlserver_check
+    from pitrflow.health import failed_critical, render_lines
     from pitrflow.storage import open_repository
 
     settings = config.instance(args.instance)
@@ -286,11 +287,12 @@ def cmd_info(args: argparse.Namespace) -> int:
     config = _config(args)
     from datetime import UTC
 
-    from pitrflow.catalog.retention import plan_expire
-    from pitrflow.catalog.snapshot import read_catalog
-    from pitrflow.catalog.verify import verify_status
+    from pitrflow.catalog.verify_records import verify_status
     from pitrflow.drill.record import drill_history
-    from pitrflow.render import drill_history_text, info_dict, info_text
+    from pitrflow.engines.postgres.catalog.retention import plan_expire
+    from pitrflow.engines.postgres.catalog.snapshot import read_catalog
+    from pitrflow.engines.postgres.render import info_dict, info_text
+    from pitrflow.render import drill_history_text
     from pitrflow.storage import open_repository
 
     repo = open_repository(config.repository)
@@ -340,7 +342,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_wal_fetch(args: argparse.Namespace) -> int:
-    from pitrflow.restore.walfetch import FATAL, wal_fetch
+    from pitrflow.engines.postgres.wal.walfetch import FATAL, wal_fetch
 
     repo = None
     try:

@@ -9,9 +9,10 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 
 from pitrflow.config import Config
-from pitrflow.engines.postgres.basebackup import BackupOutcome, take_backup
-from pitrflow.engines.postgres.incremental import take_incremental
-from pitrflow.render import artifact_key, backup_dict, backup_markdown
+from pitrflow.engines.postgres.backup.basebackup import BackupOutcome, take_backup
+from pitrflow.engines.postgres.backup.incremental import take_incremental
+from pitrflow.engines.postgres.render import backup_dict, backup_markdown
+from pitrflow.render import artifact_key
 from pitrflow.storage import open_repository
 from tasks.runtime import config_for, core_logs_to_run_log, retry_transient
 

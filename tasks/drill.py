@@ -10,8 +10,8 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
-from pitrflow.drill import run
-from pitrflow.drill.integrity import IntegrityReport
+from pitrflow.engines.postgres.drill import run
+from pitrflow.engines.postgres.drill.integrity import IntegrityReport
 from pitrflow.errors import DrillFailedError
 from pitrflow.render import drill_markdown
 from tasks.backup import artifact_key

@@ -10,11 +10,12 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
-from pitrflow.catalog.verify import VerifyResult, verify
-from pitrflow.check import failed_critical, run_checks
+from pitrflow.engines.postgres.catalog.verify import VerifyResult, verify
+from pitrflow.engines.postgres.health import run_checks
 from pitrflow.engines.sqlserver import maintenance as sqlserver
 from pitrflow.engines.sqlserver.verify import SqlServerVerifyResult
 from pitrflow.errors import PitrError
+from pitrflow.health import failed_critical
 from pitrflow.storage import open_repository
 from tasks.backup import artifact_key
 from tasks.runtime import config_for, core_logs_to_run_log

@@ -10,10 +10,15 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 
-from pitrflow.catalog.snapshot import read_catalog
-from pitrflow.render import plan_dict, plan_markdown, restore_markdown, restore_text
-from pitrflow.restore.executor import RestoreRequest, execute_restore, preflight
-from pitrflow.restore.planner import RestorePlan, RestoreTarget, plan_restore
+from pitrflow.engines.postgres.catalog.snapshot import read_catalog
+from pitrflow.engines.postgres.render import (
+    plan_dict,
+    plan_markdown,
+    restore_markdown,
+    restore_text,
+)
+from pitrflow.engines.postgres.restore.executor import RestoreRequest, execute_restore, preflight
+from pitrflow.engines.postgres.restore.planner import RestorePlan, RestoreTarget, plan_restore
 from pitrflow.storage import open_repository
 from tasks.backup import artifact_key
 from tasks.runtime import config_for, core_logs_to_run_log

@@ -8,10 +8,10 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 
-from pitrflow.catalog.ops import expire
 from pitrflow.config import Config
+from pitrflow.engines.postgres.catalog.ops import expire
+from pitrflow.engines.postgres.render import expire_markdown
 from pitrflow.engines.sqlserver import maintenance as sqlserver
-from pitrflow.render import expire_markdown
 from pitrflow.storage import open_repository
 from tasks.backup import artifact_key
 from tasks.runtime import config_for, core_logs_to_run_log, retry_transient

@@ -8,9 +8,10 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 
-from pitrflow.engines.postgres.walnames import format_lsn
-from pitrflow.engines.postgres.walship import ship_wal
-from pitrflow.render import iso, ship_markdown
+from pitrflow.engines.postgres.render import ship_markdown
+from pitrflow.engines.postgres.wal.walnames import format_lsn
+from pitrflow.engines.postgres.wal.walship import ship_wal
+from pitrflow.render import iso
 from pitrflow.storage import open_repository
 from tasks.backup import artifact_key
 from tasks.runtime import config_for, core_logs_to_run_log, retry_transient

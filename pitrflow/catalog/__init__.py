@@ -1,1 +1,1 @@
-"""What backups and WAL exist, read from the repository itself."""
+"""What every engine keeps in the repository the same way: sealed records, verify results."""

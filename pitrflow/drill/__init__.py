@@ -1,1 +1,1 @@
-"""The nightly recovery drill: restore to a scratch instance, check it, measure, tear down."""
+"""Drill records: what each drill restored, how long it took, what it found (every engine)."""

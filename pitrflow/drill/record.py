@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pitrflow.catalog.manifest import dump_record, load_record
+from pitrflow.catalog.records import dump_record, load_record
 from pitrflow.errors import RepositoryError
 from pitrflow.storage.base import Repository
 from pitrflow.storage.layout import drill_key

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import cast
 
-from pitrflow.catalog.manifest import load_manifest
+from pitrflow.engines.postgres.catalog.manifest import load_manifest
 from pitrflow.errors import PitrError, RepositoryError
 from pitrflow.storage.base import ObjectInfo, Repository
 from pitrflow.storage.layout import (

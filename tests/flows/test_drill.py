@@ -11,8 +11,8 @@ import pytest
 
 from flows.recovery_drill import recovery_drill
 from pitrflow.drill.record import drill_history
-from pitrflow.engines.postgres.basebackup import take_backup
-from pitrflow.engines.postgres.walship import ship_wal
+from pitrflow.engines.postgres.backup.basebackup import take_backup
+from pitrflow.engines.postgres.wal.walship import ship_wal
 from pitrflow.errors import DrillFailedError
 from tests.conftest import Env
 from tests.flows.test_flows import _artifact

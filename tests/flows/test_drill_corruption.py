@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from flows.recovery_drill import recovery_drill
-from pitrflow.catalog.snapshot import read_catalog
 from pitrflow.devtools.localpg import LocalCluster, default_bin_dir
-from pitrflow.engines.postgres.basebackup import take_backup
-from pitrflow.engines.postgres.walship import ship_wal
+from pitrflow.engines.postgres.backup.basebackup import take_backup
+from pitrflow.engines.postgres.catalog.snapshot import read_catalog
+from pitrflow.engines.postgres.wal.walship import ship_wal
 from pitrflow.errors import CommandFailedError, DrillFailedError
 from tests.conftest import free_port, write_config
 

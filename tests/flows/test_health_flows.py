@@ -9,8 +9,8 @@ import pytest
 from flows.check import check
 from flows.expire import expire
 from flows.verify import verify
-from pitrflow.engines.postgres.basebackup import take_backup
-from pitrflow.engines.postgres.walship import ship_wal
+from pitrflow.engines.postgres.backup.basebackup import take_backup
+from pitrflow.engines.postgres.wal.walship import ship_wal
 from tasks.health import CheckFailedError, VerifyFailedError
 from tests.conftest import Env
 from tests.flows.test_flows import _artifact
@@ -54,7 +54,7 @@ def test_expire_verify_check_flows(env18: Env) -> None:
 
 def test_backup_flow_expires_after_a_successful_backup(env18: Env) -> None:
     from flows.backup_full import backup_full
-    from pitrflow.catalog.snapshot import read_catalog
+    from pitrflow.engines.postgres.catalog.snapshot import read_catalog
 
     env = env18
     env.config_path.write_text(env.config_path.read_text()

@@ -15,14 +15,14 @@ import psycopg
 import pytest
 
 from pitrflow import procs
-from pitrflow.catalog.snapshot import read_catalog
 from pitrflow.config import InstanceConfig
 from pitrflow.devtools.localpg import LocalCluster
-from pitrflow.engines.postgres.basebackup import take_backup
+from pitrflow.engines.postgres.backup.basebackup import take_backup
+from pitrflow.engines.postgres.backup.incremental import take_incremental
+from pitrflow.engines.postgres.catalog.snapshot import read_catalog
 from pitrflow.engines.postgres.connection import connect
-from pitrflow.engines.postgres.facts import read_source_catalog
-from pitrflow.engines.postgres.incremental import take_incremental
-from pitrflow.engines.postgres.walship import ship_wal
+from pitrflow.engines.postgres.drill.facts import read_source_catalog
+from pitrflow.engines.postgres.wal.walship import ship_wal
 from pitrflow.errors import ServerError
 from tests.conftest import Env
 

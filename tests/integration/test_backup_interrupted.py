@@ -8,9 +8,9 @@ import subprocess
 import sys
 import time
 
-from pitrflow.catalog.snapshot import read_catalog
-from pitrflow.engines.postgres.basebackup import take_backup
-from pitrflow.render import info_dict
+from pitrflow.engines.postgres.backup.basebackup import take_backup
+from pitrflow.engines.postgres.catalog.snapshot import read_catalog
+from pitrflow.engines.postgres.render import info_dict
 from tests.conftest import Env, write_config
 
 
@@ -24,7 +24,7 @@ def test_killed_backup_leaves_nothing_valid(env: Env) -> None:
     slow.source.write_text(slow_text)
     script = ("import sys; from pitrflow.config import load_config; "
               "from pitrflow.storage import open_repository; "
-              "from pitrflow.engines.postgres.basebackup import take_backup; "
+              "from pitrflow.engines.postgres.backup.basebackup import take_backup; "
               "c = load_config(sys.argv[1]); "
               "take_backup(c.instance('main'), open_repository(c.repository))")
     proc = subprocess.Popen([sys.executable, "-c", script, str(slow.source)],

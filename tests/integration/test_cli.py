@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from pitrflow.catalog.snapshot import read_catalog
-from pitrflow.engines.postgres.basebackup import take_backup
-from pitrflow.engines.postgres.walship import ship_wal
+from pitrflow.engines.postgres.backup.basebackup import take_backup
+from pitrflow.engines.postgres.catalog.snapshot import read_catalog
+from pitrflow.engines.postgres.wal.walship import ship_wal
 from tests.conftest import Env, free_port, restored_ids
 
 PITR = [sys.executable, "-m", "pitrflow.cli"]
@@ -174,8 +174,8 @@ def test_drill_cli_fails_loudly_and_info_shows_history(env18: Env, tmp_path: Pat
 
 def test_restore_command_line_fetches_a_segment(env18: Env, tmp_path: Path) -> None:
     """The restore_command a non-root worker gets (pitr wal-fetch) works as PostgreSQL runs it."""
-    from pitrflow.restore.executor import RestoreRequest, _restore_command
-    from pitrflow.restore.planner import RestoreTarget, plan_restore
+    from pitrflow.engines.postgres.restore.executor import RestoreRequest, _restore_command
+    from pitrflow.engines.postgres.restore.planner import RestoreTarget, plan_restore
 
     env = env18
     take_backup(env.instance, env.repo)

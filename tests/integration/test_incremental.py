@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from pitrflow.catalog.snapshot import read_catalog
-from pitrflow.engines.postgres.basebackup import take_backup
-from pitrflow.engines.postgres.incremental import take_incremental
-from pitrflow.engines.postgres.walnames import segment_name
-from pitrflow.engines.postgres.walship import ship_wal
+from pitrflow.engines.postgres.backup.basebackup import take_backup
+from pitrflow.engines.postgres.backup.incremental import take_incremental
+from pitrflow.engines.postgres.catalog.snapshot import read_catalog
+from pitrflow.engines.postgres.restore.executor import RestoreRequest, execute_restore
+from pitrflow.engines.postgres.restore.planner import RestoreTarget, plan_restore
+from pitrflow.engines.postgres.wal.walnames import segment_name
+from pitrflow.engines.postgres.wal.walship import ship_wal
 from pitrflow.errors import BackupRefusedError, RestoreRefusedError
-from pitrflow.restore.executor import RestoreRequest, execute_restore
-from pitrflow.restore.planner import RestoreTarget, plan_restore
 from tests.conftest import Env, free_port, restored_ids
 
 

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from pitrflow.catalog.snapshot import read_catalog
-from pitrflow.engines.postgres.basebackup import take_backup
-from pitrflow.engines.postgres.walship import ship_wal
+from pitrflow.engines.postgres.backup.basebackup import take_backup
+from pitrflow.engines.postgres.catalog.snapshot import read_catalog
+from pitrflow.engines.postgres.restore.executor import RestoreRequest, execute_restore
+from pitrflow.engines.postgres.restore.planner import RestoreTarget, plan_restore
+from pitrflow.engines.postgres.wal.walship import ship_wal
 from pitrflow.errors import RestoreRefusedError, WalGapError
-from pitrflow.restore.executor import RestoreRequest, execute_restore
-from pitrflow.restore.planner import RestoreTarget, plan_restore
 from tests.conftest import Env, free_port, restored_ids
 
 
@@ -152,7 +152,7 @@ def test_restore_without_the_zstd_program(env18: Env, monkeypatch: pytest.Monkey
     """Hosts without the zstd program decompress in-process; the result is the same."""
     import shutil as real_shutil
 
-    from pitrflow.restore import fetch
+    from pitrflow.engines.postgres.restore import fetch
 
     which = real_shutil.which
     monkeypatch.setattr(fetch.shutil, "which",

@@ -26,7 +26,7 @@ import pytest
 from psycopg import sql
 from sqlalchemy.engine import URL
 
-from pitrflow.engines.postgres.facts import read_source_catalog
+from pitrflow.engines.postgres.drill.facts import read_source_catalog
 from pitrflow.quality.generate import TableFacts, generate_suites
 from pitrflow.quality.run_gx import QualityRunError, SuiteRunReport, run_suites
 from pitrflow.quality.suites import (

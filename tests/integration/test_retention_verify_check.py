@@ -9,19 +9,19 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pitrflow.catalog.expire import execute_expire
-from pitrflow.catalog.ops import expire
-from pitrflow.catalog.retention import plan_expire
-from pitrflow.catalog.snapshot import read_catalog
-from pitrflow.catalog.verify import verify
 from pitrflow.config import RetentionConfig
-from pitrflow.engines.postgres.basebackup import take_backup
-from pitrflow.engines.postgres.incremental import take_incremental
-from pitrflow.engines.postgres.walnames import parse_segment_name
-from pitrflow.engines.postgres.walship import ship_wal
+from pitrflow.engines.postgres.backup.basebackup import take_backup
+from pitrflow.engines.postgres.backup.incremental import take_incremental
+from pitrflow.engines.postgres.catalog.expire import execute_expire
+from pitrflow.engines.postgres.catalog.ops import expire
+from pitrflow.engines.postgres.catalog.retention import plan_expire
+from pitrflow.engines.postgres.catalog.snapshot import read_catalog
+from pitrflow.engines.postgres.catalog.verify import verify
+from pitrflow.engines.postgres.restore.executor import RestoreRequest, execute_restore
+from pitrflow.engines.postgres.restore.planner import RestoreTarget, plan_restore
+from pitrflow.engines.postgres.wal.walnames import parse_segment_name
+from pitrflow.engines.postgres.wal.walship import ship_wal
 from pitrflow.errors import RestoreRefusedError
-from pitrflow.restore.executor import RestoreRequest, execute_restore
-from pitrflow.restore.planner import RestoreTarget, plan_restore
 from pitrflow.storage.layout import EXPIRING_NAME
 from tests.conftest import Env, free_port, restored_ids
 

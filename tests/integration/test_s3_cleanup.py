@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from pitrflow.catalog.snapshot import read_catalog
-from pitrflow.engines.postgres.basebackup import take_backup
-from pitrflow.engines.postgres.walship import ship_wal
+from pitrflow.engines.postgres.backup.basebackup import take_backup
+from pitrflow.engines.postgres.catalog.snapshot import read_catalog
+from pitrflow.engines.postgres.wal.walship import ship_wal
 from pitrflow.storage.base import ObjectInfo
 from pitrflow.storage.cleanup import (
     execute_cleanup,

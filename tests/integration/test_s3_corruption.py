@@ -16,11 +16,11 @@ import sys
 import pytest
 import zstandard
 
-from pitrflow.catalog.snapshot import read_catalog
-from pitrflow.engines.postgres.basebackup import take_backup
-from pitrflow.engines.postgres.walship import ship_wal
+from pitrflow.engines.postgres.backup.basebackup import take_backup
+from pitrflow.engines.postgres.catalog.snapshot import read_catalog
+from pitrflow.engines.postgres.restore.planner import RestoreTarget, plan_restore
+from pitrflow.engines.postgres.wal.walship import ship_wal
 from pitrflow.errors import ChecksumMismatchError
-from pitrflow.restore.planner import RestoreTarget, plan_restore
 from pitrflow.storage.layout import backup_object
 from tests.conftest import Env, restored_ids
 from tests.integration import test_pitr_postgres as pitr

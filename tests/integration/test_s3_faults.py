@@ -12,9 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from pitrflow.catalog.snapshot import read_catalog
-from pitrflow.engines.postgres.basebackup import take_backup
-from pitrflow.engines.postgres.walship import ship_wal
+from pitrflow.engines.postgres.backup.basebackup import take_backup
+from pitrflow.engines.postgres.catalog.snapshot import read_catalog
+from pitrflow.engines.postgres.wal.walship import ship_wal
 from pitrflow.errors import RepositoryError
 from pitrflow.storage.s3_parts import SINGLE_PUT_LIMIT
 from tests.conftest import Env, restored_ids

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import psycopg
 
-from pitrflow.catalog.snapshot import read_catalog
 from pitrflow.config import parse_config
 from pitrflow.devtools.localpg import LocalCluster, default_bin_dir
-from pitrflow.engines.postgres.basebackup import take_backup
-from pitrflow.engines.postgres.walship import ship_wal
-from pitrflow.restore.executor import RestoreRequest, execute_restore
-from pitrflow.restore.planner import RestoreTarget, plan_restore
+from pitrflow.engines.postgres.backup.basebackup import take_backup
+from pitrflow.engines.postgres.catalog.snapshot import read_catalog
+from pitrflow.engines.postgres.restore.executor import RestoreRequest, execute_restore
+from pitrflow.engines.postgres.restore.planner import RestoreTarget, plan_restore
+from pitrflow.engines.postgres.wal.walship import ship_wal
 from pitrflow.storage import open_repository
 from tests.conftest import free_port, restored_ids
 

@@ -8,16 +8,15 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from pitrflow.catalog.manifest import (
+from pitrflow.catalog.records import dump_record, load_record
+from pitrflow.engines.postgres.catalog.manifest import (
     BackupManifest,
     FileEntry,
     Mark,
     dump_manifest,
     dump_mark,
-    dump_record,
     load_manifest,
     load_mark,
-    load_record,
 )
 from pitrflow.errors import RepositoryError
 

@@ -11,17 +11,17 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from pitrflow.catalog.manifest import BackupManifest, FileEntry
-from pitrflow.catalog.snapshot import Catalog
-from pitrflow.engines.postgres.walnames import TimelineSwitch, segment_name
-from pitrflow.errors import RestoreRefusedError, UsageError
-from pitrflow.restore.planner import (
+from pitrflow.engines.postgres.catalog.manifest import BackupManifest, FileEntry
+from pitrflow.engines.postgres.catalog.snapshot import Catalog
+from pitrflow.engines.postgres.restore.planner import (
     RestorePlan,
     RestoreTarget,
     Window,
     plan_restore,
     recoverable_window,
 )
+from pitrflow.engines.postgres.wal.walnames import TimelineSwitch, segment_name
+from pitrflow.errors import RestoreRefusedError, UsageError
 from pitrflow.storage.layout import MarkEntry, WalEntry, mark_key, wal_key
 
 SEG = 16 * 1024 * 1024

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from pitrflow.engines.postgres.walnames import TimelineSwitch, parse_history
-from pitrflow.restore.timelines import (
+from pitrflow.engines.postgres.wal.timelines import (
     TimelineSpan,
     required_segments,
     span_of,
     timeline_path,
 )
+from pitrflow.engines.postgres.wal.walnames import TimelineSwitch, parse_history
 
 SEG = 16 * 1024 * 1024  # 0x1000000
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pitrflow.engines.postgres.walnames import (
+from pitrflow.engines.postgres.wal.walnames import (
     DEFAULT_SEGMENT_SIZE,
     TimelineSwitch,
     format_lsn,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pitrflow.engines.postgres.binaries import PgBinaries
-from pitrflow.engines.postgres.walnames import format_lsn
+from pitrflow.engines.postgres.wal.walnames import format_lsn
 
 
 def compress_option(mode: str, level: int, workers: int, server_major: int) -> list[str]:

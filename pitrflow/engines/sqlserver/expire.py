@@ -1,6 +1,6 @@
 """Carry out a SQL Server expire plan so that an interruption never leaves a false backup.
 
-Per backup set, as for PostgreSQL (``pitrflow.catalog.expire``): an ``expiring.json``
+Per backup set, as for PostgreSQL (``engines.postgres.catalog.expire``): an ``expiring.json``
 marker first (the catalog then rejects the set even while its manifest exists), then
 the manifest, then the files, then its verify record, then the marker.  A run
 interrupted anywhere leaves either a valid backup or one the catalog reports as

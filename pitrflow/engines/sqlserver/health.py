@@ -14,8 +14,7 @@ import os
 import tempfile
 from datetime import datetime, timedelta
 
-from pitrflow.catalog.verify import verify_status
-from pitrflow.check import Check, age_text, drill_check
+from pitrflow.catalog.verify_records import verify_status
 from pitrflow.config import InstanceConfig
 from pitrflow.engines.sqlserver.backup import (
     DATABASE_STATE_SQL,
@@ -32,6 +31,7 @@ from pitrflow.engines.sqlserver.planner import is_restore_base
 from pitrflow.engines.sqlserver.record import SqlServerBackupRecord
 from pitrflow.engines.sqlserver.verify import log_chain
 from pitrflow.errors import PitrError
+from pitrflow.health import Check, age_text, drill_check
 from pitrflow.storage.base import Repository
 from pitrflow.storage.layout import verify_key
 

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from pitrflow.check import Check
 from pitrflow.config import InstanceConfig
 from pitrflow.engines.sqlserver.catalog import read_sqlserver_catalog
 from pitrflow.engines.sqlserver.expire import SqlServerExpireResult, execute_sqlserver_expire
@@ -24,6 +23,7 @@ from pitrflow.engines.sqlserver.retention import (
 )
 from pitrflow.engines.sqlserver.verify import SqlServerVerifyResult, verify_sqlserver
 from pitrflow.errors import ConfigError
+from pitrflow.health import Check
 from pitrflow.storage.base import Repository
 
 
@@ -56,7 +56,7 @@ def sqlserver_verify(instance_cfg: InstanceConfig, repo: Repository,
 
 def sqlserver_check(instance_cfg: InstanceConfig, repo: Repository,
                     now: datetime) -> list[Check]:
-    """Server, repository and worker checks, as ``pitrflow.check.run_checks`` gives them."""
+    """Server, repository and worker checks, in the shape PostgreSQL's checks give them."""
     _require_sqlserver(instance_cfg)
     return run_sqlserver_checks(instance_cfg, repo, now)
 

@@ -121,7 +121,7 @@ def sqlserver_drill(instance_cfg: InstanceConfig, repo: Repository,
 def sqlserver_info(instance_cfg: InstanceConfig, repo: Repository) -> dict[str, Any]:
     """What the repository holds for the instance, what it rejected and why, the window a
     restore can reach, each backup's last verify, and the drill history."""
-    from pitrflow.catalog.verify import verify_status
+    from pitrflow.catalog.verify_records import verify_status
 
     _require_sqlserver(instance_cfg)
     catalog = read_sqlserver_catalog(repo, instance_cfg.name)

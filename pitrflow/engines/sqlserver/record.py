@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import PureWindowsPath
 from typing import Any, Literal
 
-from pitrflow.catalog.manifest import dump_record, load_record
+from pitrflow.catalog.records import dump_record, load_record
 from pitrflow.engines.sqlserver.errors import MsdbHistoryError
 from pitrflow.engines.sqlserver.msdb import BackupSetRow, row_from_mapping
 from pitrflow.errors import RepositoryError

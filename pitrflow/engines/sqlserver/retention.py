@@ -1,7 +1,7 @@
 """SQL Server retention: a pure plan of which backup sets to delete and why.
 
 The catalog in, a decision with a reason for every backup set out, one database at
-a time.  The rules mirror PostgreSQL's (``pitrflow.catalog.retention``):
+a time.  The rules mirror PostgreSQL's (``pitrflow.engines.postgres.catalog.retention``):
 
 * chain anchors are the restorable fulls (not copy-only, written to disk); the
   newest one is always kept, ``full_count`` keeps the newest N, ``window_days``

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pitrflow.catalog.manifest import dump_record
+from pitrflow.catalog.verify_records import store_verify_result
 from pitrflow.config import InstanceConfig
 from pitrflow.engines.sqlserver.catalog import SqlServerCatalog, read_sqlserver_catalog
 from pitrflow.engines.sqlserver.errors import SqlServerPlanError
@@ -24,7 +24,6 @@ from pitrflow.engines.sqlserver.planner import is_differential_of, is_restore_ba
 from pitrflow.engines.sqlserver.record import SqlServerBackupRecord
 from pitrflow.errors import PitrError, UsageError
 from pitrflow.storage.base import CHUNK, HashingReader, Repository
-from pitrflow.storage.layout import verify_key
 
 log = logging.getLogger("pitrflow.sqlserver.verify")
 
@@ -148,8 +147,7 @@ def verify_sqlserver(instance: InstanceConfig, repo: Repository,
     elif chosen[0].kind != "log":
         _attach(results[chosen[0].id], log_chain(catalog, chosen[0].database, chosen[0]))
     for result in results.values():
-        repo.put_bytes(verify_key(instance.name, result.backup_id),
-                       dump_record("verify", result.to_dict()))
+        store_verify_result(repo, instance.name, result.backup_id, result.to_dict())
     return list(results.values())
 
 

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pitrflow.catalog.verify import verify_status
-from pitrflow.check import Check, failed_critical
+from pitrflow.catalog.verify_records import verify_status
 from pitrflow.config import CheckConfig, InstanceConfig
 from pitrflow.engines.sqlserver.catalog import import_recorded_rows, read_sqlserver_catalog
 from pitrflow.engines.sqlserver.health import (
@@ -25,6 +24,7 @@ from pitrflow.engines.sqlserver.health import (
 from pitrflow.engines.sqlserver.maintenance import verify_lines
 from pitrflow.engines.sqlserver.verify import verify_sqlserver
 from pitrflow.errors import UsageError
+from pitrflow.health import Check, failed_critical
 from pitrflow.storage.fs import FsRepository
 from pitrflow.storage.layout import EXPIRING_NAME
 from tests.unit.sqlserver.conftest import WEEKLY, closed_port, sqlserver_instance

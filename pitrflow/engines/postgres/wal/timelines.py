@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pitrflow.engines.postgres.walnames import TimelineSwitch, segment_name
+from pitrflow.engines.postgres.wal.walnames import TimelineSwitch, segment_name
 
 
 @dataclass(frozen=True)

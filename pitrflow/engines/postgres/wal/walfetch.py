@@ -14,13 +14,13 @@ import os
 import shutil
 from pathlib import Path
 
-from pitrflow.engines.postgres.walnames import (
+from pitrflow.engines.postgres.restore.fetch import fetch_wal_segment
+from pitrflow.engines.postgres.wal.walnames import (
     DEFAULT_SEGMENT_SIZE,
     is_history_name,
     is_segment_name,
     parse_segment_name,
 )
-from pitrflow.restore.fetch import fetch_wal_segment
 from pitrflow.storage.base import HashingReader, Repository
 from pitrflow.storage.layout import HistoryEntry, WalEntry, parse_key
 

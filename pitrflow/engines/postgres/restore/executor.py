@@ -21,10 +21,18 @@ from pathlib import Path
 
 from pitrflow import procs
 from pitrflow.config import InstanceConfig
-from pitrflow.drill.access import DRILL_HBA
 from pitrflow.engines.postgres import commands
 from pitrflow.engines.postgres.binaries import PgBinaries, find_binaries, reachable_for
-from pitrflow.engines.postgres.recovery import (
+from pitrflow.engines.postgres.drill.access import DRILL_HBA
+from pitrflow.engines.postgres.restore.combine import combine_chain
+from pitrflow.engines.postgres.restore.fetch import (
+    check_restorable_layout,
+    extract_backup,
+    prefetch_wal,
+    verify_backup_objects,
+)
+from pitrflow.engines.postgres.restore.planner import RestorePlan
+from pitrflow.engines.postgres.restore.recovery import (
     RecoverySettings,
     wait_for_promotion,
     write_recovery_config,
@@ -36,14 +44,6 @@ from pitrflow.engines.postgres.sysuser import (
     needs_run_as,
 )
 from pitrflow.errors import PitrError, RestoreRefusedError
-from pitrflow.restore.combine import combine_chain
-from pitrflow.restore.fetch import (
-    check_restorable_layout,
-    extract_backup,
-    prefetch_wal,
-    verify_backup_objects,
-)
-from pitrflow.restore.planner import RestorePlan
 from pitrflow.storage.base import Repository
 
 log = logging.getLogger("pitrflow.restore")
@@ -294,7 +294,7 @@ def _bootstrap_superuser(instance: InstanceConfig, socket_dir: Path, port: int) 
 
 
 def _prefetch_histories(repo: Repository, plan: RestorePlan, spool: Path) -> None:
-    from pitrflow.restore.walfetch import wal_fetch
+    from pitrflow.engines.postgres.wal.walfetch import wal_fetch
 
     for tli in range(2, plan.timeline + 1):
         name = f"{tli:08X}.history"

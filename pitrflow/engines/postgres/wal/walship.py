@@ -26,14 +26,15 @@ from pathlib import Path
 import zstandard
 
 from pitrflow import procs
-from pitrflow.catalog.manifest import Mark, dump_mark
-from pitrflow.catalog.snapshot import Catalog, read_catalog
 from pitrflow.config import InstanceConfig
 from pitrflow.engines.postgres import commands, sql
 from pitrflow.engines.postgres.binaries import find_binaries
+from pitrflow.engines.postgres.catalog.manifest import Mark, dump_mark
+from pitrflow.engines.postgres.catalog.snapshot import Catalog, read_catalog
 from pitrflow.engines.postgres.connection import connect, libpq_args, libpq_env
-from pitrflow.engines.postgres.slots import SlotInfo, ensure_slot, slot_info
-from pitrflow.engines.postgres.walnames import (
+from pitrflow.engines.postgres.wal.slots import SlotInfo, ensure_slot, slot_info
+from pitrflow.engines.postgres.wal.timelines import timeline_path
+from pitrflow.engines.postgres.wal.walnames import (
     format_lsn,
     is_history_name,
     is_segment_name,
@@ -43,7 +44,6 @@ from pitrflow.engines.postgres.walnames import (
     segment_name,
 )
 from pitrflow.errors import ServerError, WalGapError
-from pitrflow.restore.timelines import timeline_path
 from pitrflow.storage.base import Repository
 from pitrflow.storage.layout import WalEntry, history_key, mark_key, wal_key
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from pitrflow.catalog.expire import ExpireResult, execute_expire
-from pitrflow.catalog.retention import ExpirePlan, plan_expire
-from pitrflow.catalog.snapshot import read_catalog
 from pitrflow.config import InstanceConfig
+from pitrflow.engines.postgres.catalog.expire import ExpireResult, execute_expire
+from pitrflow.engines.postgres.catalog.retention import ExpirePlan, plan_expire
+from pitrflow.engines.postgres.catalog.snapshot import read_catalog
 from pitrflow.storage.base import Repository
 
 

@@ -11,8 +11,8 @@ import time
 from dataclasses import dataclass, field
 
 from pitrflow import procs
-from pitrflow.drill.access import ScratchAccess, databases
 from pitrflow.engines.postgres.binaries import PgBinaries
+from pitrflow.engines.postgres.drill.access import ScratchAccess, databases
 
 
 @dataclass

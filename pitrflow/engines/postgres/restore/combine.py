@@ -16,11 +16,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from pitrflow import procs
-from pitrflow.catalog.manifest import BackupManifest
 from pitrflow.engines.postgres import commands
 from pitrflow.engines.postgres.binaries import PgBinaries
+from pitrflow.engines.postgres.catalog.manifest import BackupManifest
+from pitrflow.engines.postgres.restore.fetch import extract_backup
 from pitrflow.engines.postgres.sysuser import chown_tree
-from pitrflow.restore.fetch import extract_backup
 from pitrflow.storage.base import Repository
 
 

@@ -13,8 +13,8 @@ import json
 import logging
 from dataclasses import dataclass, field
 
-from pitrflow.catalog.retention import ExpirePlan
-from pitrflow.catalog.snapshot import Catalog
+from pitrflow.engines.postgres.catalog.retention import ExpirePlan
+from pitrflow.engines.postgres.catalog.snapshot import Catalog
 from pitrflow.storage.base import Repository
 from pitrflow.storage.layout import EXPIRING_NAME, MANIFEST_NAME, backup_object, verify_key
 

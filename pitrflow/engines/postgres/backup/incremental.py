@@ -12,13 +12,13 @@ import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from pitrflow.catalog.manifest import BackupManifest
-from pitrflow.catalog.snapshot import Catalog, read_catalog
 from pitrflow.config import InstanceConfig
 from pitrflow.engines.postgres import sql
-from pitrflow.engines.postgres.basebackup import BackupOutcome, take_backup
+from pitrflow.engines.postgres.backup.basebackup import BackupOutcome, take_backup
+from pitrflow.engines.postgres.catalog.manifest import BackupManifest
+from pitrflow.engines.postgres.catalog.snapshot import Catalog, read_catalog
 from pitrflow.engines.postgres.connection import connect
-from pitrflow.engines.postgres.walnames import format_lsn, parse_lsn
+from pitrflow.engines.postgres.wal.walnames import format_lsn, parse_lsn
 from pitrflow.errors import BackupRefusedError, CommandFailedError
 from pitrflow.storage.base import HashingReader, Repository
 from pitrflow.storage.layout import backup_object

@@ -17,19 +17,19 @@ from pathlib import Path
 import zstandard
 
 from pitrflow import __version__, procs
-from pitrflow.catalog.manifest import BackupManifest, FileEntry, dump_manifest
-from pitrflow.catalog.snapshot import Catalog, read_catalog
 from pitrflow.config import InstanceConfig
 from pitrflow.engines.postgres import commands, sql
-from pitrflow.engines.postgres.binaries import PgBinaries, find_binaries
-from pitrflow.engines.postgres.connection import connect, libpq_args, libpq_env
-from pitrflow.engines.postgres.pgmanifest import (
+from pitrflow.engines.postgres.backup.pgmanifest import (
     PgManifestFacts,
     parse_pg_manifest,
     read_pg_manifest,
 )
-from pitrflow.engines.postgres.slots import ensure_slot
-from pitrflow.engines.postgres.tarstream import compress_tar_stream
+from pitrflow.engines.postgres.backup.tarstream import compress_tar_stream
+from pitrflow.engines.postgres.binaries import PgBinaries, find_binaries
+from pitrflow.engines.postgres.catalog.manifest import BackupManifest, FileEntry, dump_manifest
+from pitrflow.engines.postgres.catalog.snapshot import Catalog, read_catalog
+from pitrflow.engines.postgres.connection import connect, libpq_args, libpq_env
+from pitrflow.engines.postgres.wal.slots import ensure_slot
 from pitrflow.errors import BackupRefusedError, CommandFailedError, PitrError
 from pitrflow.storage.base import Repository
 from pitrflow.storage.layout import backup_object, backup_prefix, manifest_key

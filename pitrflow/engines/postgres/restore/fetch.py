@@ -22,7 +22,7 @@ from typing import IO
 import zstandard
 
 from pitrflow import procs
-from pitrflow.catalog.manifest import BackupManifest, FileEntry
+from pitrflow.engines.postgres.catalog.manifest import BackupManifest, FileEntry
 from pitrflow.errors import ChecksumMismatchError, CommandFailedError, RestoreRefusedError
 from pitrflow.storage.base import CHUNK, HashingReader, Repository
 from pitrflow.storage.layout import WalEntry, backup_object

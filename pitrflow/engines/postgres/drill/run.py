@@ -9,17 +9,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pitrflow.catalog.snapshot import read_catalog
 from pitrflow.config import Config, InstanceConfig
-from pitrflow.drill.access import ScratchAccess, open_access
-from pitrflow.drill.integrity import IntegrityReport, check_integrity
 from pitrflow.drill.record import DrillRecord, store_evidence, store_record
-from pitrflow.drill.target import DrillTarget, choose_target
 from pitrflow.engines.postgres.binaries import find_binaries, reachable_for
+from pitrflow.engines.postgres.catalog.snapshot import read_catalog
 from pitrflow.engines.postgres.connection import connect
+from pitrflow.engines.postgres.drill.access import ScratchAccess, open_access
+from pitrflow.engines.postgres.drill.integrity import IntegrityReport, check_integrity
+from pitrflow.engines.postgres.drill.target import DrillTarget, choose_target
+from pitrflow.engines.postgres.restore.executor import stop_instance
 from pitrflow.engines.postgres.sql import server_now
 from pitrflow.engines.postgres.sysuser import needs_run_as
-from pitrflow.restore.executor import stop_instance
 from pitrflow.storage import open_repository
 
 log = logging.getLogger("pitrflow.drill")
@@ -44,7 +44,7 @@ def prepare(config: Config, instance: str, spec: str) -> DrillContext:
     record = DrillRecord(instance=instance, started=started, target_mode=target.mode,
                          target_time=target.time, window_from=target.window_from,
                          window_to=target.window_to)
-    from pitrflow.engines.postgres.facts import read_source_catalog
+    from pitrflow.engines.postgres.drill.facts import read_source_catalog
 
     with connect(settings) as conn:
         tables = read_source_catalog(conn)

@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from pitrflow.catalog.manifest import BackupManifest
-from pitrflow.catalog.snapshot import Catalog
 from pitrflow.config import RetentionConfig
-from pitrflow.engines.postgres.walnames import parse_segment_name
+from pitrflow.engines.postgres.catalog.manifest import BackupManifest
+from pitrflow.engines.postgres.catalog.snapshot import Catalog
+from pitrflow.engines.postgres.wal.walnames import parse_segment_name
 from pitrflow.storage.layout import MarkEntry, WalEntry
 
 

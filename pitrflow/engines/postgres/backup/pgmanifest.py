@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from pitrflow.engines.postgres.walnames import parse_lsn
+from pitrflow.engines.postgres.wal.walnames import parse_lsn
 from pitrflow.errors import CommandFailedError
 
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from pitrflow.catalog.manifest import BackupManifest
-from pitrflow.catalog.snapshot import Catalog
-from pitrflow.engines.postgres.walnames import format_lsn
+from pitrflow.engines.postgres.catalog.manifest import BackupManifest
+from pitrflow.engines.postgres.catalog.snapshot import Catalog
+from pitrflow.engines.postgres.wal.timelines import required_segments, span_of, timeline_path
+from pitrflow.engines.postgres.wal.walnames import format_lsn
 from pitrflow.errors import RestoreRefusedError, UsageError
-from pitrflow.restore.timelines import required_segments, span_of, timeline_path
 from pitrflow.storage.layout import MarkEntry, WalEntry
 
 

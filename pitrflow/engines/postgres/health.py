@@ -1,53 +1,24 @@
-"""`pitr check`: one line per check, like `barman check`, for an operator or a monitor.
+"""`pitr check` for PostgreSQL: the server, its slot, the repository, backups, WAL, drills.
 
-Each check is `name: OK (detail)` or `name: FAILED (hint)`.  The exit status
-is non-zero when any critical check fails; the same results render as JSON
-and as a Prefect artifact.
+Each check is one line (pitrflow.health.Check); critical failures make the
+exit status non-zero.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from pitrflow.catalog.snapshot import read_catalog
-from pitrflow.catalog.verify import verify_status
+from pitrflow.catalog.verify_records import verify_status
 from pitrflow.config import InstanceConfig
-from pitrflow.drill.record import drill_history
 from pitrflow.engines.postgres import sql
+from pitrflow.engines.postgres.catalog.snapshot import read_catalog
 from pitrflow.engines.postgres.connection import connect
-from pitrflow.engines.postgres.slots import slot_info
+from pitrflow.engines.postgres.restore.planner import recoverable_window
+from pitrflow.engines.postgres.wal.slots import slot_info
 from pitrflow.errors import PitrError
-from pitrflow.restore.planner import recoverable_window
+from pitrflow.health import Check, age_text, drill_check
 from pitrflow.storage.base import Repository
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    ok: bool
-    detail: str = ""
-    hint: str = ""
-    critical: bool = True
-
-    def line(self) -> str:
-        if self.ok:
-            return f"{self.name}: OK" + (f" ({self.detail})" if self.detail else "")
-        text = f"{self.name}: FAILED ({self.hint or self.detail})"
-        return text if self.critical else text + " [warning]"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def age_text(now: datetime, then: datetime) -> str:
-    seconds = (now - then).total_seconds()
-    if seconds < 120:
-        return f"{seconds:.0f} s ago"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min ago"
-    return f"{seconds / 3600:.1f} h ago"
 
 
 def _server_checks(instance: InstanceConfig, has_incrementals: bool) -> list[Check]:
@@ -128,20 +99,6 @@ def run_checks(instance: InstanceConfig, repo: Repository, now: datetime) -> lis
     return checks
 
 
-def drill_check(instance: InstanceConfig, repo: Repository, now: datetime) -> Check:
-    """The newest passing drill record's age; a warning, never critical."""
-    passing = [d for d in drill_history(repo, instance.name, limit=50) if d.passed]
-    if not passing:
-        return Check("newest passing drill", False,
-                     hint=f"no drill has passed yet: run pitr drill {instance.name}",
-                     critical=False)
-    last = passing[-1].started
-    return Check("newest passing drill",
-                 now - last <= timedelta(hours=instance.check.max_drill_age_hours),
-                 age_text(now, last), f"the newest passing drill is {age_text(now, last)}",
-                 critical=False)
-
-
 def _retention_check(instance: InstanceConfig, catalog: Any, now: datetime) -> Check:
     policy = instance.retention
     window = recoverable_window(catalog)
@@ -160,11 +117,3 @@ def _retention_check(instance: InstanceConfig, catalog: Any, now: datetime) -> C
     if not policy.enabled:
         return Check("retention", True, "no policy configured: nothing is ever expired")
     return Check("retention", True, "policy satisfied")
-
-
-def render_lines(checks: list[Check]) -> str:
-    return "\n".join(c.line() for c in checks)
-
-
-def failed_critical(checks: list[Check]) -> bool:
-    return any(not c.ok and c.critical for c in checks)

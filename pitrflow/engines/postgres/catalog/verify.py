@@ -21,16 +21,17 @@ from typing import Any
 import zstandard
 
 from pitrflow import procs
-from pitrflow.catalog.manifest import BackupManifest, dump_record, load_record
-from pitrflow.catalog.snapshot import Catalog, read_catalog
+from pitrflow.catalog.verify_records import store_verify_result
 from pitrflow.config import InstanceConfig
 from pitrflow.engines.postgres import commands
 from pitrflow.engines.postgres.binaries import find_binaries
-from pitrflow.errors import PitrError, RepositoryError, UsageError
-from pitrflow.restore.fetch import extract_backup
-from pitrflow.restore.timelines import required_segments, timeline_path
+from pitrflow.engines.postgres.catalog.manifest import BackupManifest
+from pitrflow.engines.postgres.catalog.snapshot import Catalog, read_catalog
+from pitrflow.engines.postgres.restore.fetch import extract_backup
+from pitrflow.engines.postgres.wal.timelines import required_segments, timeline_path
+from pitrflow.errors import PitrError, UsageError
 from pitrflow.storage.base import CHUNK, HashingReader, Repository
-from pitrflow.storage.layout import WalEntry, backup_object, verify_key
+from pitrflow.storage.layout import WalEntry, backup_object
 
 log = logging.getLogger("pitrflow.verify")
 
@@ -120,8 +121,7 @@ def verify(instance: InstanceConfig, repo: Repository, backup_id: str | None = N
     results = []
     for backup in chosen:
         result = _verify_one(repo, instance, catalog, backup, wal_seen, scratch_root)
-        repo.put_bytes(verify_key(instance.name, backup.id), dump_record("verify",
-                                                                         result.to_dict()))
+        store_verify_result(repo, instance.name, backup.id, result.to_dict())
         results.append(result)
     return results
 
@@ -158,10 +158,3 @@ def _verify_one(repo: Repository, instance: InstanceConfig, catalog: Catalog,
             result.problems.append(f"pg_verifybackup {backup.id}: {result.pg_verifybackup}")
     return result
 
-
-def verify_status(repo: Repository, instance: str, backup_id: str) -> dict[str, Any] | None:
-    key = verify_key(instance, backup_id)
-    try:
-        return load_record("verify", repo.get_bytes(key), key)
-    except RepositoryError:
-        return None

@@ -10,8 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from pitrflow.catalog.manifest import BackupManifest, Mark, load_manifest, load_mark
-from pitrflow.engines.postgres.walnames import (
+from pitrflow.engines.postgres.catalog.manifest import (
+    BackupManifest,
+    Mark,
+    load_manifest,
+    load_mark,
+)
+from pitrflow.engines.postgres.wal.walnames import (
     DEFAULT_SEGMENT_SIZE,
     TimelineSwitch,
     parse_history,

@@ -1,4 +1,4 @@
-"""Backup manifests and ship marks: small self-checksummed JSON documents.
+"""PostgreSQL backup manifests and ship marks, sealed as pitrflow records.
 
 A manifest is written last, after every object it lists, so its presence is
 what makes a backup real.  It carries a SHA-256 over its own canonical JSON:
@@ -7,15 +7,13 @@ a reader rejects a manifest that was truncated or edited by hand.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
+from pitrflow.catalog.records import seal as _seal
+from pitrflow.catalog.records import unseal as _unseal
 from pitrflow.errors import RepositoryError
-
-FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -66,33 +64,6 @@ class Mark:
     last_segment: str
 
 
-def _canonical(body: dict[str, Any]) -> bytes:
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()
-
-
-def _seal(kind: str, body: dict[str, Any]) -> bytes:
-    doc = {"format": FORMAT, "kind": kind, **body}
-    doc["checksum"] = hashlib.sha256(_canonical(doc)).hexdigest()
-    return json.dumps(doc, sort_keys=True, indent=1, default=str).encode()
-
-
-def _unseal(kind: str, data: bytes, key: str) -> dict[str, Any]:
-    try:
-        doc = json.loads(data)
-        if not isinstance(doc, dict):
-            raise TypeError(kind)
-        recorded = doc.pop("checksum")
-    except (ValueError, KeyError, AttributeError, TypeError):
-        raise RepositoryError(f"{key} is not a valid pitrflow {kind}",
-                              "it may be damaged; run pitr verify") from None
-    if hashlib.sha256(_canonical(doc)).hexdigest() != recorded:
-        raise RepositoryError(f"{key} fails its own checksum",
-                              "it was damaged or edited; run pitr verify")
-    if doc.get("kind") != kind or doc.get("format") != FORMAT:
-        raise RepositoryError(f"{key} is not a format-{FORMAT} {kind}",
-                              "was it written by a newer pitrflow?")
-    return doc
-
 
 def dump_manifest(manifest: BackupManifest) -> bytes:
     body = asdict(manifest)
@@ -139,12 +110,3 @@ def load_mark(data: bytes, key: str) -> Mark:
     except (KeyError, TypeError, ValueError) as exc:
         raise RepositoryError(f"{key} lacks a valid field: {exc}",
                               "it may be damaged; run pitr verify") from None
-
-
-def dump_record(kind: str, body: dict[str, Any]) -> bytes:
-    """Seal any other small record (drill results, verify results)."""
-    return _seal(kind, body)
-
-
-def load_record(kind: str, data: bytes, key: str) -> dict[str, Any]:
-    return _unseal(kind, data, key)

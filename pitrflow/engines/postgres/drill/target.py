@@ -10,9 +10,9 @@ import random
 from dataclasses import dataclass
 from datetime import datetime
 
-from pitrflow.catalog.snapshot import Catalog
+from pitrflow.engines.postgres.catalog.snapshot import Catalog
+from pitrflow.engines.postgres.restore.planner import recoverable_window
 from pitrflow.errors import RestoreRefusedError
-from pitrflow.restore.planner import recoverable_window
 from pitrflow.times import parse_aware
 
 

@@ -1,0 +1,1 @@
+"""PostgreSQL base backups: full and incremental, with pg_basebackup, into the repository."""

@@ -1,0 +1,1 @@
+"""What a PostgreSQL instance's repository holds: the snapshot, retention, expire, verify."""

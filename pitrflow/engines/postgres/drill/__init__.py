@@ -1,0 +1,1 @@
+"""The PostgreSQL recovery drill: target, scratch access, integrity checks, source facts."""

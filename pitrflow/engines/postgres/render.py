@@ -1,0 +1,223 @@
+"""PostgreSQL's plans, catalogs and outcomes as text, JSON and markdown.
+
+One renderer for each object, shared by the CLI, the flows' artifacts and
+the tests, so the three never disagree.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pitrflow.engines.postgres.backup.basebackup import BackupOutcome
+from pitrflow.engines.postgres.catalog.manifest import BackupManifest
+from pitrflow.engines.postgres.catalog.snapshot import Catalog
+from pitrflow.engines.postgres.restore.executor import RestoreOutcome
+from pitrflow.engines.postgres.restore.planner import RestorePlan, recoverable_window
+from pitrflow.engines.postgres.wal.walnames import format_lsn
+from pitrflow.engines.postgres.wal.walship import ShipOutcome
+from pitrflow.render import human_bytes, iso
+
+
+def backup_dict(b: BackupManifest) -> dict[str, Any]:
+    return {
+        "id": b.id, "type": b.type, "parent": b.parent,
+        "start_time": iso(b.start_time), "stop_time": iso(b.stop_time),
+        "start_lsn": format_lsn(b.start_lsn), "stop_lsn": format_lsn(b.stop_lsn),
+        "timeline": b.timeline, "size_bytes": b.size_bytes,
+        "database_size_bytes": b.database_size_bytes, "server_version": b.server_version,
+        "duration_seconds": b.duration_seconds,
+    }
+
+
+def _annotated(b: BackupManifest, verify: dict[str, Any] | None,
+               retention: dict[str, tuple[bool, str]] | None) -> dict[str, Any]:
+    data = backup_dict(b)
+    status = (verify or {}).get(b.id)
+    data["verify"] = ({"ok": status.get("ok"), "at": status.get("verified_at"),
+                       "problems": status.get("problems", [])} if status else None)
+    if retention is not None and b.id in retention:
+        keep, reason = retention[b.id]
+        data["retention"] = {"keep": keep, "reason": reason}
+    return data
+
+
+def info_dict(catalog: Catalog, verify: dict[str, Any] | None = None,
+              retention: dict[str, tuple[bool, str]] | None = None) -> dict[str, Any]:
+    entries = catalog.wal_entries()
+    window = recoverable_window(catalog)
+    newest = catalog.newest_mark
+    return {
+        "instance": catalog.instance,
+        "backups": [_annotated(b, verify, retention) for b in catalog.backups],
+        "rejected": [{"id": k, "reason": v} for k, v in sorted(catalog.rejected.items())],
+        "wal": {
+            "first": entries[0].segment if entries else None,
+            "last": entries[-1].segment if entries else None,
+            "segments": len(entries),
+            "size_bytes": sum(e.size for e in entries),
+        },
+        "marks": {"count": len(catalog.marks),
+                  "newest": {"time": iso(newest.time), "lsn": format_lsn(newest.lsn),
+                             "timeline": newest.timeline} if newest else None},
+        "recoverable": {"from": iso(window.start), "to": iso(window.end)},
+    }
+
+
+def info_text(catalog: Catalog, verify: dict[str, Any] | None = None,
+              retention: dict[str, tuple[bool, str]] | None = None) -> str:
+    data = info_dict(catalog, verify, retention)
+    lines = [f"instance {catalog.instance}"]
+    if not catalog.backups:
+        lines.append("  no backups")
+    for b, item in zip(catalog.backups, data["backups"], strict=True):
+        chain = f" parent {b.parent}" if b.parent else ""
+        status = item["verify"]
+        verified = ("verified ok" if status and status["ok"] else
+                    "VERIFY FAILED" if status else "not verified")
+        kept = item.get("retention")
+        keep_text = "" if kept is None else (
+            "  kept" if kept["keep"] else "  EXPIRES at next expire")
+        lines.append(
+            f"  {b.id}  {b.type:<11} {iso(b.stop_time)}  tl {b.timeline}  "
+            f"{format_lsn(b.start_lsn)}..{format_lsn(b.stop_lsn)}  "
+            f"{human_bytes(b.size_bytes)} (db {human_bytes(b.database_size_bytes)}){chain}"
+            f"  [{verified}]{keep_text}")
+    for item in data["rejected"]:
+        lines.append(f"  {item['id']}  NOT A BACKUP: {item['reason']}")
+    wal = data["wal"]
+    lines.append(f"wal: {wal['segments']} segments, {wal['first']} .. {wal['last']}, "
+                 f"{human_bytes(wal['size_bytes'])} stored")
+    rec = data["recoverable"]
+    lines.append(f"recoverable: {rec['from'] or '-'} .. {rec['to'] or '-'}")
+    return "\n".join(lines)
+
+
+def plan_text(plan: RestorePlan) -> str:
+    lines = [
+        f"restore plan for {plan.instance}, target {plan.target.describe()}",
+        f"  recoverable window: {iso(plan.window_from)} .. {iso(plan.window_to)}",
+        "  chain: " + " -> ".join(f"{b.id} ({b.type})" for b in plan.chain),
+        f"  consistent at {iso(plan.backup.stop_time)} ({format_lsn(plan.backup.stop_lsn)})",
+    ]
+    if plan.wal:
+        lines.append(f"  WAL: {plan.wal[0].segment} .. {plan.wal[-1].segment} "
+                     f"({len(plan.wal)} segments, {human_bytes(plan.wal_bytes)} stored, "
+                     f"{human_bytes(plan.wal_replay_bytes)} to replay) on timeline "
+                     f"{plan.timeline}")
+    else:
+        lines.append("  WAL: none beyond the backup's own")
+    lines.append(f"  local disk needed: {human_bytes(plan.disk_bytes_needed)}")
+    lines += [f"  - {r}" for r in plan.reasons]
+    return "\n".join(lines)
+
+
+def plan_dict(plan: RestorePlan) -> dict[str, Any]:
+    return {
+        "instance": plan.instance, "target": plan.target.describe(),
+        "chain": [backup_dict(b) for b in plan.chain],
+        "wal": {"first": plan.wal[0].segment if plan.wal else None,
+                "last": plan.last_segment, "segments": len(plan.wal),
+                "stored_bytes": plan.wal_bytes, "replay_bytes": plan.wal_replay_bytes},
+        "timeline": plan.timeline, "disk_bytes_needed": plan.disk_bytes_needed,
+        "recoverable": {"from": iso(plan.window_from), "to": iso(plan.window_to)},
+        "reasons": plan.reasons,
+    }
+
+
+def plan_markdown(plan: RestorePlan) -> str:
+    return "## Restore plan\n\n```\n" + plan_text(plan) + "\n```\n"
+
+
+def backup_markdown(outcome: BackupOutcome, notes: list[str] | None = None) -> str:
+    m = outcome.manifest
+    rows = [
+        ("backup", m.id), ("type", m.type), ("parent", m.parent or "-"),
+        ("instance", m.instance), ("PostgreSQL", str(m.server_version)),
+        ("timeline", str(m.timeline)),
+        ("LSN range", f"{format_lsn(m.start_lsn)} .. {format_lsn(m.stop_lsn)}"),
+        ("started", iso(m.start_time) or "-"), ("finished", iso(m.stop_time) or "-"),
+        ("database size", human_bytes(m.database_size_bytes)),
+        ("stored size", human_bytes(m.size_bytes)),
+        ("ratio", f"{m.database_size_bytes / max(m.size_bytes, 1):.1f}x"),
+        ("duration", f"{outcome.seconds:.1f} s"),
+        ("throughput", f"{outcome.throughput_mb_s:.0f} MB/s"),
+        ("compression", m.compression),
+    ]
+    if "saved_bytes_vs_full" in m.extra:
+        saved = int(m.extra["saved_bytes_vs_full"])
+        rows.append(("saved vs the last full",
+                     f"{human_bytes(saved)} ({float(m.extra['saved_ratio_vs_full']):.0%})"))
+    body = "\n".join(f"| {k} | {v} |" for k, v in rows)
+    text = f"## Backup {m.id}\n\n| | |\n|---|---|\n{body}\n"
+    for note in notes or []:
+        text += f"\n> {note}\n"
+    return text
+
+
+def ship_markdown(outcome: ShipOutcome) -> str:
+    slot = outcome.slot
+    retained = human_bytes(slot.retained_bytes) if slot and slot.retained_bytes is not None else "-"
+    rows = [
+        ("mark", f"{format_lsn(outcome.mark.lsn)} on timeline {outcome.mark.timeline}"),
+        ("mark time", iso(outcome.mark.time) or "-"),
+        ("last segment", outcome.mark.last_segment),
+        ("segments shipped", str(len(outcome.segments_shipped))),
+        ("stored", human_bytes(outcome.bytes_stored)),
+        ("lag", f"{outcome.lag.total_seconds():.1f} s"),
+        ("slot", f"{slot.name} retains {retained}" if slot else "-"),
+        ("duration", f"{outcome.seconds:.1f} s"),
+    ]
+    body = "\n".join(f"| {k} | {v} |" for k, v in rows)
+    return f"## WAL ship {outcome.mark.instance}\n\n| | |\n|---|---|\n{body}\n"
+
+
+def restore_text(outcome: RestoreOutcome) -> str:
+    lines = [
+        f"restored {outcome.plan.instance} to {outcome.plan.target.describe()} in "
+        f"{outcome.pgdata}",
+        f"  last replayed transaction: {outcome.last_transaction or 'none after the backup'}",
+    ]
+    if outcome.stop_reason:
+        lines.append(f"  recovery stopped at: {outcome.stop_reason}")
+    phases = ", ".join(f"{k} {v:.1f} s" for k, v in outcome.phases.items())
+    lines += [
+        f"  phases: {phases}",
+        f"  running on port {outcome.port}" + (f" as user {outcome.run_as}"
+                                                 if outcome.run_as else ""),
+        f"  connect: {outcome.connect_hint}",
+        f"  stop:    {outcome.stop_hint}",
+    ]
+    return "\n".join(lines)
+
+
+def restore_markdown(outcome: RestoreOutcome) -> str:
+    return "## Restore\n\n```\n" + restore_text(outcome) + "\n```\n\n" + plan_markdown(
+        outcome.plan)
+
+
+def expire_text(plan: Any) -> str:
+    lines = [f"expire plan for {plan.instance}"]
+    for d in plan.decisions:
+        lines.append(f"  {'keep  ' if d.keep else 'DELETE'} {d.backup_id}: {d.reason}")
+    for backup_id in plan.finish_expiring:
+        lines.append(f"  DELETE {backup_id}: finishing an interrupted expire")
+    if plan.delete_wal:
+        lines.append(f"  DELETE WAL {plan.delete_wal[0].segment} .. {plan.delete_wal[-1].segment}"
+                     f" ({len(plan.delete_wal)} segments, "
+                     f"{human_bytes(sum(e.size for e in plan.delete_wal))}): older than the "
+                     f"oldest kept backup's start")
+    if plan.wal_kept_from:
+        lines.append(f"  keep   WAL from {plan.wal_kept_from}")
+    if plan.delete_marks:
+        lines.append(f"  DELETE {len(plan.delete_marks)} ship marks older than the oldest kept "
+                     "backup")
+    lines.append("  keep   all timeline history files")
+    lines += [f"  note: {n}" for n in plan.notes]
+    if plan.empty:
+        lines.append("  nothing to delete")
+    return "\n".join(lines)
+
+
+def expire_markdown(plan: Any, done: bool) -> str:
+    title = "Expired" if done else "Expire plan (dry run)"
+    return f"## {title}: {plan.instance}\n\n```\n{expire_text(plan)}\n```\n"

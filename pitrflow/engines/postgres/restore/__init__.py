@@ -1,0 +1,1 @@
+"""PostgreSQL restores: a pure planner, an executor, fetching and chain rebuilding."""

@@ -1,0 +1,1 @@
+"""PostgreSQL WAL: segment names, timelines, the owned slot, shipping and fetching."""

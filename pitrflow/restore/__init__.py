@@ -1,1 +1,0 @@
-"""Restore: a pure planner, and an executor that carries a plan out."""
