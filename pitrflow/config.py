@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pitrflow.errors import ConfigError
+from pitrflow.storage.base import MIB, TransferSettings, default_process_max
 
 CONFIG_ENV = "PITR_CONFIG"
 _REQUIRED = object()
@@ -34,10 +35,19 @@ class RepositoryConfig:
     sse: str | None = None
     sse_kms_key_id: str | None = None
     credentials_block: str | None = None
+    process_max: int = field(default_factory=default_process_max)
+    bundle_size_mb: int = 32
+    frame_size_mb: int = 4
 
     @property
     def location(self) -> str:
         return self.url if self.url else str(self.path)
+
+    @property
+    def transfer(self) -> TransferSettings:
+        return TransferSettings(process_max=self.process_max,
+                                bundle_size=self.bundle_size_mb * MIB,
+                                frame_size=self.frame_size_mb * MIB)
 
 
 @dataclass(frozen=True)
@@ -87,7 +97,9 @@ class InstanceConfig:
     password_block: str | None = None
     bin_dir: Path | None = None
     slot: str = ""
-    compress: str = "server"  # server | client | none
+    # worker (= client): v2 bundles compressed by pitrflow's threads; server: v1, zstd on
+    # the database host into staging (one stream to restore); none: v2 at zstd level 1.
+    compress: str = "worker"
     compress_level: int = 3
     compress_workers: int = 2
     run_as: str = "pitrflow"
@@ -157,6 +169,9 @@ _REPOSITORY_SCHEMA: dict[str, tuple[type, Any]] = {
     "sse": (str, None),
     "sse_kms_key_id": (str, None),
     "credentials_block": (str, None),
+    "process_max": (int, None),
+    "bundle_size_mb": (int, 32),
+    "frame_size_mb": (int, 4),
 }
 
 _INSTANCE_SCHEMA: dict[str, tuple[type, Any]] = {
@@ -169,7 +184,7 @@ _INSTANCE_SCHEMA: dict[str, tuple[type, Any]] = {
     "password_block": (str, None),
     "bin_dir": (str, None),
     "slot": (str, ""),
-    "compress": (str, "server"),
+    "compress": (str, "worker"),
     "compress_level": (int, 3),
     "compress_workers": (int, 2),
     "run_as": (str, "pitrflow"),
@@ -222,7 +237,13 @@ _DRILL_SCHEMA: dict[str, tuple[type, Any]] = {
 }
 
 _ENGINES = ("postgresql", "sqlserver")
-_COMPRESS = ("server", "client", "none")
+_COMPRESS = ("worker", "client", "server", "none")
+# (key, lowest, highest, what it is): sizes in MiB.
+_TRANSFER_LIMITS = (
+    ("process_max", 1, 256, "threads that compress backups and fetch restores"),
+    ("frame_size_mb", 1, 256, "MiB of raw data per zstd frame"),
+    ("bundle_size_mb", 1, 4096, "MiB of small files per bundle"),
+)
 
 
 def _check_table(
@@ -270,6 +291,17 @@ def _repository(raw: Any, source: Path) -> RepositoryConfig:
             f"repository.url in {source} must start with s3://, got {values['url']!r}",
             "for a local directory use repository.path",
         )
+    if values["process_max"] is None:
+        values["process_max"] = default_process_max()
+    for key, low, high, what in _TRANSFER_LIMITS:
+        if not low <= values[key] <= high:
+            raise ConfigError(f"repository.{key} in {source} is {values[key]}, outside "
+                              f"{low}..{high}", f"{key} is the number of {what}")
+    if values["frame_size_mb"] > values["bundle_size_mb"]:
+        raise ConfigError(
+            f"repository.frame_size_mb in {source} ({values['frame_size_mb']}) is larger than "
+            f"repository.bundle_size_mb ({values['bundle_size_mb']})",
+            "a bundle holds whole frames: make bundle_size_mb at least frame_size_mb")
     path = values.pop("path")
     if path is not None:
         path = Path(path).expanduser()

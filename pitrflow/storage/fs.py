@@ -19,7 +19,13 @@ from pathlib import Path
 from typing import BinaryIO
 
 from pitrflow.errors import ObjectNotFoundError, RepositoryError
-from pitrflow.storage.base import CHUNK, ObjectInfo, StorageFeatures, sha256_file
+from pitrflow.storage.base import (
+    CHUNK,
+    ObjectInfo,
+    StorageFeatures,
+    TransferSettings,
+    sha256_file,
+)
 
 TMP_MARKER = ".tmp-"
 STAGING = ".staging"
@@ -74,8 +80,9 @@ class _FsWriter:
 class FsRepository:
     features = StorageFeatures(local_staging=True, local_paths=True)
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, transfer: TransferSettings | None = None) -> None:
         self.root = Path(root)
+        self.transfer = transfer or TransferSettings()
 
     def describe(self) -> str:
         return str(self.root)

@@ -6,8 +6,12 @@ filesystem user never pays for boto3's import.
 
 from __future__ import annotations
 
-from pitrflow.config import RepositoryConfig
+from typing import TYPE_CHECKING
+
 from pitrflow.storage.base import Repository
+
+if TYPE_CHECKING:  # config imports storage.base for TransferSettings
+    from pitrflow.config import RepositoryConfig
 
 
 def open_repository(config: RepositoryConfig) -> Repository:
@@ -18,4 +22,4 @@ def open_repository(config: RepositoryConfig) -> Repository:
     from pitrflow.storage.fs import FsRepository
 
     assert config.path is not None
-    return FsRepository(config.path)
+    return FsRepository(config.path, config.transfer)

@@ -25,7 +25,13 @@ from typing import Any, BinaryIO, cast
 
 from pitrflow.config import RepositoryConfig
 from pitrflow.errors import RepositoryError
-from pitrflow.storage.base import CHUNK, ObjectInfo, StorageFeatures, sha256_file
+from pitrflow.storage.base import (
+    CHUNK,
+    ObjectInfo,
+    StorageFeatures,
+    TransferSettings,
+    sha256_file,
+)
 from pitrflow.storage.s3_client import S3Bucket, S3Settings, settings_from_config
 from pitrflow.storage.s3_errors import error_code
 from pitrflow.storage.s3_parts import SINGLE_PUT_LIMIT
@@ -48,15 +54,17 @@ class S3Repository:
     features = StorageFeatures(local_staging=False, local_paths=False, multipart_uploads=True)
 
     def __init__(self, settings: S3Settings, *, workers: int = DEFAULT_WORKERS,
-                 list_page_size: int = LIST_PAGE_SIZE) -> None:
+                 list_page_size: int = LIST_PAGE_SIZE,
+                 transfer: TransferSettings | None = None) -> None:
         self.settings = settings
+        self.transfer = transfer or TransferSettings()
         self.bucket = S3Bucket(settings)
         self._workers = workers
         self._page_size = list_page_size
 
     @classmethod
     def from_config(cls, config: RepositoryConfig) -> S3Repository:
-        return cls(settings_from_config(config))
+        return cls(settings_from_config(config), transfer=config.transfer)
 
     def describe(self) -> str:
         return self.bucket.place.url()

@@ -84,7 +84,7 @@ def test_omitted_keys_take_their_defaults() -> None:
     assert main.database == "postgres"
     assert main.password_env is None
     assert main.bin_dir is None
-    assert main.compress == "server"
+    assert main.compress == "worker"
     assert main.incremental_fallback is True
     assert main.max_rate == ""
 

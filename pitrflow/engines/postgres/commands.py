@@ -38,6 +38,7 @@ def basebackup_argv(
     compress: list[str],
     incremental_manifest: Path | None = None,
     max_rate: str = "",
+    manifest_checksums: str | None = None,
 ) -> list[str]:
     """pg_basebackup into a directory, or as one tar on stdout when target_dir is None.
 
@@ -60,6 +61,8 @@ def basebackup_argv(
         argv += ["--incremental", str(incremental_manifest)]
     if max_rate:
         argv += ["--max-rate", max_rate]
+    if manifest_checksums:
+        argv.append(f"--manifest-checksums={manifest_checksums}")
     return argv
 
 

@@ -84,3 +84,17 @@ WAL_SUMMARIES = """
 SELECT start_lsn::text, end_lsn::text FROM pg_available_wal_summaries()
  WHERE tli = %s ORDER BY start_lsn
 """
+
+# What a base backup will send, give or take global/ and pg_wal: the progress total.
+DATABASES_SIZE = """
+SELECT coalesce(sum(pg_database_size(datname)), 0)::bigint FROM pg_database
+ WHERE has_database_privilege(datname, 'CONNECT')
+"""
+
+
+def databases_size(conn: psycopg.Connection) -> int:
+    try:
+        row = conn.execute(DATABASES_SIZE).fetchone()
+    except psycopg.Error:
+        return 0  # only an estimate for progress: never a reason to fail a backup
+    return int(row[0]) if row else 0

@@ -19,7 +19,7 @@ from pitrflow import procs
 from pitrflow.engines.postgres import commands
 from pitrflow.engines.postgres.binaries import PgBinaries
 from pitrflow.engines.postgres.catalog.manifest import BackupManifest
-from pitrflow.engines.postgres.restore.fetch import extract_backup
+from pitrflow.engines.postgres.restore.unpack import unpack_backup
 from pitrflow.engines.postgres.sysuser import chown_tree
 from pitrflow.storage.base import Repository
 
@@ -68,7 +68,7 @@ def combine_chain(repo: Repository, chain: list[BackupManifest], pgdata: Path,
         dirs = [scratch / backup.id for backup in chain]
         # Links unpack independently: two at a time keeps both cores busy.
         with ThreadPoolExecutor(max_workers=2) as pool:
-            for future in [pool.submit(extract_backup, repo, backup, target, run_as)
+            for future in [pool.submit(unpack_backup, repo, backup, target, run_as)
                            for backup, target in zip(chain, dirs, strict=True)]:
                 future.result()
         for target in dirs:

@@ -3,7 +3,10 @@
 Every refusal happens before the first write.  Once writing starts, the data
 directory is ours (it was empty or absent), so a failure in fetching or
 checksum verification removes what we wrote; a failure during recovery
-leaves the directory and the server log for inspection.
+leaves the directory and the server log for inspection.  A delta restore
+writes into an existing data directory of the same cluster instead: a
+failure leaves it unstartable (no control file, a marker) and a rerun
+finishes it (restore/delta.py).  WAL is prefetched beside the base files.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import socket
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,9 +29,9 @@ from pitrflow.engines.postgres import commands
 from pitrflow.engines.postgres.binaries import PgBinaries, find_binaries, reachable_for
 from pitrflow.engines.postgres.drill.access import DRILL_HBA
 from pitrflow.engines.postgres.restore.combine import combine_chain
+from pitrflow.engines.postgres.restore.delta import check_delta_target, finish_delta, start_delta
 from pitrflow.engines.postgres.restore.fetch import (
     check_restorable_layout,
-    extract_backup,
     prefetch_wal,
     verify_backup_objects,
 )
@@ -37,6 +41,7 @@ from pitrflow.engines.postgres.restore.recovery import (
     wait_for_promotion,
     write_recovery_config,
 )
+from pitrflow.engines.postgres.restore.unpack import unpack_backup
 from pitrflow.engines.postgres.sysuser import (
     check_reachable,
     chown_tree,
@@ -61,6 +66,10 @@ class RestoreRequest:
     recovery_timeout: float = 6 * 3600
     # A scratch instance for checks (the drill): its private socket is trusted.
     scratch: bool = False
+    # Into an existing data directory of the same cluster, rewriting only what differs;
+    # trust_mtime keeps files whose size and mtime match without reading them.
+    delta: bool = False
+    delta_trust_mtime: bool = False
 
 
 @dataclass
@@ -120,7 +129,9 @@ class Preflight:
 def preflight(plan: RestorePlan, request: RestoreRequest) -> Preflight:
     """Every check that can refuse a restore, without changing anything."""
     pgdata = request.pgdata
-    if pgdata.exists():
+    if request.delta:
+        check_delta_target(plan.chain, pgdata)
+    elif pgdata.exists():
         if not pgdata.is_dir():
             raise RestoreRefusedError(f"target {pgdata} exists and is not a directory",
                                       "pass --pgdata with a new or empty directory")
@@ -132,7 +143,8 @@ def preflight(plan: RestorePlan, request: RestoreRequest) -> Preflight:
     for backup in plan.chain:
         check_restorable_layout(backup)
     free = shutil.disk_usage(_existing_ancestor(pgdata)).free
-    if free < plan.disk_bytes_needed:
+    # A delta restore reuses what is there: how much it will write is known only later.
+    if free < plan.disk_bytes_needed and not request.delta:
         raise RestoreRefusedError(
             f"{_existing_ancestor(pgdata)} has {free / 1e9:.1f} GB free, the restore needs "
             f"{plan.disk_bytes_needed / 1e9:.1f} GB",
@@ -212,28 +224,21 @@ def execute_restore(plan: RestorePlan, request: RestoreRequest, repo: Repository
     os.chmod(pgdata, 0o700)
     if run_as is not None:
         chown_tree(pgdata, run_as)
-    outcome: RestoreOutcome | None = None
     try:
         check_reachable(pgdata, run_as)
-        started = time.monotonic()
-        if len(plan.chain) == 1:
-            extract_backup(repo, plan.chain[0], pgdata, run_as)
-            phases["fetch"] = time.monotonic() - started
-        else:
-            combine_phases = combine_chain(repo, plan.chain, pgdata, checks.bins, run_as)
-            phases.update(combine_phases)
-        started = time.monotonic()
-        spool = pgdata / SPOOL_DIR
-        prefetch_wal(repo, plan.wal, spool, plan.segment_size,
-                     request.instance.wal_fetch_parallel)
-        _prefetch_histories(repo, plan, spool)
-        if run_as is not None:
-            chown_tree(spool, run_as)
-        phases["wal_fetch"] = time.monotonic() - started
-    except BaseException:
+        _fill(plan, request, repo, checks, phases)
+    except BaseException as exc:
+        if request.delta:
+            # The marker and the missing control file keep it from starting; a rerun finishes.
+            if isinstance(exc, PitrError):
+                exc.hint = ((exc.hint + "; ") if exc.hint else "") + (
+                    f"then run the same delta restore again: {pgdata} cannot start until one "
+                    "completes")
+            raise
         # Nothing of the source's data may be half-left in a directory we filled.
         _wipe(pgdata, remove_dir=created)
         raise
+    spool = pgdata / SPOOL_DIR
     socket_dir = _socket_dir(pgdata, checks.port)
     if socket_dir != pgdata:
         socket_dir.mkdir(mode=0o700, exist_ok=True)
@@ -271,6 +276,53 @@ def execute_restore(plan: RestorePlan, request: RestoreRequest, repo: Repository
         stop_reason=result.stop_reason, restore_command_kind=kind, superuser=superuser,
     )
     return outcome
+
+
+def _fill(plan: RestorePlan, request: RestoreRequest, repo: Repository, checks: Preflight,
+          phases: dict[str, float]) -> None:
+    """The base files (full, chain or delta), with the WAL prefetched beside them."""
+    pgdata, run_as = request.pgdata, checks.run_as
+    spool = pgdata / SPOOL_DIR
+    started = time.monotonic()
+    if len(plan.chain) > 1:
+        # pg_combinebackup wants its output directory empty: the spool comes after.
+        phases.update(combine_chain(repo, plan.chain, pgdata, checks.bins, run_as))
+        phases["wal_fetch"] = _fetch_wal(repo, plan, request, spool, run_as)
+        return
+    delta = None
+    if request.delta:
+        delta = start_delta(repo, plan.backup, pgdata, run_as, request.delta_trust_mtime,
+                            repo.transfer.process_max)
+        p = delta.plan
+        log.info("delta restore into %s: %d files kept, %d to fetch (%d bytes), %d removed",
+                 pgdata, len(p.keep), len(p.write), p.write_bytes(delta.index), len(p.remove))
+        phases["delta_compare"] = time.monotonic() - started
+        started = time.monotonic()
+    what = f"restore of {plan.instance}" + (" (delta)" if delta else "")
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pitr-wal") as side:
+        wal = side.submit(_fetch_wal, repo, plan, request, spool, run_as)
+        try:
+            unpack_backup(repo, plan.backup, pgdata, run_as, what=what,
+                          wanted=delta.plan.write if delta else None,
+                          index=delta.index if delta else None)
+        except BaseException:
+            with contextlib.suppress(BaseException):
+                wal.result()  # let it stop before the caller cleans up
+            raise
+        phases["fetch"] = time.monotonic() - started
+        phases["wal_fetch"] = wal.result()
+    if delta is not None:
+        finish_delta(pgdata)
+
+
+def _fetch_wal(repo: Repository, plan: RestorePlan, request: RestoreRequest, spool: Path,
+               run_as: str | None) -> float:
+    started = time.monotonic()
+    prefetch_wal(repo, plan.wal, spool, plan.segment_size, request.instance.wal_fetch_parallel)
+    _prefetch_histories(repo, plan, spool)
+    if run_as is not None:
+        chown_tree(spool, run_as)
+    return time.monotonic() - started
 
 
 def _bootstrap_superuser(instance: InstanceConfig, socket_dir: Path, port: int) -> str | None:
