@@ -28,6 +28,8 @@ def restore_to_point(
     scratch: bool = False,
     database_name: str | None = None,
     replace: bool = False,
+    delta: bool = False,
+    delta_trust_mtime: bool = False,
 ) -> dict[str, Any]:
     """Restore INSTANCE as of TARGET_TIME (timezone-aware; empty = the newest mark).
 
@@ -45,7 +47,9 @@ def restore_to_point(
                          "set the pgdata parameter")
     plan = make_restore_plan(instance, target_time, config_path)
     with datadir_lock(pgdata, writes=not (dry_run or scratch)):
-        checked = check_restore_target(plan, instance, pgdata, port, config_path)
+        checked = check_restore_target(plan, instance, pgdata, port, config_path, delta,
+                                       delta_trust_mtime)
         if dry_run:
             return {"dry_run": True, **checked}
-        return restore_instance(plan, instance, pgdata, port, config_path, scratch)
+        return restore_instance(plan, instance, pgdata, port, config_path, scratch, delta,
+                                delta_trust_mtime)

@@ -131,11 +131,13 @@ def cmd_restore(args: argparse.Namespace) -> int:
     plan = plan_restore(read_catalog(open_repository(config.repository), args.instance),
                         RestoreTarget(target))
     preflight(plan, RestoreRequest(config.instance(args.instance), Path(args.pgdata).absolute(),
-                                   args.port, config_file=config.source))
+                                   args.port, config_file=config.source, delta=args.delta,
+                                   delta_trust_mtime=args.delta_trust_mtime))
     print(plan_text(plan))
     result = _run_flow("flows.restore_to_point", "restore_to_point", instance=args.instance,
                        pgdata=str(Path(args.pgdata).absolute()), target_time=target,
-                       port=args.port, dry_run=args.dry_run, config_path=str(config.source))
+                       port=args.port, dry_run=args.dry_run, config_path=str(config.source),
+                       delta=args.delta, delta_trust_mtime=args.delta_trust_mtime)
     if args.dry_run:
         print("dry run: nothing was changed")
     else:
@@ -385,6 +387,11 @@ def build_parser() -> argparse.ArgumentParser:
                          help="SQL Server: allow restoring over an existing database")
     restore.add_argument("--port", type=int, help="port for the restored instance")
     restore.add_argument("--dry-run", action="store_true", help="show the plan only")
+    restore.add_argument("--delta", action="store_true",
+                         help="PostgreSQL: into an existing data directory of the same cluster, "
+                              "fetching only the files that differ")
+    restore.add_argument("--delta-trust-mtime", action="store_true",
+                         help="with --delta: keep files whose size and mtime match unread")
     restore.set_defaults(func=cmd_restore)
 
     drill = sub.add_parser("drill", help="restore to a scratch instance and check it")

@@ -38,10 +38,12 @@ def make_restore_plan(instance: str, target_time: datetime | None,
 
 @task(name="check-restore-target", cache_policy=NONE)
 def check_restore_target(plan: RestorePlan, instance: str, pgdata: str, port: int | None,
-                         config_path: str | None) -> dict[str, Any]:
+                         config_path: str | None, delta: bool = False,
+                         delta_trust_mtime: bool = False) -> dict[str, Any]:
     config = config_for(config_path)
     request = RestoreRequest(config.instance(instance), Path(pgdata), port,
-                             config_file=config.source)
+                             config_file=config.source, delta=delta,
+                             delta_trust_mtime=delta_trust_mtime)
     checks = preflight(plan, request)
     return {"port": checks.port, "free_bytes": checks.free_bytes, "plan": plan_dict(plan)}
 
@@ -49,10 +51,12 @@ def check_restore_target(plan: RestorePlan, instance: str, pgdata: str, port: in
 # No retries: once files are written a blind retry would meet a non-empty directory.
 @task(name="restore-instance", cache_policy=NONE)
 def restore_instance(plan: RestorePlan, instance: str, pgdata: str, port: int | None,
-                     config_path: str | None, scratch: bool = False) -> dict[str, Any]:
+                     config_path: str | None, scratch: bool = False, delta: bool = False,
+                     delta_trust_mtime: bool = False) -> dict[str, Any]:
     config = config_for(config_path)
     request = RestoreRequest(config.instance(instance), Path(pgdata), port,
-                             config_file=config.source, scratch=scratch)
+                             config_file=config.source, scratch=scratch, delta=delta,
+                             delta_trust_mtime=delta_trust_mtime)
     with core_logs_to_run_log():
         outcome = execute_restore(plan, request, open_repository(config.repository))
     create_markdown_artifact(markdown=restore_markdown(outcome),

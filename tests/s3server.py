@@ -415,8 +415,9 @@ def bucket_of(env: Env) -> str:
 
 @pytest.fixture
 def make_s3_env(make_env: Callable[..., Env], s3: S3Server) -> Callable[..., Env]:
-    def factory(cluster: Any, extra: str = "", *, via_proxy: bool = True) -> Env:
-        env = make_env(cluster, extra)
+    def factory(cluster: Any, extra: str = "", *, via_proxy: bool = True,
+                repo_extra: str = "") -> Env:
+        env = make_env(cluster, extra, repo_extra)
         return use_s3_repository(env, s3.new_bucket(), s3.proxy.url if via_proxy else s3.url)
 
     return factory

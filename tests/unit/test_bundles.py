@@ -288,3 +288,28 @@ def test_a_flipped_byte_fails_naming_object_and_file(tmp_path: Path, victim: str
     assert f"object b/{frame.object}" in caught.value.message
     assert f"(file {entry.path})" in caught.value.message
     assert not (dest / PG_CONTROL).exists()
+
+
+def test_files_are_held_against_the_servers_backup_manifest(tmp_path: Path) -> None:
+    import json
+
+    import crc32c
+
+    from pitrflow.engines.postgres.bundles.crosscheck import check_against_pg_manifest
+    from pitrflow.errors import CommandFailedError
+
+    items = _files(2, seed=11)
+    _, written, _ = _write(tmp_path, 1, items)
+    files = [{"Path": n, "Size": len(c), "Checksum-Algorithm": "CRC32C",
+              "Checksum": crc32c.crc32c(c).to_bytes(4, "little").hex()}
+             for n, k, c in items if k == "file"]
+    manifest = {"Files": files}
+    assert check_against_pg_manifest(written.index, json.dumps(manifest).encode(), "b") == \
+        len(files)
+    files[1] = {**files[1], "Checksum": "deadbeef"}
+    with pytest.raises(CommandFailedError, match=f"file {files[1]['Path']} has CRC32C"):
+        check_against_pg_manifest(written.index, json.dumps(manifest).encode(), "b")
+    files[1] = {"Path": "base/1/never_sent", "Size": 1, "Checksum-Algorithm": "CRC32C",
+                "Checksum": "00000000"}
+    with pytest.raises(CommandFailedError, match="base/1/never_sent is in the server's"):
+        check_against_pg_manifest(written.index, json.dumps(manifest).encode(), "b")

@@ -233,6 +233,28 @@ def test_bad_compress_and_max_rate() -> None:
     assert rate.message == f"instances.main.max_rate in {SOURCE} is '50G'"
 
 
+def test_transfer_keys_default_and_validate() -> None:
+    import os
+
+    from pitrflow.storage.base import MIB, TransferSettings
+
+    default = parse_config(GOOD, SOURCE).repository
+    assert default.transfer == TransferSettings(process_max=os.cpu_count() or 1,
+                                                bundle_size=32 * MIB, frame_size=4 * MIB)
+    text = GOOD.replace('[repository]\n', '[repository]\nprocess_max = 3\nbundle_size_mb = 16\n'
+                        'frame_size_mb = 2\n')
+    assert parse_config(text, SOURCE).repository.transfer == TransferSettings(3, 16 * MIB, 2 * MIB)
+    for line, message in [
+        ("process_max = 0", f"repository.process_max in {SOURCE} is 0, outside 1..256"),
+        ("frame_size_mb = 300", f"repository.frame_size_mb in {SOURCE} is 300, outside 1..256"),
+        ("frame_size_mb = 64", f"repository.frame_size_mb in {SOURCE} (64) is larger than "
+                               "repository.bundle_size_mb (32)"),
+        ('process_max = "2"', f"repository.process_max in {SOURCE} must be int, got '2'"),
+    ]:
+        error = config_error(GOOD.replace("[repository]\n", f"[repository]\n{line}\n"))
+        assert error.message == message
+
+
 def test_unknown_top_level_table() -> None:
     error = config_error(with_repo(INSTANCE + "\n[instance.extra]\nengine = 'postgresql'\n"))
     assert error.message == f"unknown top-level key instance in {SOURCE}"

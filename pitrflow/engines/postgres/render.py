@@ -9,13 +9,18 @@ from __future__ import annotations
 from typing import Any
 
 from pitrflow.engines.postgres.backup.basebackup import BackupOutcome
-from pitrflow.engines.postgres.catalog.manifest import BackupManifest
+from pitrflow.engines.postgres.catalog.manifest import LAYOUT_BUNDLES, BackupManifest
 from pitrflow.engines.postgres.catalog.snapshot import Catalog
 from pitrflow.engines.postgres.restore.executor import RestoreOutcome
 from pitrflow.engines.postgres.restore.planner import RestorePlan, recoverable_window
 from pitrflow.engines.postgres.wal.walnames import format_lsn
 from pitrflow.engines.postgres.wal.walship import ShipOutcome
 from pitrflow.render import human_bytes, iso
+
+
+def backup_format(b: BackupManifest) -> str:
+    """'v2 bundles' (file-indexed, parallel and delta restores) or 'v1 stream' (one zstd stream)."""
+    return "v2 bundles" if b.layout == LAYOUT_BUNDLES else "v1 stream"
 
 
 def backup_dict(b: BackupManifest) -> dict[str, Any]:
@@ -26,6 +31,7 @@ def backup_dict(b: BackupManifest) -> dict[str, Any]:
         "timeline": b.timeline, "size_bytes": b.size_bytes,
         "database_size_bytes": b.database_size_bytes, "server_version": b.server_version,
         "duration_seconds": b.duration_seconds,
+        "format": backup_format(b), "compression": b.compression,
     }
 
 
@@ -81,7 +87,7 @@ def info_text(catalog: Catalog, verify: dict[str, Any] | None = None,
             f"  {b.id}  {b.type:<11} {iso(b.stop_time)}  tl {b.timeline}  "
             f"{format_lsn(b.start_lsn)}..{format_lsn(b.stop_lsn)}  "
             f"{human_bytes(b.size_bytes)} (db {human_bytes(b.database_size_bytes)}){chain}"
-            f"  [{verified}]{keep_text}")
+            f"  {backup_format(b)}  [{verified}]{keep_text}")
     for item in data["rejected"]:
         lines.append(f"  {item['id']}  NOT A BACKUP: {item['reason']}")
     wal = data["wal"]
@@ -141,7 +147,11 @@ def backup_markdown(outcome: BackupOutcome, notes: list[str] | None = None) -> s
         ("ratio", f"{m.database_size_bytes / max(m.size_bytes, 1):.1f}x"),
         ("duration", f"{outcome.seconds:.1f} s"),
         ("throughput", f"{outcome.throughput_mb_s:.0f} MB/s"),
+        ("format", backup_format(m) + (
+            ": bundles compressed by the worker; parallel and delta restores"
+            if m.layout == LAYOUT_BUNDLES else ": one zstd stream, restored on one core")),
         ("compression", m.compression),
+        ("objects", str(len(m.files))),
     ]
     if "saved_bytes_vs_full" in m.extra:
         saved = int(m.extra["saved_bytes_vs_full"])

@@ -26,7 +26,13 @@ from pathlib import Path
 import zstandard
 
 from pitrflow.engines.postgres.bundles.fetchplan import PG_CONTROL, FetchPlan, Read, plan_fetch
-from pitrflow.engines.postgres.bundles.fsutil import Owner, fsync_path, syncfs
+from pitrflow.engines.postgres.bundles.fsutil import (
+    WRITEBACK_BYTES,
+    Owner,
+    fsync_path,
+    start_writeback,
+    syncfs,
+)
 from pitrflow.engines.postgres.bundles.index import FileIndex, Frame, IndexEntry
 from pitrflow.errors import ChecksumMismatchError
 from pitrflow.progress import Progress
@@ -55,11 +61,12 @@ class _Worker:
     """Carries out reads; one zstd decompressor per thread."""
 
     def __init__(self, repo: Repository, prefix: str, dest: Path, index: FileIndex,
-                 progress: Progress | None) -> None:
+                 owner: Owner | None, progress: Progress | None) -> None:
         self._repo = repo
         self._prefix = prefix
-        self._dest = dest
+        self._dest = str(dest)
         self._index = index
+        self._owner = owner
         self._progress = progress
         self._local = threading.local()
         self.stop = threading.Event()
@@ -69,6 +76,17 @@ class _Worker:
         if found is None:
             found = self._local.zstd = zstandard.ZstdDecompressor()
         return found
+
+    def _open(self, path: str) -> int:
+        """Open a file to write; whoever creates it (threads share large files) sets its owner."""
+        full = os.path.join(self._dest, path)
+        try:
+            fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return os.open(full, os.O_WRONLY)
+        if self._owner is not None:
+            os.fchown(fd, self._owner.uid, self._owner.gid)
+        return fd
 
     def run(self, read: Read, paths: dict[str, str] | None = None) -> int:
         """Fetch, check and write one read; `paths` writes some files under other names."""
@@ -96,15 +114,21 @@ class _Worker:
                     raise _damaged(key, frame, entry, f"holds {len(raw)} bytes, its index says "
                                                       f"{frame.raw_length}")
                 start, end, file_offset = entry.data_range(frame)
+                fd = fds.get(entry.path)
+                if fd is None and (end > start or entry.size == 0):
+                    fd = fds[entry.path] = self._open((paths or {}).get(entry.path, entry.path))
                 if end > start:
-                    fd = fds.get(entry.path)
-                    if fd is None:
-                        target = (paths or {}).get(entry.path, entry.path)
-                        fd = fds[entry.path] = os.open(self._dest / target, os.O_WRONLY)
+                    assert fd is not None
                     _pwrite_all(fd, memoryview(raw)[start:end], file_offset)
                     written += end - start
+                    if end - start >= WRITEBACK_BYTES:
+                        start_writeback(fd, file_offset, end - start)
                     if self._progress is not None:
                         self._progress.advance(end - start)
+                if fd is not None and len(entry.frames) == 1:
+                    # A file in one frame is complete: its attributes can be set right here.
+                    os.fchmod(fd, entry.mode)
+                    os.utime(fd, (entry.mtime, entry.mtime))
         finally:
             for fd in fds.values():
                 os.close(fd)
@@ -127,38 +151,40 @@ def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
 
 def _make_tree(index: FileIndex, dest: Path, owner: Owner | None, wanted: Collection[str] | None
                ) -> None:
-    """Directories, the files to write (empty, truncated) and symlinks; the control file aside."""
+    """Directories and symlinks; files to rewrite are emptied (the workers create the others)."""
+    root = str(dest)
+    made: set[str] = {""}
     for entry in index.entries:
-        path = dest / entry.path
-        # Parents first, even where the archive lists a directory after what is in it.
-        _make_dirs(dest, entry.path if entry.type == "dir" else entry.path.rpartition("/")[0],
-                   owner)
+        parent = entry.path if entry.type == "dir" else entry.path.rpartition("/")[0]
+        if parent not in made:
+            _make_dirs(root, parent, owner, made)
+        path = os.path.join(root, entry.path)
         if entry.type == "symlink":
-            if path.is_symlink() and os.readlink(path) == entry.link:
+            if os.path.islink(path) and os.readlink(path) == entry.link:
                 continue
             with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+                os.unlink(path)
             os.symlink(entry.link, path)
             if owner is not None:
                 os.lchown(path, owner.uid, owner.gid)
-        elif entry.type == "file" and entry.path != PG_CONTROL and (
-                wanted is None or entry.path in wanted):
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                if owner is not None:
-                    os.fchown(fd, owner.uid, owner.gid)
-            finally:
-                os.close(fd)
+        elif entry.type == "file" and wanted is not None and entry.path in wanted:
+            with contextlib.suppress(FileNotFoundError):
+                os.truncate(path, 0)
 
 
-def _make_dirs(dest: Path, rel: str, owner: Owner | None) -> None:
-    path = dest
-    for part in rel.split("/") if rel else ():
-        path = path / part
-        if not path.is_dir():
+def _make_dirs(root: str, rel: str, owner: Owner | None, made: set[str]) -> None:
+    """`rel` and its missing parents, owned by `owner` (the archive may list a parent late)."""
+    done = ""
+    for part in rel.split("/"):
+        done = f"{done}/{part}" if done else part
+        if done in made:
+            continue
+        path = os.path.join(root, done)
+        if not os.path.isdir(path):
             os.mkdir(path, 0o700)
             if owner is not None:
                 os.chown(path, owner.uid, owner.gid)
+        made.add(done)
 
 
 def _run_reads(worker: _Worker, reads: tuple[Read, ...], threads: int) -> None:
@@ -183,12 +209,8 @@ def _write_control_file(worker: _Worker, plan: FetchPlan, index: FileIndex, dest
     # Written under a temporary name, then renamed: it appears whole or not at all.
     staged = PG_CONTROL + ".pitrflow-tmp"
     path, tmp = dest / PG_CONTROL, dest / staged
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        if owner is not None:
-            os.fchown(fd, owner.uid, owner.gid)
-    finally:
-        os.close(fd)
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()  # left by an interrupted run
     for read in plan.last:
         worker.run(read, {PG_CONTROL: staged})
     os.chmod(tmp, entry.mode)
@@ -198,16 +220,20 @@ def _write_control_file(worker: _Worker, plan: FetchPlan, index: FileIndex, dest
     fsync_path(path.parent, directory=True)
 
 
-def _set_attributes(index: FileIndex, dest: Path) -> None:
-    """Recorded modes and mtimes, directories deepest first (writing inside changes theirs)."""
+def _set_attributes(index: FileIndex, dest: Path, wanted: Collection[str] | None) -> None:
+    """Recorded modes and mtimes of what the workers could not finish (files in several
+    frames, files left in place by a delta), then directories, deepest first (writing
+    inside a directory changes its mtime)."""
+    root = str(dest)
     for entry in index.entries:
-        if entry.type == "file" and entry.path != PG_CONTROL:
-            path = dest / entry.path
+        if entry.type == "file" and entry.path != PG_CONTROL and (
+                len(entry.frames) > 1 or (wanted is not None and entry.path not in wanted)):
+            path = os.path.join(root, entry.path)
             os.chmod(path, entry.mode)
             os.utime(path, (entry.mtime, entry.mtime))
     for entry in sorted((e for e in index.entries if e.type == "dir"),
                         key=lambda e: e.path.count("/"), reverse=True):
-        path = dest / entry.path
+        path = os.path.join(root, entry.path)
         os.chmod(path, entry.mode)
         os.utime(path, (entry.mtime, entry.mtime))
 
@@ -226,9 +252,9 @@ def restore_files(repo: Repository, prefix: str, index: FileIndex, dest: Path, *
         (dest / PG_CONTROL).unlink()
     _make_tree(index, dest, owner, wanted)
     progress = Progress(progress_what, plan.data_bytes)
-    worker = _Worker(repo, prefix, dest, index, progress)
+    worker = _Worker(repo, prefix, dest, index, owner, progress)
     _run_reads(worker, plan.reads, threads)
-    _set_attributes(index, dest)
+    _set_attributes(index, dest, wanted)
     syncfs(dest)
     _write_control_file(worker, plan, index, dest, owner)
     progress.finish()
