@@ -91,6 +91,7 @@ def restored_then_changed(env: Env) -> tuple[Path, RestoreOutcome, str]:
     assert (old.pgdata / doomed).is_file()
     env.sql("UPDATE accounts SET balance = balance + 1 WHERE id %% 20 = 0")
     env.sql("DROP TABLE doomed")
+    env.sql("DELETE FROM blob WHERE g = 1")  # its TOAST file changes in its first frame only
     env.sql("INSERT INTO accounts SELECT g, 0, 'new' FROM generate_series(20001, 20500) g")
     take_backup(env.instance, env.repo)
     env.commit_row()
@@ -109,6 +110,11 @@ def test_delta_restore_is_exact_and_removes_what_the_backup_lacks(
 
     outcome = delta_restore(env, pgdata, trust_mtime)
     assert outcome.phases["delta_compare"] >= 0 and "fetch" in outcome.phases
+    assert outcome.delta is not None and outcome.delta["kept"] > 100
+    assert outcome.delta["patched"] >= 1, outcome.delta
+    # Fetched: the changed tables and catalogs, and the backup's own WAL segment (16 MiB).
+    backup = read_catalog(env.repo, "main").backups[-1]
+    assert outcome.delta["bytes_fetched"] < backup.database_size_bytes - 4 * 1024 * 1024
     assert rows(outcome.port, "accounts") == rows(env.cluster.port, "accounts")
     assert restored_ids(outcome.port) == [r[0] for r in env.sql("SELECT id FROM items ORDER BY 1")]
     assert blob_sum(outcome.port) == blob_sum(env.cluster.port)

@@ -143,13 +143,13 @@ def test_small_members_share_bundles_and_large_files_get_their_own_frames() -> N
 # ------------------------------------------------------------------ index
 
 def _index() -> FileIndex:
-    big_frames = tuple(Frame("file-000002.tar.zst", i * 1000, 1000, i * 4096, 4096, f"{i:064x}")
-                       for i in range(3))
+    big_frames = tuple(Frame("file-000002.tar.zst", i * 1000, 1000, i * 4096, 4096,
+                             f"{i:064x}", "0") for i in range(3))
     return FileIndex(
         entries=(
             IndexEntry("global", "dir", 0, 0o700, 1),
             IndexEntry(PG_CONTROL, "file", 8192, 0o600, 2, checksum="aabbccdd",
-                       frames=(Frame("bundle-000001.tar.zst", 0, 300, 0, 8704, "a" * 64),)),
+                       frames=(Frame("bundle-000001.tar.zst", 0, 300, 0, 8704, "a" * 64, "1"),)),
             IndexEntry("base/1/1259", "file", 11000, 0o600, 3, checksum="01020304",
                        frames=big_frames),
             IndexEntry("PG_VERSION", "file", 3, 0o600, 4, checksum="00ff00ff",
@@ -186,7 +186,7 @@ def test_fetch_plan_reads_the_control_file_last_and_large_files_in_runs() -> Non
     objects = {(r.object, r.whole) for r in plan.reads}
     assert objects == {("file-000002.tar.zst", False), ("bundle-000001.tar.zst", False)}
     assert plan.data_bytes == 8192 + 11000 + 3
-    only = plan_fetch(_index(), wanted={"PG_VERSION"})
+    only = plan_fetch(_index(), wanted={"PG_VERSION": None})
     assert [f.path for r in only.reads for f, _ in r.frames] == ["PG_VERSION"]
     assert only.last == () and only.data_bytes == 3
 
@@ -313,3 +313,44 @@ def test_files_are_held_against_the_servers_backup_manifest(tmp_path: Path) -> N
                 "Checksum": "00000000"}
     with pytest.raises(CommandFailedError, match="base/1/never_sent is in the server's"):
         check_against_pg_manifest(written.index, json.dumps(manifest).encode(), "b")
+
+
+def test_delta_fetches_only_the_frames_that_differ(tmp_path: Path) -> None:
+    from pitrflow.engines.postgres.bundles.delta import check_files, plan_delta, scan_data_dir
+
+    items = _files(10, seed=5)
+    repo, written, _ = _write(tmp_path, 2, items)
+    dest = tmp_path / "restored"
+    dest.mkdir()
+    restore_files(repo, "b/", written.index, dest, user=None, threads=2)
+    big, small = dest / "base/1/big", dest / "base/1/1003"
+    original_big, original_small = big.read_bytes(), small.read_bytes()
+    with open(big, "r+b") as handle:  # one frame's bytes changed, and the file grew
+        handle.seek(5 * 4096 + 100)
+        handle.write(b"changed")
+        handle.seek(0, 2)
+        handle.write(b"more at the end")
+    small.write_bytes(b"z" * len(original_small))
+    (dest / "base/1/stray").write_bytes(b"x")
+
+    plan = plan_delta(written.index, scan_data_dir(dest), 2e9, trust_mtime=False)
+    check_files(plan, written.index, dest, threads=2)
+    entry = written.index.entry("base/1/big")
+    assert entry is not None
+    # Frame 0 also holds the header, so the file's 6th 4 KiB chunk is in frame 5 or 6.
+    assert plan.patch == {"base/1/big": [n for n, f in enumerate(entry.frames)
+                                         if entry.data_range(f)[2] <= 5 * 4096 + 100
+                                         < entry.data_range(f)[2] + 4096]}
+    assert "base/1/1003" in plan.write and plan.remove == ["base/1/stray"]
+    fetched: list[ProgressState] = []
+    with progress_sink(fetched.append):
+        restore_files(repo, "b/", written.index, dest, user=None, threads=2,
+                      wanted=plan.wanted())
+    for path in plan.remove:
+        (dest / path).unlink()
+    assert big.read_bytes() == original_big and small.read_bytes() == original_small
+    # The changed frame, the rewritten small file, and the control file (always written last).
+    assert fetched[-1].done == plan.write_bytes(written.index) + 8192 < 4096 + 20000 + 8192
+    for name, kind, content in items:
+        if kind == "file":
+            assert (dest / name).read_bytes() == content, name

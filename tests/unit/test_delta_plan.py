@@ -20,7 +20,8 @@ OLD, RECENT = 1_700_000_000, int(START)
 
 def entry(path: str, size: int = 0, kind: str = "file", mtime: int = OLD, link: str = "",
           checksum: str = "") -> IndexEntry:
-    frames = (Frame("bundle-000001.tar.zst", 0, 10, 0, 512, "a" * 64),) if kind == "file" else ()
+    raw = 512 + size + (-size % 512)
+    frames = (Frame("bundle-000001.tar.zst", 0, 10, 0, raw, "a" * 64),) if kind == "file" else ()
     return IndexEntry(path, kind, size, 0o600, mtime, link=link, checksum=checksum,
                       frames=frames)
 

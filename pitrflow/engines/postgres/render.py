@@ -189,6 +189,11 @@ def restore_text(outcome: RestoreOutcome) -> str:
     ]
     if outcome.stop_reason:
         lines.append(f"  recovery stopped at: {outcome.stop_reason}")
+    if outcome.delta is not None:
+        d = outcome.delta
+        lines.append(f"  delta: {d['kept']} files kept, {d['fetched_whole']} fetched whole, "
+                     f"{d['patched']} patched, {d['removed']} paths removed, "
+                     f"{human_bytes(d['bytes_fetched'])} fetched")
     phases = ", ".join(f"{k} {v:.1f} s" for k, v in outcome.phases.items())
     lines += [
         f"  phases: {phases}",

@@ -4,11 +4,14 @@ plan_delta is pure: from the backup's file index and a listing of the
 directory it sorts every path into
 - keep: same size and mtime, the mtime older than the backup's start, and
   the caller chose to trust that (the fast mode);
-- check: same size: kept only if its CRC32C matches the index (check_files);
-- write: missing, another size, or another type: fetched again;
+- check: kept only if its CRC32C matches the index (check_files): a file in
+  one frame as a whole; a larger file frame by frame, so that only the
+  frames that differ are fetched into it (`patch`), even when it grew or
+  shrank (a table's last segment);
+- write: missing, of another type, or a one-frame file of another size:
+  fetched whole;
 - remove: not in the backup at all (pg_wal's old segments, a dropped
   table's files, strays), or in the way of what the backup holds there.
-Only `write` files cost any fetching.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import crc32c
 
 from pitrflow.engines.postgres.bundles.fsutil import file_crc32c
 from pitrflow.engines.postgres.bundles.index import FileIndex, IndexEntry
@@ -37,10 +42,24 @@ class DeltaPlan:
     keep: list[str] = field(default_factory=list)
     check: list[str] = field(default_factory=list)
     write: list[str] = field(default_factory=list)
+    patch: dict[str, list[int]] = field(default_factory=dict)  # path -> frames to fetch
     remove: list[str] = field(default_factory=list)  # top-most paths only
 
+    def wanted(self) -> dict[str, list[int] | None]:
+        """What the restorer fetches: whole files, and frames of patched ones."""
+        return {**dict.fromkeys(self.write), **self.patch}
+
     def write_bytes(self, index: FileIndex) -> int:
-        return sum(e.size for p in self.write if (e := index.entry(p)) is not None)
+        total = 0
+        for path, frames in self.wanted().items():
+            entry = index.entry(path)
+            if entry is None:
+                continue
+            for n, frame in enumerate(entry.frames):
+                if frames is None or n in frames:
+                    start, end, _ = entry.data_range(frame)
+                    total += end - start
+        return total
 
 
 def scan_data_dir(root: Path, skip: Iterable[str] = ()) -> dict[str, LocalFile]:
@@ -93,10 +112,11 @@ def plan_delta(index: FileIndex, local: dict[str, LocalFile], backup_start: floa
         if entry.type != "file":
             continue
         here = local.get(entry.path)
-        if here is None or entry.path in removed or _under(entry.path, removed) or \
-                here.size != entry.size:
+        if here is None or entry.path in removed or _under(entry.path, removed) or (
+                here.size != entry.size and len(entry.frames) <= 1):
             plan.write.append(entry.path)
-        elif trust_mtime and here.mtime == entry.mtime and entry.mtime + 1 < backup_start:
+        elif trust_mtime and here.size == entry.size and here.mtime == entry.mtime and \
+                entry.mtime + 1 < backup_start:
             plan.keep.append(entry.path)
         else:
             plan.check.append(entry.path)
@@ -108,17 +128,41 @@ def _under(path: str, removed: set[str]) -> bool:
     return any("/".join(parts[:i]) in removed for i in range(1, len(parts)))
 
 
+def _frames_differing(entry: IndexEntry, path: Path) -> list[int]:
+    """Positions of the frames whose file data differs from (or is missing in) `path`."""
+    differing = []
+    with open(path, "rb", buffering=0) as handle:
+        for n, frame in enumerate(entry.frames):
+            start, end, offset = entry.data_range(frame)
+            data = os.pread(handle.fileno(), end - start, offset)
+            if len(data) != end - start or (
+                    crc32c.crc32c(data).to_bytes(4, "little").hex() != frame.crc32c):
+                differing.append(n)
+    return differing
+
+
 def check_files(plan: DeltaPlan, index: FileIndex, root: Path, threads: int) -> None:
-    """Move every `check` file whose CRC32C differs from the index to `write` (in place)."""
+    """Sort every `check` file into keep, write (whole) or patch (some frames), in place."""
     paths = list(plan.check)
 
-    def differs(path: str) -> bool:
+    def verdict(path: str) -> list[int] | None:
+        """Frames to fetch ([] for none); None to fetch the whole file."""
         entry = index.entry(path)
         assert entry is not None
-        return file_crc32c(root / path) != entry.checksum
+        if len(entry.frames) <= 1:
+            return [] if file_crc32c(root / path) == entry.checksum else None
+        differing = _frames_differing(entry, root / path)
+        return None if len(differing) == len(entry.frames) else differing
 
     with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="pitr-crc") as pool:
-        verdicts = list(pool.map(differs, paths))
+        verdicts = list(pool.map(verdict, paths))
     plan.check = []
-    for path, bad in zip(paths, verdicts, strict=True):
-        (plan.write if bad else plan.keep).append(path)
+    for path, frames in zip(paths, verdicts, strict=True):
+        entry = index.entry(path)
+        assert entry is not None
+        if frames is None:
+            plan.write.append(path)
+        elif frames or (root / path).stat().st_size != entry.size:
+            plan.patch[path] = frames  # [] with another size: only cut to length
+        else:
+            plan.keep.append(path)

@@ -11,12 +11,14 @@ control file is read apart: it is written last.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from pitrflow.engines.postgres.bundles.index import FileIndex, Frame, IndexEntry
 
 PG_CONTROL = "global/pg_control"
+# Which files to write, and of each, which frames (by position; None: all of them).
+Wanted = Mapping[str, Collection[int] | None]
 READ_BYTES = 16 * 1024 * 1024  # stored bytes per read, at most (whole bundles aside)
 WHOLE_FRACTION = 0.5  # read a bundle whole when at least this much of it is wanted
 MERGE_GAP = 256 * 1024  # read across unwanted frames shorter than this
@@ -70,7 +72,7 @@ def _read(name: str, frames: list[tuple[IndexEntry, Frame]], whole: bool,
     return Read(name, start, end - start, False, tuple(frames))
 
 
-def plan_fetch(index: FileIndex, wanted: Collection[str] | None = None) -> FetchPlan:
+def plan_fetch(index: FileIndex, wanted: Wanted | None = None) -> FetchPlan:
     """Reads for every file in `wanted` (every file when None), the control file last."""
     per_object: dict[str, list[tuple[IndexEntry, Frame]]] = {}
     last: list[tuple[IndexEntry, Frame]] = []
@@ -78,8 +80,12 @@ def plan_fetch(index: FileIndex, wanted: Collection[str] | None = None) -> Fetch
     for entry in index.entries:
         if entry.type != "file" or (wanted is not None and entry.path not in wanted):
             continue
-        data_bytes += entry.size
-        for frame in entry.frames:
+        only = None if wanted is None else wanted[entry.path]
+        for n, frame in enumerate(entry.frames):
+            if only is not None and n not in only:
+                continue
+            start, end, _ = entry.data_range(frame)
+            data_bytes += end - start
             (last if entry.path == PG_CONTROL else per_object.setdefault(frame.object, [])
              ).append((entry, frame))
     reads: list[Read] = []

@@ -6,7 +6,9 @@ CRC32C in the form PostgreSQL's backup_manifest uses (so the two can be
 compared, and a delta restore can compare local files without fetching),
 and its frames: the object holding each frame, the frame's offset and
 stored length in that object, the offset and length of its decompressed
-bytes in the object's tar stream, and the SHA-256 of the stored frame.
+bytes in the object's tar stream, the SHA-256 of the stored frame, and the
+CRC32C of the file data it holds (a delta restore re-fetches only the
+frames of a large file that differ).
 
 The index is stored as one zstd-compressed JSON object beside the bundles;
 its SHA-256 is in the backup's manifest, which stays the truth of a backup.
@@ -35,6 +37,7 @@ class Frame:
     raw_offset: int  # in the object's decompressed tar stream
     raw_length: int
     sha256: str  # of the stored bytes
+    crc32c: str = ""  # of the file data in this frame, as `IndexEntry.checksum`
 
 
 @dataclass(frozen=True)
@@ -109,8 +112,8 @@ def _entry_doc(entry: IndexEntry) -> dict[str, Any]:
         doc["checksum_algorithm"] = CHECKSUM_ALGORITHM
         doc["checksum"] = entry.checksum
     doc["header_len"] = entry.header_len
-    doc["frames"] = [[f.object, f.offset, f.length, f.raw_offset, f.raw_length, f.sha256]
-                     for f in entry.frames]
+    doc["frames"] = [[f.object, f.offset, f.length, f.raw_offset, f.raw_length, f.sha256,
+                      f.crc32c] for f in entry.frames]
     return doc
 
 
@@ -118,7 +121,8 @@ def index_to_json(index: FileIndex) -> bytes:
     doc = {
         "format": "pitrflow-file-index", "version": index.version,
         "frame_size": index.frame_size, "bundle_size": index.bundle_size,
-        "frame_fields": ["object", "offset", "length", "raw_offset", "raw_length", "sha256"],
+        "frame_fields": ["object", "offset", "length", "raw_offset", "raw_length", "sha256",
+                         "crc32c"],
         "objects": [{"name": o.name, "size": o.size, "sha256": o.sha256, "raw_size": o.raw_size,
                      "kind": o.kind} for o in index.objects],
         "entries": [_entry_doc(e) for e in index.entries],
@@ -140,8 +144,8 @@ def _entry(doc: dict[str, Any]) -> IndexEntry:
         path=path, type=str(doc["type"]), size=int(doc["size"]),
         mode=int(doc["mode"]), mtime=int(doc["mtime"]), link=str(doc.get("link", "")),
         checksum=str(doc.get("checksum", "")), header_len=int(doc["header_len"]),
-        frames=tuple(Frame(str(o), int(a), int(n), int(ra), int(rn), str(s))
-                     for o, a, n, ra, rn, s in doc["frames"]),
+        frames=tuple(Frame(str(o), int(a), int(n), int(ra), int(rn), str(s), str(c))
+                     for o, a, n, ra, rn, s, c in doc["frames"]),
     )
 
 

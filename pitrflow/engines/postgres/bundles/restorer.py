@@ -18,14 +18,19 @@ import logging
 import os
 import shutil
 import threading
-from collections.abc import Collection
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
 import zstandard
 
-from pitrflow.engines.postgres.bundles.fetchplan import PG_CONTROL, FetchPlan, Read, plan_fetch
+from pitrflow.engines.postgres.bundles.fetchplan import (
+    PG_CONTROL,
+    FetchPlan,
+    Read,
+    Wanted,
+    plan_fetch,
+)
 from pitrflow.engines.postgres.bundles.fsutil import (
     WRITEBACK_BYTES,
     Owner,
@@ -149,9 +154,9 @@ def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
         data, offset = data[done:], offset + done
 
 
-def _make_tree(index: FileIndex, dest: Path, owner: Owner | None, wanted: Collection[str] | None
+def _make_tree(index: FileIndex, dest: Path, owner: Owner | None, wanted: Wanted | None
                ) -> None:
-    """Directories and symlinks; files to rewrite are emptied (the workers create the others)."""
+    """Directories and symlinks; files to rewrite whole are emptied (workers create the rest)."""
     root = str(dest)
     made: set[str] = {""}
     for entry in index.entries:
@@ -167,7 +172,8 @@ def _make_tree(index: FileIndex, dest: Path, owner: Owner | None, wanted: Collec
             os.symlink(entry.link, path)
             if owner is not None:
                 os.lchown(path, owner.uid, owner.gid)
-        elif entry.type == "file" and wanted is not None and entry.path in wanted:
+        elif entry.type == "file" and wanted is not None and entry.path in wanted \
+                and wanted[entry.path] is None:
             with contextlib.suppress(FileNotFoundError):
                 os.truncate(path, 0)
 
@@ -220,15 +226,17 @@ def _write_control_file(worker: _Worker, plan: FetchPlan, index: FileIndex, dest
     fsync_path(path.parent, directory=True)
 
 
-def _set_attributes(index: FileIndex, dest: Path, wanted: Collection[str] | None) -> None:
-    """Recorded modes and mtimes of what the workers could not finish (files in several
-    frames, files left in place by a delta), then directories, deepest first (writing
-    inside a directory changes its mtime)."""
+def _set_attributes(index: FileIndex, dest: Path, wanted: Wanted | None) -> None:
+    """Recorded sizes, modes and mtimes of what the workers could not finish (files in
+    several frames, files a delta kept or patched), then directories, deepest first
+    (writing inside a directory changes its mtime)."""
     root = str(dest)
     for entry in index.entries:
         if entry.type == "file" and entry.path != PG_CONTROL and (
                 len(entry.frames) > 1 or (wanted is not None and entry.path not in wanted)):
             path = os.path.join(root, entry.path)
+            if wanted is not None and entry.path in wanted and wanted[entry.path] is not None:
+                os.truncate(path, entry.size)  # patched in place: it may have shrunk
             os.chmod(path, entry.mode)
             os.utime(path, (entry.mtime, entry.mtime))
     for entry in sorted((e for e in index.entries if e.type == "dir"),
@@ -239,14 +247,13 @@ def _set_attributes(index: FileIndex, dest: Path, wanted: Collection[str] | None
 
 
 def restore_files(repo: Repository, prefix: str, index: FileIndex, dest: Path, *,
-                  user: str | None, threads: int, wanted: Collection[str] | None = None,
+                  user: str | None, threads: int, wanted: Wanted | None = None,
                   progress_what: str = "restore") -> RestoredFiles:
-    """Write every file of `index` (or only those in `wanted`, plus the control file) to `dest`.
-
-    `dest` must exist.  Files outside `wanted` are left as they are (a delta restore).
-    """
+    """Write every file of `index` (or only `wanted` files or frames, plus the control
+    file) to `dest`, which must exist.  Files outside `wanted` are left as they are, and
+    files with only some frames wanted are patched in place (a delta restore)."""
     owner = Owner.of(user)
-    plan = plan_fetch(index, None if wanted is None else set(wanted) | {PG_CONTROL})
+    plan = plan_fetch(index, None if wanted is None else {**wanted, PG_CONTROL: None})
     # An existing control file goes first: until the last step, this is no data directory.
     with contextlib.suppress(FileNotFoundError):
         (dest / PG_CONTROL).unlink()

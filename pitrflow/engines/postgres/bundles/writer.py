@@ -73,6 +73,7 @@ class _FrameJob:
     raw_offset: int
     entry: _Entry
     data_bytes: int
+    crc: int  # of the file data in this frame alone
 
 
 @dataclass
@@ -182,8 +183,9 @@ class _Pipeline:
                 job, future = item
                 for frame, (data, sha) in zip(job.frames, future.result(), strict=True):
                     offset = self.objects.append(frame.object, frame.kind, data, len(frame.raw))
-                    frame.entry.frames.append(Frame(frame.object, offset, len(data),
-                                                    frame.raw_offset, len(frame.raw), sha))
+                    frame.entry.frames.append(Frame(
+                        frame.object, offset, len(data), frame.raw_offset, len(frame.raw), sha,
+                        frame.crc.to_bytes(4, "little").hex()))
                     if self.progress is not None:
                         self.progress.advance(frame.data_bytes)
                 for name in job.closes:
@@ -221,10 +223,12 @@ def _cut(source: BinaryIO, member: TarMember, entry: _Entry, placement: Placemen
             raw[:header] = member.header
         view = memoryview(raw)
         read_exact(source, view[header:], f"{where} ({member.name})")
-        if cut.data_length:
-            entry.crc = crc32c.crc32c(view[header:header + cut.data_length], entry.crc)
+        data = view[header:header + cut.data_length]
+        # Twice, and cheap (hardware CRC32C): the file's, and this frame's for delta restores.
+        entry.crc = crc32c.crc32c(data, entry.crc)
+        frame_crc = entry.crc if len(placement.cuts) == 1 else crc32c.crc32c(data)
         yield _FrameJob(raw, placement.object, placement.kind, cut.raw_offset, entry,
-                        cut.data_length)
+                        cut.data_length, frame_crc)
 
 
 def write_bundles(source: BinaryIO, repo: Repository, prefix: str, settings: TransferSettings,

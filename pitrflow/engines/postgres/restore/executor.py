@@ -84,6 +84,8 @@ class RestoreOutcome:
     stop_reason: str | None = None
     restore_command_kind: str = ""
     superuser: str | None = None
+    # A delta restore's counts: files kept, fetched whole, patched, paths removed, bytes.
+    delta: dict[str, int] | None = None
 
     @property
     def connect_hint(self) -> str:
@@ -226,7 +228,7 @@ def execute_restore(plan: RestorePlan, request: RestoreRequest, repo: Repository
         chown_tree(pgdata, run_as)
     try:
         check_reachable(pgdata, run_as)
-        _fill(plan, request, repo, checks, phases)
+        delta = _fill(plan, request, repo, checks, phases)
     except BaseException as exc:
         if request.delta:
             # The marker and the missing control file keep it from starting; a rerun finishes.
@@ -274,13 +276,15 @@ def execute_restore(plan: RestorePlan, request: RestoreRequest, repo: Repository
         plan=plan, pgdata=pgdata, port=checks.port, socket_dir=socket_dir, run_as=run_as,
         phases=phases, last_transaction=result.last_transaction,
         stop_reason=result.stop_reason, restore_command_kind=kind, superuser=superuser,
+        delta=delta,
     )
     return outcome
 
 
 def _fill(plan: RestorePlan, request: RestoreRequest, repo: Repository, checks: Preflight,
-          phases: dict[str, float]) -> None:
-    """The base files (full, chain or delta), with the WAL prefetched beside them."""
+          phases: dict[str, float]) -> dict[str, int] | None:
+    """The base files (full, chain or delta), with the WAL prefetched beside them; a delta
+    restore's counts."""
     pgdata, run_as = request.pgdata, checks.run_as
     spool = pgdata / SPOOL_DIR
     started = time.monotonic()
@@ -288,14 +292,15 @@ def _fill(plan: RestorePlan, request: RestoreRequest, repo: Repository, checks: 
         # pg_combinebackup wants its output directory empty: the spool comes after.
         phases.update(combine_chain(repo, plan.chain, pgdata, checks.bins, run_as))
         phases["wal_fetch"] = _fetch_wal(repo, plan, request, spool, run_as)
-        return
+        return None
     delta = None
     if request.delta:
         delta = start_delta(repo, plan.backup, pgdata, run_as, request.delta_trust_mtime,
                             repo.transfer.process_max)
         p = delta.plan
-        log.info("delta restore into %s: %d files kept, %d to fetch (%d bytes), %d removed",
-                 pgdata, len(p.keep), len(p.write), p.write_bytes(delta.index), len(p.remove))
+        log.info("delta restore into %s: %d files kept, %d fetched whole, %d patched, "
+                 "%d bytes to fetch, %d paths removed", pgdata, len(p.keep), len(p.write),
+                 len(p.patch), p.write_bytes(delta.index), len(p.remove))
         phases["delta_compare"] = time.monotonic() - started
         started = time.monotonic()
     what = f"restore of {plan.instance}" + (" (delta)" if delta else "")
@@ -303,7 +308,7 @@ def _fill(plan: RestorePlan, request: RestoreRequest, repo: Repository, checks: 
         wal = side.submit(_fetch_wal, repo, plan, request, spool, run_as)
         try:
             unpack_backup(repo, plan.backup, pgdata, run_as, what=what,
-                          wanted=delta.plan.write if delta else None,
+                          wanted=delta.plan.wanted() if delta else None,
                           index=delta.index if delta else None)
         except BaseException:
             with contextlib.suppress(BaseException):
@@ -311,8 +316,12 @@ def _fill(plan: RestorePlan, request: RestoreRequest, repo: Repository, checks: 
             raise
         phases["fetch"] = time.monotonic() - started
         phases["wal_fetch"] = wal.result()
-    if delta is not None:
-        finish_delta(pgdata)
+    if delta is None:
+        return None
+    finish_delta(pgdata)
+    p = delta.plan
+    return {"kept": len(p.keep), "fetched_whole": len(p.write), "patched": len(p.patch),
+            "removed": len(p.remove), "bytes_fetched": p.write_bytes(delta.index)}
 
 
 def _fetch_wal(repo: Repository, plan: RestorePlan, request: RestoreRequest, spool: Path,

@@ -10,9 +10,9 @@ PostgreSQL's backup_manifest, which pg_combinebackup and pg_verifybackup read.
 from __future__ import annotations
 
 import os
-from collections.abc import Collection
 from pathlib import Path
 
+from pitrflow.engines.postgres.bundles.fetchplan import Wanted
 from pitrflow.engines.postgres.bundles.fsutil import Owner
 from pitrflow.engines.postgres.bundles.index import FileIndex, load_index
 from pitrflow.engines.postgres.bundles.restorer import restore_files
@@ -47,9 +47,10 @@ def load_backup_index(repo: Repository, manifest: BackupManifest) -> FileIndex:
 
 
 def unpack_backup(repo: Repository, manifest: BackupManifest, dest: Path, user: str | None, *,
-                  wanted: Collection[str] | None = None, index: FileIndex | None = None,
+                  wanted: Wanted | None = None, index: FileIndex | None = None,
                   what: str | None = None) -> None:
-    """Unpack into `dest` (created if missing); `wanted` limits a v2 restore to some files."""
+    """Unpack into `dest` (created if missing); `wanted` limits a v2 restore to some files
+    (and frames of them)."""
     if manifest.layout != LAYOUT_BUNDLES:
         extract_backup(repo, manifest, dest, user)
         return
