@@ -354,3 +354,28 @@ def test_delta_fetches_only_the_frames_that_differ(tmp_path: Path) -> None:
     for name, kind, content in items:
         if kind == "file":
             assert (dest / name).read_bytes() == content, name
+
+
+def test_a_failed_commit_fails_the_write_and_leaves_only_listed_keys(tmp_path: Path) -> None:
+    from pitrflow.errors import RepositoryError
+
+    class BrokenSecondCommit(FsRepository):
+        def open_writer(self, key: str):  # noqa: ANN201
+            writer = super().open_writer(key)
+            if key.endswith("-000002.tar.zst"):
+                def commit():  # noqa: ANN202
+                    raise RepositoryError(f"upload of {key} failed", "try again")
+                writer.commit = commit  # type: ignore[method-assign]
+            return writer
+
+    repo = BrokenSecondCommit(tmp_path / "repo")
+    settings = TransferSettings(process_max=2, bundle_size=16 * KIB, frame_size=4 * KIB)
+    published: list[str] = []
+    with pytest.raises(RepositoryError, match="-000002.tar.zst failed"):
+        write_bundles(io.BytesIO(make_tar(_files(40, seed=2))), repo, "b/", settings, 3,
+                      published)
+    for key in published:
+        repo.delete(key)
+    # Nothing is left: no object, no temporary file of an aborted writer.
+    left = list((tmp_path / "repo" / "b").iterdir()) if (tmp_path / "repo" / "b").exists() else []
+    assert left == [], [p.name for p in left]

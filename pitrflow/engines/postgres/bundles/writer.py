@@ -8,7 +8,8 @@ whatever the database size:
 - `process_max` threads compress frames (one ZstdCompressor each; zstd
   releases the GIL, so they run on every core) and hash what they produce;
 - one writer thread appends the compressed frames, in stream order, to
-  their objects, and commits each object when it is complete.
+  their objects; each complete object is committed in the background
+  (bundles.objects).
 Each object ends with a small frame holding the two end-of-archive blocks,
 so `zstd -d < object | tar -x` unpacks it by hand.  pg_basebackup's own
 backup_manifest (the stream's last member) is kept apart for the caller.
@@ -29,7 +30,8 @@ from typing import BinaryIO
 import crc32c
 import zstandard
 
-from pitrflow.engines.postgres.bundles.index import FileIndex, Frame, IndexEntry, ObjectRecord
+from pitrflow.engines.postgres.bundles.index import FileIndex, Frame, IndexEntry
+from pitrflow.engines.postgres.bundles.objects import ObjectSink
 from pitrflow.engines.postgres.bundles.plan import BundlePlanner, Placement
 from pitrflow.engines.postgres.bundles.tarparse import (
     END_OF_ARCHIVE,
@@ -39,7 +41,7 @@ from pitrflow.engines.postgres.bundles.tarparse import (
     read_exact,
 )
 from pitrflow.progress import Progress
-from pitrflow.storage.base import AtomicWriter, Repository, TransferSettings
+from pitrflow.storage.base import Repository, TransferSettings
 
 log = logging.getLogger("pitrflow.bundles")
 
@@ -106,49 +108,8 @@ def _compress(frames: list[bytearray], level: int) -> list[tuple[bytes, str]]:
     return out
 
 
-class _Objects:
-    """The objects being written (the open bundle and a large file's object), on one thread."""
-
-    def __init__(self, repo: Repository, prefix: str, published: list[str],
-                 end_frame: bytes) -> None:
-        self._repo = repo
-        self._prefix = prefix
-        self._published = published
-        self._end_frame = end_frame
-        self._open: dict[str, tuple[AtomicWriter, list[int]]] = {}  # name -> writer, [stored, raw]
-        self._kinds: dict[str, str] = {}
-        self.records: list[ObjectRecord] = []
-
-    def append(self, name: str, kind: str, data: bytes, raw_length: int) -> int:
-        if name not in self._open:
-            self._open[name] = (self._repo.open_writer(self._prefix + name), [0, 0])
-            self._kinds[name] = kind
-        writer, position = self._open[name]
-        offset = position[0]
-        writer.write(data)
-        position[0] += len(data)
-        position[1] += raw_length
-        return offset
-
-    def close(self, name: str) -> None:
-        writer, position = self._open.pop(name)
-        writer.write(self._end_frame)
-        key = self._prefix + name
-        self._published.append(key)
-        info = writer.commit()
-        assert info.sha256 is not None
-        self.records.append(ObjectRecord(name, info.size, info.sha256,
-                                         position[1] + len(END_OF_ARCHIVE), self._kinds[name]))
-
-    def abort(self) -> None:
-        for writer, _ in self._open.values():
-            with contextlib.suppress(Exception):
-                writer.abort()
-        self._open.clear()
-
-
 class _Pipeline:
-    def __init__(self, objects: _Objects, settings: TransferSettings, level: int,
+    def __init__(self, objects: ObjectSink, settings: TransferSettings, level: int,
                  progress: Progress | None) -> None:
         self.objects = objects
         self.level = level
@@ -242,7 +203,7 @@ def write_bundles(source: BinaryIO, repo: Repository, prefix: str, settings: Tra
     """
     end_frame = zstandard.ZstdCompressor(level=level, write_content_size=True,
                                          write_checksum=True).compress(END_OF_ARCHIVE)
-    objects = _Objects(repo, prefix, published, end_frame)
+    objects = ObjectSink(repo, prefix, published, end_frame)
     planner = BundlePlanner(settings.frame_size, settings.bundle_size)
     pipeline = _Pipeline(objects, settings, level, progress)
     entries: list[_Entry] = []
@@ -275,6 +236,7 @@ def write_bundles(source: BinaryIO, repo: Repository, prefix: str, settings: Tra
             raise TarFormatError(f"{where}: bytes after the end of the tar archive",
                                  "the stream is not one tar archive from pg_basebackup")
         pipeline.finish()
+        records = objects.records()
     except BaseException:
         pipeline.abandon()
         raise
@@ -282,7 +244,8 @@ def write_bundles(source: BinaryIO, repo: Repository, prefix: str, settings: Tra
         raise TarFormatError(f"{where}: the stream held no backup_manifest",
                              "use pg_basebackup 13 or newer")
     index = FileIndex(entries=tuple(e.freeze() for e in entries),
-                      objects=tuple(objects.records), frame_size=settings.frame_size,
+                      objects=tuple(sorted(records, key=lambda o: o.name)),
+                      frame_size=settings.frame_size,
                       bundle_size=settings.bundle_size)
     return WrittenBundles(index, pg_manifest, raw_bytes)
 
