@@ -62,12 +62,23 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from _bench_report import report, summarize
+from _bench_stores import (
+    AWS_ENV,
+    BUCKET,
+    STANZA,
+    content_check,
+    decompress_floor,
+    pgbackrest,
+    pgbackrest_backup_sizes,
+    pgbackrest_conf,
+    start_moto,
+)
 from _common import (
     RUN_AS,
     T0,
@@ -77,9 +88,7 @@ from _common import (
     build_database,
     chown_to_server_user,
     free_port,
-    interference_lines,
     is_root,
-    ratio,
     row_counts,
     run,
     say,
@@ -88,17 +97,11 @@ from _common import (
 )
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
-STANZA = "bench"
 INSTANCE = "main"
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 PG_TOOLS = ("initdb", "pg_ctl", "postgres", "pgbench", "pg_basebackup", "pg_receivewal",
             "psql", "pg_isready", "pg_config")
-TARGETS = {"backup_time": 0.7, "size": 1.05, "restore_time": 0.8, "restore_scaling": 1.6,
-           "delta": 0.3, "s3": 1.3}
-AWS_ENV = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench-secret",
-           "AWS_DEFAULT_REGION": "us-east-1"}
-BUCKET = "pitrflow-bench"
 
 # --------------------------------------------------------------------------- processes
 
@@ -231,57 +234,6 @@ def wait_promoted(host: str, port: int, timeout: float = 3600) -> None:
     raise BenchError(f"the server on port {port} was not promoted within {timeout:.0f} s")
 
 
-# --------------------------------------------------------------------------- pgBackRest
-
-def pgbackrest_conf(work: Path, data_dir: Path, port: int) -> Path:
-    for name in ("pgbr-repo", "pgbr-log", "pgbr-lock", "pgbr-spool"):
-        (work / name).mkdir(exist_ok=True)
-        chown_to_server_user(work / name)
-    conf = work / "pgbackrest.conf"
-    conf.write_text(f"""[global]
-repo1-path={work / 'pgbr-repo'}
-repo1-retention-full=10
-log-path={work / 'pgbr-log'}
-lock-path={work / 'pgbr-lock'}
-spool-path={work / 'pgbr-spool'}
-compress-type=zst
-compress-level=3
-process-max=2
-start-fast=y
-log-level-console=warn
-log-level-file=detail
-
-[{STANZA}]
-pg1-path={data_dir}
-pg1-port={port}
-pg1-socket-path={data_dir}
-pg1-user=postgres
-""")
-    conf.chmod(0o644)
-    return conf
-
-
-def pgbackrest(conf: Path, *args: str, what: str) -> subprocess.CompletedProcess[str]:
-    return run(as_server_user(["pgbackrest", f"--config={conf}", f"--stanza={STANZA}", *args]),
-               what=what, cwd=conf.parent)
-
-
-def pgbackrest_backup_sizes(conf: Path, work: Path) -> dict[str, Any]:
-    info = json.loads(pgbackrest(conf, "--output=json", "info", what="pgbackrest info").stdout)
-    backup = info[0]["backup"][-1]
-    start, stop = backup["archive"]["start"], backup["archive"]["stop"]
-    wal_bytes, wal_files = 0, 0
-    for path in (work / "pgbr-repo" / "archive" / STANZA).rglob("*"):
-        name = path.name
-        if path.is_file() and len(name) > 24 and start <= name[:24] <= stop:
-            wal_bytes += path.stat().st_size
-            wal_files += 1
-    backup_dir = work / "pgbr-repo" / "backup" / STANZA / backup["label"]
-    return {"label": backup["label"], "repo_bytes": int(backup["info"]["repository"]["size"]),
-            "dir_bytes": tree_bytes(backup_dir), "wal_bytes": wal_bytes, "wal_files": wal_files,
-            "wal_range": [start, stop], "database_bytes": int(backup["info"]["size"])}
-
-
 # --------------------------------------------------------------------------- pitr
 
 def write_pitr_config(work: Path, name: str, port: int, process_max: int,
@@ -309,7 +261,10 @@ compress_level = 3
 def pitr_cli(config: Path, *args: str, prefect_home: Path, what: str,
              ) -> subprocess.CompletedProcess[str]:
     env = {"PREFECT_HOME": str(prefect_home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PITR_CONFIG": str(config), **AWS_ENV}
+           "PITR_CONFIG": str(config), **AWS_ENV,
+           # Measured: on a busy 2-core machine the ephemeral API's first start in a fresh
+           # home can take longer than Prefect's default 20 s wait.
+           "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"}
     return run([sys.executable, "-m", "pitrflow.cli", "--config", str(config), *args],
                what=what, env=env, cwd=REPO_ROOT)
 
@@ -337,133 +292,6 @@ def parse_phases(text: str) -> dict[str, float]:
     if not match:
         return {}
     return {name: float(value) for name, value in re.findall(r"(\w+) ([\d.]+) s", match.group(1))}
-
-
-def decompress_floor(backup_dir: Path) -> float:
-    """Seconds to only decompress every data object of a v2 backup, one thread, to nowhere."""
-    import zstandard
-
-    started = time.monotonic()
-    for path in sorted(backup_dir.glob("*.tar.zst")):
-        with open(path, "rb") as fh, zstandard.ZstdDecompressor().stream_reader(
-                fh, read_across_frames=True) as reader:
-            while reader.read(1 << 22):
-                pass
-    return time.monotonic() - started
-
-
-def start_moto(work: Path, ports: set[int]) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port(55600, ports)
-    with open(work / "moto.log", "ab") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1",  # noqa: S603
-                                 "-p", str(port)], stdout=sink, stderr=sink,
-                                env={**os.environ, **AWS_ENV})
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1):
-                break
-        except OSError:
-            time.sleep(0.2)
-    else:
-        proc.kill()
-        raise BenchError(f"moto's server did not start; see {work / 'moto.log'}")
-    import boto3
-
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                 aws_access_key_id=AWS_ENV["AWS_ACCESS_KEY_ID"],
-                 aws_secret_access_key=AWS_ENV["AWS_SECRET_ACCESS_KEY"]).create_bucket(
-                     Bucket=BUCKET)
-    return proc, endpoint
-
-
-def content_check(port: int) -> dict[str, int]:
-    """Row counts and a sum that every changed row moves: a delta restore must match it."""
-    import psycopg
-
-    counts = row_counts(port)
-    with psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres",
-                         autocommit=True) as conn:
-        row = conn.execute("SELECT sum(abalance), (SELECT sum(length(note)) FROM bench_docs) "
-                           "FROM pgbench_accounts").fetchone()
-    assert row is not None
-    return {**counts, "sum_abalance": int(row[0]), "sum_note_length": int(row[1])}
-
-
-# --------------------------------------------------------------------------- report
-
-def report(results: dict[str, Any]) -> str:
-    mb = 1e6
-    b, r, d = results["backups"], results["restores"], results["delta"]
-    db = results["database"]
-    lines = [
-        "",
-        f"pitrflow vs pgBackRest on PostgreSQL 15 -- database {db['database_bytes'] / 1e9:.2f} GB "
-        f"(pgbench scale {db['pgbench_scale']} + {db['row_counts']['bench_docs']:,} mixed rows)",
-        "",
-        f"{'operation':<48}{'time s':>8}{'size MB':>10}{'RSS MB':>8}",
-        "-" * 74,
-    ]
-
-    def row(name: str, item: dict[str, Any] | None, size_key: str | None = "repo_bytes") -> None:
-        if item is None:
-            return
-        t = f"{item['seconds']:8.1f}"
-        size = item.get(size_key) if size_key else None
-        s = f"{size / mb:10.1f}" if size is not None else f"{'-':>10}"
-        rss = item.get("tree_max_rss_mb")
-        lines.append(f"{name:<48}{t}{s}{(f'{rss:8.0f}' if rss else f'{chr(45):>8}')}")
-
-    row("backup  pg_basebackup server-zstd:3,workers=2", b["pg_basebackup"])
-    row("backup  pitr core, process_max 1", b["pitr_pm1"])
-    row("backup  pitr core, process_max 2", b["pitr_pm2"])
-    row("backup  pitr core, process_max 2, moto S3", b["pitr_s3"])
-    row("backup  pitr backup full (CLI, Prefect flow)", b["pitr_cli"])
-    for pm in (1, 2):
-        pb = b[f"pgbackrest_pm{pm}"]
-        row(f"backup  pgbackrest --type=full, process-max {pm}", pb)
-        lines.append(f"{'          + archived WAL it needs':<48}{'-':>8}"
-                     f"{(pb['repo_bytes'] + pb['wal_bytes']) / mb:10.1f}")
-    for kind, name in (("pitr_pm1", "pitr core, process_max 1"),
-                       ("pitr_pm2", "pitr core, process_max 2"),
-                       ("pitr_s3", "pitr core, process_max 2, moto S3"),
-                       ("pitr_cli", "pitr restore --to latest (CLI)"),
-                       ("pgbackrest_pm1", "pgbackrest, process-max 1 (+ start)"),
-                       ("pgbackrest_pm2", "pgbackrest, process-max 2 (+ start)")):
-        row(f"restore {name}", r[kind], None)
-    row("restore pitr delta (after ~5% of rows changed)", d["delta"], None)
-    row("restore pitr full, same backup", d["full"], None)
-    row("restore pitr delta trusting mtimes (another 5%)", d["delta_mtime"], None)
-    lines += ["", f"{'ratio':<52}{'value':>9}{'target':>10}{'':>6}", "-" * 77]
-    for key, name, target, higher in results["ratio_rows"]:
-        value = results["ratios"][key]
-        shown = f"{value:9.2f}" if value is not None else f"{'-':>9}"
-        bound = (">= " if higher else "<= ") + format(target, ".2f")
-        ok = "-" if value is None else (
-            "ok" if (value >= target if higher else value <= target) else "MISS")
-        lines.append(f"{name:<52}{shown}{bound:>10}{ok:>6}")
-    lines += ["", "where pitr's time goes (seconds)"]
-    for key in ("pitr_pm1", "pitr_pm2", "pitr_s3"):
-        lines.append(f"  backup {key}: " + ", ".join(
-            f"{k} {v:.1f}" for k, v in b[key]["phases"].items()) + f"; {b[key]['compression']}, "
-            f"{b[key]['objects']} objects")
-    lines.append(f"  backup (CLI): Prefect flow overhead "
-                 f"{b['pitr_cli']['seconds'] - b['pitr_pm2']['seconds']:.1f} over the core call")
-    for key in ("pitr_pm1", "pitr_pm2", "pitr_s3", "pitr_cli"):
-        lines.append(f"  restore {key}: " + ", ".join(
-            f"{k} {v:.1f}" for k, v in r[key]["phases"].items()))
-    for key in ("delta", "delta_mtime"):
-        lines.append(f"  restore {key}: " + ", ".join(
-            f"{k} {v:.1f}" for k, v in d[key]["phases"].items()) + f"; {d[key]['delta']}")
-    lines.append(f"  floor: decompressing every object of the backup on one thread: "
-                 f"{results['diagnostics']['decompress_seconds']:.1f} s")
-    for pm in (1, 2):
-        pr = r[f"pgbackrest_pm{pm}"]
-        lines.append(f"  pgBackRest process-max {pm}: restore command "
-                     f"{pr['restore_seconds']:.1f}, start + promotion {pr['start_seconds']:.1f}")
-    lines += interference_lines(results.get("interference", {}))
-    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- main
@@ -760,67 +588,6 @@ def delta_round(work: Path, cluster: Any, config: Path, servers: Servers, ports:
     shutil.rmtree(copy, ignore_errors=True)
     shutil.rmtree(work / "restore-full", ignore_errors=True)
     return result
-
-
-def summarize(database: dict[str, Any], versions: dict[str, str], scale_gb: float,
-              backups: dict[str, Any], restores: dict[str, Any], delta: dict[str, Any],
-              diagnostics: dict[str, Any], work: Path) -> dict[str, Any]:
-    def pgbr_size(pm: int) -> int:
-        pb = backups[f"pgbackrest_pm{pm}"]
-        return int(pb["repo_bytes"] + pb["wal_bytes"])
-
-    b, r = backups, restores
-    ratio_rows = [
-        ("restore_pm1", "restore time, 1 worker (pitr / pgBackRest)", TARGETS["restore_time"],
-         False),
-        ("restore_pm2", "restore time, 2 workers (pitr / pgBackRest)", TARGETS["restore_time"],
-         False),
-        ("restore_scaling", "restore speed-up, 2 workers over 1 (pitr)",
-         TARGETS["restore_scaling"], True),
-        ("backup_pm1", "backup time, 1 worker (pitr / pgBackRest)", TARGETS["backup_time"],
-         False),
-        ("backup_pm2", "backup time, 2 workers (pitr / pgBackRest)", TARGETS["backup_time"],
-         False),
-        ("size", "size (pitr / pgBackRest backup + its WAL)", TARGETS["size"], False),
-        ("size_backup_only", "size (pitr / pgBackRest backup alone)", TARGETS["size"], False),
-        ("delta", "delta restore / full restore (pitr)", TARGETS["delta"], False),
-        ("delta_mtime", "delta restore trusting mtimes / full restore", TARGETS["delta"], False),
-        ("s3_backup", "backup time, S3 / filesystem (pitr)", TARGETS["s3"], False),
-        ("s3_restore", "restore time, S3 / filesystem (pitr)", TARGETS["s3"], False),
-    ]
-    ratios = {
-        "restore_pm1": ratio(r["pitr_pm1"]["seconds"], r["pgbackrest_pm1"]["seconds"]),
-        "restore_pm2": ratio(r["pitr_pm2"]["seconds"], r["pgbackrest_pm2"]["seconds"]),
-        "restore_scaling": ratio(r["pitr_pm1"]["seconds"], r["pitr_pm2"]["seconds"]),
-        "backup_pm1": ratio(b["pitr_pm1"]["seconds"], b["pgbackrest_pm1"]["seconds"]),
-        "backup_pm2": ratio(b["pitr_pm2"]["seconds"], b["pgbackrest_pm2"]["seconds"]),
-        "size": ratio(b["pitr_pm2"]["repo_bytes"], pgbr_size(2)),
-        "size_backup_only": ratio(b["pitr_pm2"]["repo_bytes"], b["pgbackrest_pm2"]["repo_bytes"]),
-        "delta": ratio(delta["delta"]["seconds"], delta["full"]["seconds"]),
-        "delta_mtime": ratio(delta["delta_mtime"]["seconds"], delta["full"]["seconds"]),
-        "s3_backup": ratio(b["pitr_s3"]["seconds"], b["pitr_pm2"]["seconds"]),
-        "s3_restore": ratio(r["pitr_s3"]["seconds"], r["pitr_pm2"]["seconds"]),
-    }
-    peak = max(item.get("tree_max_rss_mb", 0) for item in
-               [*b.values(), *r.values(), delta["delta"], delta["full"], delta["delta_mtime"]])
-    return {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "host": {"cpus": os.cpu_count(), "work_dir": str(work)},
-        "versions": versions,
-        "scale_gb": scale_gb,
-        "database": database,
-        "backups": backups,
-        "restores": restores,
-        "delta": delta,
-        "peak_rss_mb": peak,
-        "diagnostics": diagnostics,
-        "targets": TARGETS,
-        "ratio_rows": ratio_rows,
-        "ratios": {k: (round(v, 3) if v is not None else None) for k, v in ratios.items()},
-        "met": {key: ratios[key] is not None and (ratios[key] >= target if higher
-                                                  else ratios[key] <= target)
-                for key, _name, target, higher in ratio_rows},
-    }
 
 
 if __name__ == "__main__":
