@@ -5,16 +5,9 @@ from typing import Any
 
 from prefect import flow
 
-from flows._limits import datadir_lock
-from pitrflow.engines.postgres.restore.planner import RestoreTarget
-from pitrflow.errors import UsageError
-from tasks.restore import (
-    check_restore_target,
-    instance_engine,
-    make_restore_plan,
-    restore_instance,
-    restore_sqlserver_database,
-)
+from flows._limits import destination_lock
+from pitrflow.engines.base import RestoreDestination, RestoreTarget
+from tasks.restore import make_restore_plan, restore_instance
 
 
 @flow(name="restore_to_point")
@@ -29,23 +22,18 @@ def restore_to_point(
     database_name: str | None = None,
     replace: bool = False,
 ) -> dict[str, Any]:
-    """Restore INSTANCE as of TARGET_TIME (timezone-aware; empty = the newest mark).
+    """Restore INSTANCE as of TARGET_TIME (timezone-aware; empty = the newest point).
 
-    PostgreSQL: into PGDATA, a new or empty directory.  SQL Server: as
-    DATABASE_NAME (default: a new name); `replace` allows overwriting it.
-    `scratch` (used by the recovery drill) trusts the restored instance's
-    private socket directory so the checks can connect as its superuser.
+    PostgreSQL: into PGDATA, a new or empty directory, served on PORT (default:
+    a free one).  SQL Server: as DATABASE_NAME (default: a new name); `replace`
+    allows overwriting it.  `dry_run` plans and checks only.  `scratch` (used by
+    the recovery drill) marks a throwaway copy its checks may reach as superuser.
     """
-    RestoreTarget(target_time)  # refuses a naive time before any task runs
-    if instance_engine(instance, config_path) == "sqlserver":
-        return restore_sqlserver_database(instance, target_time, database_name, replace,
-                                          dry_run, config_path)
-    if not pgdata:
-        raise UsageError("a PostgreSQL restore needs pgdata, a new or empty directory",
-                         "set the pgdata parameter")
-    plan = make_restore_plan(instance, target_time, config_path)
-    with datadir_lock(pgdata, writes=not (dry_run or scratch)):
-        checked = check_restore_target(plan, instance, pgdata, port, config_path)
-        if dry_run:
-            return {"dry_run": True, **checked}
-        return restore_instance(plan, instance, pgdata, port, config_path, scratch)
+    target = RestoreTarget(target_time)  # refuses a naive time before any task runs
+    destination = RestoreDestination(pgdata=pgdata, port=port, database_name=database_name,
+                                     replace=replace, scratch=scratch)
+    plan = make_restore_plan(instance, target, destination, config_path)
+    if dry_run:
+        return {"dry_run": True, **plan.data}
+    with destination_lock(plan.lock, writes=not scratch):
+        return restore_instance(plan, config_path)

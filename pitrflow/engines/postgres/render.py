@@ -15,7 +15,7 @@ from pitrflow.engines.postgres.restore.executor import RestoreOutcome
 from pitrflow.engines.postgres.restore.planner import RestorePlan, recoverable_window
 from pitrflow.engines.postgres.wal.walnames import format_lsn
 from pitrflow.engines.postgres.wal.walship import ShipOutcome
-from pitrflow.render import human_bytes, iso
+from pitrflow.render import human_bytes, iso, markdown_table
 
 
 def backup_dict(b: BackupManifest) -> dict[str, Any]:
@@ -124,8 +124,29 @@ def plan_dict(plan: RestorePlan) -> dict[str, Any]:
     }
 
 
+def plan_rows(plan: RestorePlan) -> list[tuple[str, str]]:
+    """The plan as the rows of its artifact table."""
+    if plan.wal:
+        wal = (f"{plan.wal[0].segment} .. {plan.wal[-1].segment} on timeline {plan.timeline}: "
+               f"{len(plan.wal)} segments, {human_bytes(plan.wal_bytes)} stored, "
+               f"{human_bytes(plan.wal_replay_bytes)} to replay")
+    else:
+        wal = "none beyond the backup's own"
+    rows = [
+        ("instance", plan.instance),
+        ("target", plan.target.describe()),
+        ("recoverable window", f"{iso(plan.window_from)} .. {iso(plan.window_to)}"),
+        ("chain", " -> ".join(f"{b.id} ({b.type})" for b in plan.chain)),
+        ("consistent at", f"{iso(plan.backup.stop_time)} ({format_lsn(plan.backup.stop_lsn)})"),
+        ("WAL to replay", wal),
+        ("local disk needed", human_bytes(plan.disk_bytes_needed)),
+    ]
+    rows += [("reason", r) for r in plan.reasons]
+    return rows
+
+
 def plan_markdown(plan: RestorePlan) -> str:
-    return "## Restore plan\n\n```\n" + plan_text(plan) + "\n```\n"
+    return markdown_table("Restore plan", plan_rows(plan))
 
 
 def backup_markdown(outcome: BackupOutcome, notes: list[str] | None = None) -> str:
@@ -193,6 +214,11 @@ def restore_text(outcome: RestoreOutcome) -> str:
 def restore_markdown(outcome: RestoreOutcome) -> str:
     return "## Restore\n\n```\n" + restore_text(outcome) + "\n```\n\n" + plan_markdown(
         outcome.plan)
+
+
+def expire_done_text(result: Any) -> str:
+    return (f"deleted {len(result.backups_deleted)} backups and {result.wal_deleted} WAL "
+            f"segments, {result.bytes_freed} bytes freed")
 
 
 def expire_text(plan: Any) -> str:

@@ -9,33 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from pitrflow.engines.base import RestoreTarget
 from pitrflow.engines.postgres.catalog.manifest import BackupManifest
 from pitrflow.engines.postgres.catalog.snapshot import Catalog
 from pitrflow.engines.postgres.wal.timelines import required_segments, span_of, timeline_path
 from pitrflow.engines.postgres.wal.walnames import format_lsn
-from pitrflow.errors import RestoreRefusedError, UsageError
+from pitrflow.errors import RestoreRefusedError
 from pitrflow.storage.layout import MarkEntry, WalEntry
-
-
-@dataclass(frozen=True)
-class RestoreTarget:
-    """A timezone-aware time, or None for the newest mark ("latest")."""
-
-    time: datetime | None
-
-    def __post_init__(self) -> None:
-        if self.time is not None and self.time.utcoffset() is None:
-            raise UsageError(
-                f"target time {self.time.isoformat()} has no timezone",
-                "give an offset, e.g. 2026-11-26T09:45:00+00:00",
-            )
-
-    @property
-    def is_latest(self) -> bool:
-        return self.time is None
-
-    def describe(self) -> str:
-        return "latest" if self.time is None else self.time.isoformat()
 
 
 @dataclass
