@@ -107,7 +107,8 @@ class SqlServerDrillSession:
 
 def _summary(result: dict[str, Any], location: str) -> str:
     lag = result["data_lag_seconds"]
-    lines = [f"drill of {result['instance']} passed: target {result['target_mode']} "
+    verdict = "passed" if result["ok"] else "FAILED"
+    lines = [f"drill of {result['instance']} {verdict}: target {result['target_mode']} "
              f"{result['target'] or '(newest log backup)'}, RTO {result['rto_seconds']:.1f} s, "
              f"data lag {'-' if lag is None else f'{lag:.0f}'} s, "
              f"{result['quality_checked']} expectations checked, scratch database "
