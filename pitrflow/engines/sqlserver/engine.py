@@ -70,7 +70,7 @@ class SqlServerEngine:
                      destination: RestoreDestination) -> RestorePlan:
         from pitrflow.engines.sqlserver.restore import dry_run_script
 
-        prepared = ops.sqlserver_prepare(self.settings, repo, target.time,
+        prepared = ops.sqlserver_prepare(self.settings, repo, target,
                                          destination.database_name, destination.replace)
         statements = dry_run_script(prepared)
         # The name is decided once, here: a default name stamped with the time must not
