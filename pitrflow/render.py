@@ -50,7 +50,30 @@ def drill_markdown(record: Any, kept_at: str | None = None) -> str:
     if record.quality_failures:
         text += "\n### Failed expectations\n\n" + "\n".join(
             f"- {f}" for f in record.quality_failures) + "\n"
+    text += verdicts_markdown(getattr(record, "reference", ""), getattr(record, "tables", []))
     return text
+
+
+def verdicts_markdown(reference: str, tables: list[dict[str, str]]) -> str:
+    """The drill's reference sentence and one row per table and check."""
+    if not reference and not tables:
+        return ""
+    text = "\n### Verdict by table\n\n"
+    if reference:
+        text += f"Reference: {reference}.\n\n"
+    if tables:
+        text += ("| table | check | reference | bounds | restored | result | why |\n"
+                 "|---|---|---|---|---|---|---|\n")
+        text += "\n".join(
+            "| " + " | ".join(_cell(row.get(k, "")) for k in
+                              ("table", "check", "reference", "bounds", "restored", "result",
+                               "why")) + " |"
+            for row in tables) + "\n"
+    return text
+
+
+def _cell(value: object) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ") or "-"
 
 
 def artifact_key(kind: str, instance: str) -> str:

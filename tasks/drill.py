@@ -56,7 +56,8 @@ def _checks_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The drill-checks-<instance> table, the same for both engines."""
     return [{"suite": r["suite"], "expectation": r["expectation_type"],
              "column": r["column"] or "", "result": "pass" if r["success"] else "FAIL",
-             "observed": r["observed"]}
+             "observed": r["observed"], "expected": r.get("bounds", ""),
+             "reference": r.get("baseline", "")}
             for r in rows]
 
 

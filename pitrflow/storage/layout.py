@@ -5,10 +5,17 @@
     <instance>/wal/<TLI>/<segment>-<sha256>.zst
     <instance>/timelines/<TLI>.history-<sha256>
     <instance>/marks/<time>_<TLI>_<LSN>.json  one per ship run
+    <instance>/baselines/<time>_<TLI>_<LSN>_<origin>.json.zst
+        the source's per-table facts, read right after the mark (origin `mark`,
+        same time, timeline and LSN as the mark's key) or the backup (origin
+        `backup`: its stop time, timeline and stop LSN) it is named after
     <instance>/drills/<time>.json
+    SQL Server: <instance>/{backups,logs}/<id>/baseline.json.zst beside the manifest
 
 WAL and history keys carry the SHA-256 of the stored object, so a listing
-alone gives every checksum and no sidecar can drift from its object.
+alone gives every checksum and no sidecar can drift from its object.  A
+baseline's key carries the time and LSN of what it is named after, so
+retention decides about it from the listing alone, exactly as about marks.
 """
 
 from __future__ import annotations
@@ -24,7 +31,12 @@ EXPIRING_NAME = "expiring.json"
 _WAL_RE = re.compile(r"^wal/([0-9A-F]{8})/([0-9A-F]{24})-([0-9a-f]{64})\.zst$")
 _HISTORY_RE = re.compile(r"^timelines/([0-9A-F]{8})\.history-([0-9a-f]{64})$")
 _MARK_RE = re.compile(r"^marks/(\d{8}T\d{6}\.\d{6}Z)_([0-9A-F]{8})_([0-9A-F]{16})\.json$")
+_BASELINE_RE = re.compile(
+    r"^baselines/(\d{8}T\d{6}\.\d{6}Z)_([0-9A-F]{8})_([0-9A-F]{16})_(mark|backup)\.json\.zst$")
 _BACKUP_RE = re.compile(r"^backups/([^/]+)/(.+)$")
+# SQL Server keeps each backup's baseline inside the backup's own prefix, so it is
+# deleted with the backup it was read after.
+BASELINE_NAME = "baseline.json.zst"
 _TIME_FORMAT = "%Y%m%dT%H%M%S.%fZ"
 
 
@@ -55,6 +67,18 @@ def history_key(instance: str, timeline: int, sha256: str) -> str:
 def mark_key(instance: str, when: datetime, timeline: int, lsn: int) -> str:
     stamp = when.astimezone(UTC).strftime(_TIME_FORMAT)
     return f"{instance}/marks/{stamp}_{timeline:08X}_{lsn:016X}.json"
+
+
+def baseline_key(instance: str, when: datetime, timeline: int, lsn: int, origin: str) -> str:
+    """The baseline read right after a mark or a backup, named after it."""
+    if origin not in ("mark", "backup"):
+        raise ValueError(f"baseline origin must be mark or backup, not {origin!r}")
+    stamp = when.astimezone(UTC).strftime(_TIME_FORMAT)
+    return f"{instance}/baselines/{stamp}_{timeline:08X}_{lsn:016X}_{origin}.json.zst"
+
+
+def baselines_prefix(instance: str) -> str:
+    return f"{instance}/baselines/"
 
 
 def verify_key(instance: str, backup_id: str) -> str:
@@ -90,6 +114,17 @@ class MarkEntry:
 
 
 @dataclass(frozen=True)
+class BaselineEntry:
+    """A stored baseline; time, timeline and LSN are those of its mark or backup."""
+
+    key: str
+    time: datetime
+    timeline: int
+    lsn: int
+    origin: str  # "mark" | "backup"
+
+
+@dataclass(frozen=True)
 class BackupObjectEntry:
     key: str
     backup_id: str
@@ -97,7 +132,7 @@ class BackupObjectEntry:
     size: int
 
 
-ParsedKey = WalEntry | HistoryEntry | MarkEntry | BackupObjectEntry | None
+ParsedKey = WalEntry | HistoryEntry | MarkEntry | BaselineEntry | BackupObjectEntry | None
 
 
 def parse_key(instance: str, key: str, size: int) -> ParsedKey:
@@ -113,6 +148,10 @@ def parse_key(instance: str, key: str, size: int) -> ParsedKey:
     if match := _MARK_RE.match(rel):
         when = datetime.strptime(match.group(1), _TIME_FORMAT).replace(tzinfo=UTC)
         return MarkEntry(key, when, int(match.group(2), 16), int(match.group(3), 16))
+    if match := _BASELINE_RE.match(rel):
+        when = datetime.strptime(match.group(1), _TIME_FORMAT).replace(tzinfo=UTC)
+        return BaselineEntry(key, when, int(match.group(2), 16), int(match.group(3), 16),
+                             match.group(4))
     if match := _BACKUP_RE.match(rel):
         return BackupObjectEntry(key, match.group(1), match.group(2), size)
     return None

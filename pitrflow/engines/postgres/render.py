@@ -211,6 +211,9 @@ def expire_text(plan: Any) -> str:
     if plan.delete_marks:
         lines.append(f"  DELETE {len(plan.delete_marks)} ship marks older than the oldest kept "
                      "backup")
+    if plan.delete_baselines:
+        lines.append(f"  DELETE {len(plan.delete_baselines)} drill baselines of those marks and "
+                     "backups")
     lines.append("  keep   all timeline history files")
     lines += [f"  note: {n}" for n in plan.notes]
     if plan.empty:

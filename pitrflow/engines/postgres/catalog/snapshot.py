@@ -28,6 +28,7 @@ from pitrflow.storage.layout import (
     EXPIRING_NAME,
     MANIFEST_NAME,
     BackupObjectEntry,
+    BaselineEntry,
     HistoryEntry,
     MarkEntry,
     WalEntry,
@@ -47,6 +48,8 @@ class Catalog:
     histories: dict[int, list[TimelineSwitch]] = field(default_factory=dict)
     history_entries: dict[int, HistoryEntry] = field(default_factory=dict)
     marks: list[MarkEntry] = field(default_factory=list)
+    # The drill's baselines, one per mark or backup they were read after.
+    baselines: list[BaselineEntry] = field(default_factory=list)
     segment_size: int = DEFAULT_SEGMENT_SIZE
     object_keys: set[str] = field(default_factory=set)
     expiring: set[str] = field(default_factory=set)
@@ -80,6 +83,8 @@ def read_catalog(repo: Repository, instance: str) -> Catalog:
             catalog.history_entries[parsed.timeline] = parsed
         elif isinstance(parsed, MarkEntry):
             catalog.marks.append(parsed)
+        elif isinstance(parsed, BaselineEntry):
+            catalog.baselines.append(parsed)
         elif isinstance(parsed, BackupObjectEntry):
             backup_objects.setdefault(parsed.backup_id, {})[parsed.name] = parsed.size
             catalog.backup_object_keys.setdefault(parsed.backup_id, []).append(parsed.key)
@@ -118,6 +123,7 @@ def read_catalog(repo: Repository, instance: str) -> Catalog:
     for tli, entry in catalog.history_entries.items():
         catalog.histories[tli] = parse_history(repo.get_bytes(entry.key).decode())
     catalog.marks.sort(key=lambda m: (m.time, m.lsn))
+    catalog.baselines.sort(key=lambda b: (b.time, b.lsn))
     return catalog
 
 
