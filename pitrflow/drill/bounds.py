@@ -9,7 +9,10 @@ between the baseline recorded just before T and the one just after it:
   Equal exact counts give an exact bound.  An estimated count is widened by
   the tolerance either side; the row counters (inserted, deleted) widen the
   bound when rows were both inserted and deleted between the two, and a table
-  rewritten in between (TRUNCATE) can have held anything from zero.
+  rewritten in between (TRUNCATE) can have held anything from zero.  Those
+  counters reach the statistics up to a second or so late, so they are taken
+  from the next reference after the later baseline: cumulative counters read
+  later can only count more of the activity in between, never less.
 - Freshness: the newest value at the baseline before T, up to T itself.
 - A table only one of the two baselines knows was created or dropped in
   between: it is named, and left unchecked.
@@ -151,8 +154,13 @@ def _rewritten(before: TableBaseline, after: TableBaseline) -> bool:
 
 def row_bounds(before: TableBaseline, after: TableBaseline, tolerance: float,
                before_label: str = "the baseline before",
-               after_label: str = "the baseline after") -> RowBounds | None:
-    """Rows the table can have held at any moment between two baselines; None if unknown."""
+               after_label: str = "the baseline after",
+               later: TableBaseline | None = None) -> RowBounds | None:
+    """Rows the table can have held at any moment between two baselines; None if unknown.
+
+    `later` is the table as a reference read after `after` saw it: its
+    counters bound the inserts and deletes in between from above.
+    """
     a = _interval(before, tolerance)
     b = _interval(after, tolerance)
     if a is None or b is None:
@@ -161,7 +169,8 @@ def row_bounds(before: TableBaseline, after: TableBaseline, tolerance: float,
     how = f"{a[2]} at {before_label}, {b[2]} at {after_label}"
     if a[0] == a[1] == b[0] == b[1]:
         how = f"exactly {lo} at both {before_label} and {after_label}"
-    delta = _changes(before, after)
+    delta = _changes(before, later) if later is not None else None
+    delta = delta or _changes(before, after)
     if _rewritten(before, after):
         # TRUNCATE (or a rewrite) in between: the table may have held none of its rows.
         cap = None if delta is None else max(hi, a[1] + delta[0])
@@ -220,10 +229,14 @@ def _freshness(name: str, before: TableBaseline, after: TableBaseline, rows: Row
 
 
 def plan_between(before: Baseline, after: Baseline, target: datetime,
-                 settings: BoundSettings) -> DrillReference:
-    """Bounds for every table from the baselines just before and just after `target`."""
+                 settings: BoundSettings, later: Baseline | None = None) -> DrillReference:
+    """Bounds for every table from the baselines just before and just after `target`.
+
+    `later`, a reference read after `after`, lends its row counters.
+    """
     b_label, a_label = before.label(), after.label()
     old, new = before.by_name(), after.by_name()
+    beyond = later.by_name() if later is not None else {}
     plans: list[TablePlan] = []
     used = f"{b_label} .. {a_label}"
     for name in [*old, *(n for n in new if n not in old)]:
@@ -240,7 +253,7 @@ def plan_between(before: Baseline, after: Baseline, target: datetime,
                 "target, so it is not checked")))
             continue
         key, not_null, notes = _common_schema(b, a)
-        rows = row_bounds(b, a, settings.tolerance, b_label, a_label)
+        rows = row_bounds(b, a, settings.tolerance, b_label, a_label, beyond.get(name))
         if rows is None:
             notes.append(f"no row count or estimate recorded at {b_label} or {a_label}: "
                          "row count not checked")
@@ -301,7 +314,15 @@ def plan_reference(target: datetime, candidates: Sequence[Baseline], live: Basel
         raise ValueError("target must be timezone-aware")
     before, after = choose_neighbours(candidates, target, margin)
     if before is not None:
-        return plan_between(before, after or live, target, settings)
+        after = after or live
+        later = min((b for b in candidates if b.read_from > after.read_from),
+                    key=lambda b: b.read_from, default=None)
+        if later is None and after is not live:
+            later = live
+        return plan_between(before, after, target, settings, later)
+    # Only a lower bound is drawn from here, and a reference missing a commit still
+    # in flight only lowers it: the nearest later baseline serves, with no margin.
+    after = choose_neighbours(candidates, target, timedelta(0))[1]
     if oldest is None:
         why = "no baseline is recorded for this instance yet"
     else:

@@ -39,7 +39,7 @@ class Neighbourhood:
 
 def load_neighbourhood(repo: Repository, stored: Sequence[StoredBaseline], target: datetime,
                        margin: timedelta = VISIBILITY_MARGIN) -> Neighbourhood:
-    """Load outward from the target until one baseline lies before it and one after it.
+    """Load outward from the target: one baseline before it, two after it.
 
     A baseline is read a little after the time it is named by, so the walk
     back starts at the newest one named at or before the target, and goes on
@@ -52,10 +52,14 @@ def load_neighbourhood(repo: Repository, stored: Sequence[StoredBaseline], targe
         baseline = _load(repo, item, found)
         if baseline is not None and baseline.read_to <= target:
             break
+    # One past the first baseline after the target: its row counters serve the bounds.
+    beyond = 0
     for item in ordered[split:]:
         baseline = _load(repo, item, found)
         if baseline is not None and baseline.read_from >= target + margin:
-            break
+            beyond += 1
+            if beyond == 2:
+                break
     if ordered:
         oldest = next((b for b in found.candidates if b.key == ordered[0].key), None)
         oldest = oldest or _load(repo, ordered[0], found)
