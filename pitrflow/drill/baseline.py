@@ -95,7 +95,7 @@ class Baseline:
 
     def label(self) -> str:
         """How an artifact names it: `mark 2026-01-02T03:04:05Z`, `backup ID (time)`."""
-        when = _short_time(self.origin_time)
+        when = short_time(self.origin_time)
         if self.origin == "mark":
             return f"mark {when}"
         if self.origin == "live":
@@ -103,7 +103,8 @@ class Baseline:
         return f"{self.origin} {self.origin_id} ({when})"
 
 
-def _short_time(moment: datetime) -> str:
+def short_time(moment: datetime) -> str:
+    """A moment as the artifacts show it: UTC, microseconds only when there are some."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ").replace(".000000Z", "Z")
 
 

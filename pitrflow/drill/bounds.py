@@ -30,9 +30,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
-from pitrflow.drill.baseline import Baseline, TableBaseline
+from pitrflow.drill.baseline import Baseline, TableBaseline, short_time
 
 # A commit whose timestamp is at or before the target may take a moment to
 # become visible to other sessions; a baseline read within this margin after
@@ -72,7 +72,7 @@ class FreshBounds:
     how: str
 
     def text(self) -> str:
-        return f"{_when(self.min_value)}..{_when(self.max_value)}"
+        return f"{short_time(self.min_value)}..{short_time(self.max_value)}"
 
 
 @dataclass(frozen=True)
@@ -104,10 +104,6 @@ class DrillReference:
     tables: tuple[TablePlan, ...]
     before: str | None = None
     after: str | None = None
-
-
-def _when(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ").replace(".000000Z", "Z")
 
 
 def choose_neighbours(candidates: Sequence[Baseline], target: datetime,
@@ -222,10 +218,10 @@ def _freshness(name: str, before: TableBaseline, after: TableBaseline, rows: Row
                       "so its newest value may be older")
     if newest > high:
         return None, (f"freshness of {column}: its newest value at {before_label} "
-                      f"({_when(newest)}) is after the target; the source's clock or data "
+                      f"({short_time(newest)}) is after the target; the source's clock or data "
                       "runs ahead, nothing to check")
-    return FreshBounds(column, newest, high,
-                       f"newest {column} at {before_label} ({_when(newest)}) .. the target"), None
+    how = f"newest {column} at {before_label} ({short_time(newest)}) .. the target"
+    return FreshBounds(column, newest, high, how), None
 
 
 def plan_between(before: Baseline, after: Baseline, target: datetime,
@@ -326,6 +322,6 @@ def plan_reference(target: datetime, candidates: Sequence[Baseline], live: Basel
     if oldest is None:
         why = "no baseline is recorded for this instance yet"
     else:
-        why = (f"no baseline was recorded at or before the target {_when(target)} "
+        why = (f"no baseline was recorded at or before the target {short_time(target)} "
                f"(the oldest is {oldest})")
     return plan_fallback(after or live, target, settings, why)
