@@ -146,11 +146,14 @@ class _Notes(list[str]):
 
 def read_baseline(conn: psycopg.Connection, *, instance: str, origin: str, origin_id: str,
                   origin_time: datetime, freshness: Mapping[str, str],
-                  exact_limit_bytes: int | None) -> Baseline:
+                  exact_limit_bytes: int | None,
+                  statement_timeout: str = _STATEMENT_TIMEOUT) -> Baseline:
     """Read every user table's baseline facts in one snapshot.
 
     `exact_limit_bytes` None counts every table exactly (the drill's read of
-    the live source, which is allowed to be slow); 0 counts none.
+    the live source, which is allowed to be slow: pass statement_timeout "0"
+    too); 0 counts none.  A read slower than `statement_timeout` is dropped
+    with a note, leaving the table its estimates.
     """
     if conn.info.transaction_status != TransactionStatus.IDLE:
         raise ValueError("read_baseline needs an idle connection: it opens its own snapshot")
@@ -158,7 +161,7 @@ def read_baseline(conn: psycopg.Connection, *, instance: str, origin: str, origi
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(_LOCK_TIMEOUT)))
         conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(
-            sql.Literal(_STATEMENT_TIMEOUT)))
+            sql.Literal(statement_timeout)))
         times = conn.execute(SNAPSHOT_TIMES_SQL).fetchone()  # takes the snapshot
         assert times is not None
         read_from, read_to = times[0], times[1]

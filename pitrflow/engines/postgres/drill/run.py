@@ -53,7 +53,7 @@ def read_live(settings: InstanceConfig) -> Baseline:
     with connect(settings) as conn:
         live = read_baseline(conn, instance=settings.name, origin="live", origin_id="",
                              origin_time=datetime.now(UTC), freshness={},
-                             exact_limit_bytes=None)
+                             exact_limit_bytes=None, statement_timeout="0")
     return replace(live, origin_time=live.read_from)
 
 
