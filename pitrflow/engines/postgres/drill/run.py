@@ -73,7 +73,8 @@ def prepare(config: Config, instance: str, spec: str) -> DrillContext:
         neighbourhood = load_neighbourhood(repo, stored, reference_time)
         for problem in neighbourhood.problems:
             log.warning("%s", problem)
-    live = read_live(settings)
+    # For `latest` the source is read after the restore instead (judge_against).
+    live = read_live(settings) if target.time is not None else None
     with connect(settings) as conn:
         source_now = server_now(conn)
     if target.window_to is not None:
@@ -109,11 +110,11 @@ def judge_against(config: Config, ctx: DrillContext) -> DrillReference:
 
     settings = config.instance(ctx.instance)
     drill = settings.drill
-    live = ctx.live or read_live(settings)
+    latest = ctx.target.time is None
+    live = read_live(settings) if latest or ctx.live is None else ctx.live
     when = ctx.target.time or ctx.target.window_to or live.read_from
     candidates = list(ctx.neighbourhood.candidates)
-    if ctx.target.time is None:
-        live = read_live(settings)
+    if latest:
         candidates = [b for b in candidates if b.read_to <= when]
     fresh = check_freshness_config(drill.freshness, live.tables, POSTGRES_AWARE_TYPES)
     bounds = BoundSettings(drill.row_count_tolerance, fresh,
