@@ -78,6 +78,15 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 def cmd_ship(args: argparse.Namespace) -> int:
     config = _config(args)
+    if args.follow:  # a long-running service: the core follower, no Prefect flow
+        from pitrflow.engines.postgres.wal.follow import follow_until_signalled
+        from pitrflow.storage import open_repository
+
+        done = follow_until_signalled(config.instance(args.instance),
+                                      open_repository(config.repository))
+        print(f"follower of {args.instance} stopped: {done.segments_stored} segments, "
+              f"{done.partials_stored} partials, {done.marks_written} marks stored")
+        return 0
     result = _run_flow("flows.ship_logs", "ship_logs", instance=args.instance,
                        config_path=str(config.source))
     print(f"shipped {len(result['segments'])} segments of {args.instance}; "
@@ -374,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ship = sub.add_parser("ship", help="ship WAL up to now and record a mark")
     ship.add_argument("instance")
+    ship.add_argument("--follow", action="store_true",
+                      help="stream WAL continuously until SIGTERM (follow mode)")
     ship.set_defaults(func=cmd_ship)
 
     restore = sub.add_parser("restore", help="restore to a point in time")

@@ -97,3 +97,10 @@ class DrillFailedError(PitrError):
 
     code = "drill-failed"
     exit_status = 11
+
+
+class FollowerError(PitrError):
+    """Follow mode: the follower is behind, gone, or cannot run."""
+
+    code = "follower"
+    exit_status = 12

@@ -11,15 +11,16 @@ from datetime import datetime
 
 from pitrflow.engines.postgres.catalog.manifest import BackupManifest
 from pitrflow.engines.postgres.catalog.snapshot import Catalog
+from pitrflow.engines.postgres.restore.tail import latest_point
 from pitrflow.engines.postgres.wal.timelines import required_segments, span_of, timeline_path
 from pitrflow.engines.postgres.wal.walnames import format_lsn
 from pitrflow.errors import RestoreRefusedError, UsageError
-from pitrflow.storage.layout import MarkEntry, WalEntry
+from pitrflow.storage.layout import MarkEntry, PartialEntry, WalEntry
 
 
 @dataclass(frozen=True)
 class RestoreTarget:
-    """A timezone-aware time, or None for the newest mark ("latest")."""
+    """A timezone-aware time, or None for "latest": everything stored (see restore.tail)."""
 
     time: datetime | None
 
@@ -50,6 +51,9 @@ class RestorePlan:
     window_to: datetime | None
     segment_size: int
     reasons: list[str] = field(default_factory=list)
+    # Follow mode: the last segment of `wal` is this partial upload, valid up to end_lsn.
+    partial: PartialEntry | None = None
+    end_lsn: int | None = None
 
     @property
     def backup(self) -> BackupManifest:
@@ -144,8 +148,11 @@ def plan_restore(catalog: Catalog, target: RestoreTarget) -> RestorePlan:
             )
     end_mark = _end_mark(catalog, target)
     reasons: list[str] = []
+    latest = latest_point(catalog) if target.is_latest else None
+    end_lsn: int | None = None
     if end_mark is not None:
-        tli = end_mark.timeline
+        tli = latest.timeline if latest else end_mark.timeline
+        end_lsn = latest.lsn if latest else end_mark.lsn
     else:
         newest = catalog.newest_backup_on()
         assert newest is not None
@@ -159,7 +166,7 @@ def plan_restore(catalog: Catalog, target: RestoreTarget) -> RestorePlan:
         and (s := span_of(b.start_lsn, path)) is not None and s.timeline == b.timeline
         # Its consistent point must lie on the path too, not on an abandoned branch.
         and (s.end is None or b.stop_lsn <= s.end)
-        and (end_mark is None or b.stop_lsn <= end_mark.lsn)
+        and (end_lsn is None or b.stop_lsn <= end_lsn)
     ]
     if not candidates:
         raise RestoreRefusedError(
@@ -181,17 +188,32 @@ def plan_restore(catalog: Catalog, target: RestoreTarget) -> RestorePlan:
                        "with WAL from its start")
 
     wal: list[WalEntry] = []
-    if end_mark is not None:
-        wanted = required_segments(backup.start_lsn, end_mark.lsn, path, catalog.segment_size)
+    partial: PartialEntry | None = None
+    if end_lsn is not None:
+        wanted = required_segments(backup.start_lsn, end_lsn, path, catalog.segment_size)
         for timeline, segno, name in wanted:
             entry = catalog.wal.get(timeline, {}).get(segno)
+            if entry is None and (timeline, segno) == wanted[-1][:2]:
+                partial = catalog.partial_for(timeline, segno)
+                if partial is not None and partial.end_lsn >= end_lsn:
+                    entry = as_wal_entry(partial)
+                    reasons.append(f"the last segment {name} is partial: follow mode stored it "
+                                   f"up to {format_lsn(partial.end_lsn)} (read at "
+                                   f"{partial.time.isoformat()})")
+                else:
+                    partial = None
             if entry is None:
                 raise RestoreRefusedError(
                     f"WAL segment {name} is missing from the repository: the WAL from "
-                    f"{format_lsn(backup.start_lsn)} to {format_lsn(end_mark.lsn)} has a gap",
+                    f"{format_lsn(backup.start_lsn)} to {format_lsn(end_lsn)} has a gap",
                     "pick a target before the gap, or restore from a backup taken after it",
                 )
             wal.append(entry)
+        size = catalog.segment_size
+        if latest is not None and end_mark is not None and (
+                (latest.lsn - 1) // size > (end_mark.lsn - 1) // size):
+            reasons.append(f"latest replays past the newest mark ({format_lsn(end_mark.lsn)}) "
+                           f"to {format_lsn(latest.lsn)} on timeline {tli}: WAL stored since")
     reasons.insert(0, (
         f"backup {backup.id} is the newest whose consistent point "
         f"({backup.stop_time.isoformat()}) is at or before the target"
@@ -201,5 +223,10 @@ def plan_restore(catalog: Catalog, target: RestoreTarget) -> RestorePlan:
     return RestorePlan(
         instance=catalog.instance, target=target, chain=chain, wal=wal, timeline=tli,
         end_mark=end_mark, window_from=window.start, window_to=window.end,
-        segment_size=catalog.segment_size, reasons=reasons,
+        segment_size=catalog.segment_size, reasons=reasons, partial=partial, end_lsn=end_lsn,
     )
+
+
+def as_wal_entry(partial: PartialEntry) -> WalEntry:
+    """A partial as the segment file PostgreSQL asks for (zero-padded to a whole segment)."""
+    return WalEntry(partial.key, partial.timeline, partial.segment, partial.sha256, partial.size)

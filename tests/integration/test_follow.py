@@ -1,0 +1,164 @@
+"""Follow mode against a real PostgreSQL 18: the source killed, restarted, failed over.
+
+Each test commits continuously while the follower runs, then restores to
+latest and compares the restored rows with the commits the workload saw
+acknowledged.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from pitrflow.devtools.localpg import LocalCluster, default_bin_dir
+from pitrflow.engines.postgres.backup.basebackup import take_backup
+from pitrflow.engines.postgres.catalog.snapshot import read_catalog
+from pitrflow.engines.postgres.health import run_checks
+from pitrflow.engines.postgres.restore.executor import RestoreRequest, execute_restore
+from pitrflow.engines.postgres.restore.planner import RestorePlan, RestoreTarget, plan_restore
+from pitrflow.engines.postgres.wal.walship import find_gaps
+from pitrflow.storage import open_repository
+from tests.conftest import free_port, restored_ids
+from tests.integration.follow_helpers import (
+    FollowerThread,
+    Workload,
+    follow_config,
+    new_source,
+    receiver_caught_up,
+    status,
+    stop_all,
+    wait_for,
+)
+from tests.s3server import S3Server
+
+
+@pytest.fixture
+def root(work_root: Path, request: pytest.FixtureRequest) -> Iterator[Path]:
+    path = work_root / f"follow-{request.node.name}"[:80].replace("[", "-").replace("]", "")
+    path.mkdir()
+    yield path
+    stop_all(path, default_bin_dir(), LocalCluster(path, 0, default_bin_dir()).user)
+
+
+@pytest.fixture(params=["fs", "s3"])
+def repository(request: pytest.FixtureRequest) -> str | None:
+    """None: a directory; else the [repository] lines of a fresh bucket behind moto."""
+    if request.param == "fs":
+        return None
+    s3: S3Server = request.getfixturevalue("s3")
+    return (f'url = "s3://{s3.new_bucket()}/pitr"\nendpoint_url = "{s3.url}"\n'
+            'region = "us-east-1"')
+
+
+def restore_latest(config, root: Path, name: str = "restored") -> tuple[RestorePlan, list[int]]:  # type: ignore[no-untyped-def]
+    repo = open_repository(config.repository)
+    plan = plan_restore(read_catalog(repo, "main"), RestoreTarget(None))
+    port = free_port()
+    execute_restore(plan, RestoreRequest(config.instance("main"), root / name, port), repo)
+    return plan, restored_ids(port)
+
+
+def test_killed_source_restores_every_commit_older_than_partial_interval(
+        root: Path, repository: str | None) -> None:
+    source = new_source(root)
+    config = follow_config(root, source.port, interval=1, repository=repository)
+    repo = open_repository(config.repository)
+    take_backup(config.instance("main"), repo)
+    work = Workload(source)
+    with FollowerThread(config) as follower:
+        wait_for("the first mark", lambda: read_catalog(repo, "main").marks)
+        work.start()
+        wait_for("commits", lambda: len(work.acked) > 200)
+        time.sleep(2)
+        kill_time = time.time()
+        source.kill()
+        work.stop.set()
+        wait_for("the follower to see the source gone",
+                 lambda: (s := status(repo)) is not None and s.state == "reconnecting")
+        outcome = follower.finish()
+    assert outcome.partials_stored > 0 and outcome.marks_written > 0
+    assert status(repo).state == "stopped"  # type: ignore[union-attr]
+
+    plan, restored = restore_latest(config, root)
+
+    assert plan.partial is not None, "the tail of the WAL is the partial segment"
+    promised = work.ids_before(kill_time - config.instance("main").partial_interval)
+    assert promised and promised <= set(restored)
+    # Nothing restored that the source never committed (ids are handed out in order).
+    assert set(restored) <= set(range(1, max(i for i, _ in work.acked) + 2))
+
+
+def test_synchronous_receiver_loses_no_acknowledged_commit(root: Path) -> None:
+    source = new_source(root)
+    config = follow_config(root, source.port, interval=2, synchronous=True)
+    instance = config.instance("main")
+    repo = open_repository(config.repository)
+    with source.connect() as conn:
+        conn.execute(f"ALTER SYSTEM SET synchronous_standby_names = '{instance.slot_name}'")
+        conn.execute("SELECT pg_reload_conf()")
+    take_backup(instance, repo)
+    work = Workload(source, synchronous_commit="on")
+    with FollowerThread(config) as follower:
+        wait_for("the first mark", lambda: read_catalog(repo, "main").marks)
+        checks = {c.name: c for c in run_checks(instance, repo, datetime.now(UTC))}
+        work.start()
+        wait_for("commits", lambda: len(work.acked) > 200)
+        source.kill()
+        work.stop.set()
+        follower.finish()
+    assert checks["synchronous standby"].ok, checks["synchronous standby"].line()
+    assert checks["follower"].ok, checks["follower"].line()
+
+    plan, restored = restore_latest(config, root)
+
+    acked = {i for i, _ in work.acked}
+    assert acked and acked <= set(restored), sorted(acked - set(restored))[:10]
+    assert plan.partial is not None
+
+
+def test_restart_and_failover_while_following_leave_no_gap(root: Path) -> None:
+    from tests.integration.follow_helpers import make_standby, set_port
+
+    source = new_source(root, "primary")
+    standby = make_standby(source, root / "standby")
+    config = follow_config(root, source.port, interval=1)
+    repo = open_repository(config.repository)
+    take_backup(config.instance("main"), repo)
+    work = Workload(source)
+    with FollowerThread(config) as follower:
+        wait_for("the first mark", lambda: read_catalog(repo, "main").marks)
+        work.start()
+        wait_for("commits", lambda: len(work.acked) > 100)
+        source.stop("fast")  # a restart of the source
+        source.start()
+        wait_for("commits after the restart", lambda: len(work.acked) > 300)
+        wait_for("the receiver to catch up", lambda: receiver_caught_up(source))
+        # A failover: the primary goes, the standby takes its address and is promoted.
+        source.stop("fast")
+        standby.stop("fast")
+        set_port(standby, source.port)
+        standby.start()
+        work.cluster = standby
+        from pitrflow import procs
+
+        procs.run([standby.tool("pg_ctl"), "promote", "-D", str(standby.data_dir), "-w"],
+                  user=standby.user, what="pg_ctl promote")
+        wait_for("commits and a mark on the new timeline",
+                 lambda: len(work.acked) > 500 and (m := read_catalog(repo, "main").newest_mark)
+                 is not None and m.timeline == 2, seconds=120)
+        work.stop.set()
+        wait_for("the receiver to catch up", lambda: receiver_caught_up(standby))
+        follower.finish()
+
+    catalog = read_catalog(repo, "main")
+    assert 2 in catalog.histories and catalog.histories[2][0].parent == 1
+    assert catalog.newest_mark is not None and catalog.newest_mark.timeline == 2
+    backup = catalog.backups[0]
+    assert find_gaps(catalog, 2, backup.start_lsn) == []
+    plan, restored = restore_latest(config, root)
+    assert plan.timeline == 2
+    assert {i for i, _ in work.acked} <= set(restored)
