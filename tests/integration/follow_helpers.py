@@ -88,6 +88,7 @@ class Workload:
     acked: list[tuple[int, float]] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
     note: str = "x"
+    pause: float = 0.005
 
     def run(self) -> None:
         while not self.stop.is_set():
@@ -101,7 +102,7 @@ class Workload:
                                            (self.note,)).fetchone()
                         assert row is not None
                         self.acked.append((int(row[0]), time.time()))
-                        time.sleep(0.005)
+                        time.sleep(self.pause)
             except psycopg.Error:
                 time.sleep(0.1)  # the source restarts, fails over, or is gone: try again
 

@@ -7,12 +7,18 @@ acknowledged.
 
 from __future__ import annotations
 
+import hashlib
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from pitrflow.devtools.localpg import LocalCluster, default_bin_dir
 from pitrflow.engines.postgres.backup.basebackup import take_backup
@@ -162,3 +168,96 @@ def test_restart_and_failover_while_following_leave_no_gap(root: Path) -> None:
     plan, restored = restore_latest(config, root)
     assert plan.timeline == 2
     assert {i for i, _ in work.acked} <= set(restored)
+
+
+def _start_cli_follower(config_path: Path, log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as sink:
+        return subprocess.Popen([sys.executable, "-m", "pitrflow.cli", "--config",
+                                 str(config_path), "ship", "main", "--follow"],
+                                stdout=sink, stderr=sink)
+
+
+def _every_object_is_whole(repo, config) -> None:  # type: ignore[no-untyped-def]
+    """Nothing valid-looking is half-written: every WAL and partial object is what its key says."""
+    catalog = read_catalog(repo, "main")
+    for info in repo.list("main/"):
+        assert ".tmp-" not in info.key and ".probe-" not in info.key, info.key
+    for entry in [*catalog.wal_entries(), *catalog.partials]:
+        data = repo.get_bytes(entry.key)
+        assert hashlib.sha256(data).hexdigest() == entry.sha256, entry.key
+        assert len(zstandard.ZstdDecompressor().decompress(data)) == catalog.segment_size
+
+
+def test_sigterm_mid_upload_leaves_nothing_half_written_and_a_restart_resumes(
+        root: Path, repository: str | None) -> None:
+    source = new_source(root)
+    config = follow_config(root, source.port, interval=1, repository=repository)
+    repo = open_repository(config.repository)
+    take_backup(config.instance("main"), repo)
+    # Wide incompressible rows: a segment completes every second or so, so uploads
+    # (segments and partials) go on nearly all the time.
+    work = Workload(source, note=os.urandom(50_000).hex(), pause=0.0)
+    log = root / "follower.log"
+    proc = _start_cli_follower(config.source, log)
+    try:
+        wait_for("the first mark", lambda: read_catalog(repo, "main").marks)
+        work.start()
+        wait_for("segments streaming", lambda: len(read_catalog(repo, "main").wal_entries()) > 4)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, log.read_text()[-3000:]
+        assert "follower of main stopped" in log.read_text()
+        stopped = status(repo)
+        assert stopped is not None and stopped.state == "stopped"
+        _every_object_is_whole(repo, config)
+        stored_at_stop = len(read_catalog(repo, "main").wal_entries())
+
+        proc = _start_cli_follower(config.source, log)
+        wait_for("a newer mark after the restart",
+                 lambda: (m := read_catalog(repo, "main").newest_mark) is not None
+                 and m.time > stopped.updated_at)
+        wait_for("more segments",
+                 lambda: len(read_catalog(repo, "main").wal_entries()) > stored_at_stop + 3)
+        work.stop.set()
+        time.sleep(0.5)
+        wait_for("the receiver to catch up", lambda: receiver_caught_up(source))
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, log.read_text()[-3000:]
+    finally:
+        work.stop.set()
+        if proc.poll() is None:
+            proc.kill()
+    _every_object_is_whole(repo, config)
+    catalog = read_catalog(repo, "main")
+    assert find_gaps(catalog, 1, catalog.backups[0].start_lsn) == []
+    _, restored = restore_latest(config, root)
+    assert {i for i, _ in work.acked} <= set(restored)
+
+
+def test_follower_killed_with_the_source_still_holds_commits_older_than_partial_interval(
+        root: Path) -> None:
+    """Site loss: the follower dies with the source, so only its periodic uploads count."""
+    source = new_source(root)
+    config = follow_config(root, source.port, interval=2)
+    repo = open_repository(config.repository)
+    take_backup(config.instance("main"), repo)
+    work = Workload(source)
+    proc = _start_cli_follower(config.source, root / "follower.log")
+    try:
+        wait_for("the first mark", lambda: read_catalog(repo, "main").marks)
+        work.start()
+        wait_for("commits", lambda: len(work.acked) > 300)
+        time.sleep(3)
+        kill_time = time.time()
+        proc.kill()
+        source.kill()
+        work.stop.set()
+        proc.wait(timeout=30)
+    finally:
+        work.stop.set()
+        if proc.poll() is None:
+            proc.kill()
+    _every_object_is_whole(repo, config)
+    plan, restored = restore_latest(config, root)
+    promised = work.ids_before(kill_time - config.instance("main").partial_interval)
+    assert plan.partial is not None
+    assert promised and promised <= set(restored), sorted(promised - set(restored))[:10]
