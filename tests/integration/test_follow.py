@@ -201,7 +201,7 @@ def test_sigterm_mid_upload_leaves_nothing_half_written_and_a_restart_resumes(
     proc = _start_cli_follower(config.source, log)
     try:
         wait_for("the first mark", lambda: read_catalog(repo, "main").marks)
-        work.start()
+        writer = work.start()
         wait_for("segments streaming", lambda: len(read_catalog(repo, "main").wal_entries()) > 4)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0, log.read_text()[-3000:]
@@ -218,7 +218,7 @@ def test_sigterm_mid_upload_leaves_nothing_half_written_and_a_restart_resumes(
         wait_for("more segments",
                  lambda: len(read_catalog(repo, "main").wal_entries()) > stored_at_stop + 3)
         work.stop.set()
-        time.sleep(0.5)
+        writer.join(timeout=30)  # no commit may still be in flight
         wait_for("the receiver to catch up", lambda: receiver_caught_up(source))
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0, log.read_text()[-3000:]
@@ -229,8 +229,10 @@ def test_sigterm_mid_upload_leaves_nothing_half_written_and_a_restart_resumes(
     _every_object_is_whole(repo, config)
     catalog = read_catalog(repo, "main")
     assert find_gaps(catalog, 1, catalog.backups[0].start_lsn) == []
-    _, restored = restore_latest(config, root)
-    assert {i for i, _ in work.acked} <= set(restored)
+    plan, restored = restore_latest(config, root)
+    missing = sorted({i for i, _ in work.acked} - set(restored))
+    assert not missing, (missing[:3], len(missing), plan.reasons, plan.last_segment,
+                         log.read_text()[-4000:])
 
 
 def test_follower_killed_with_the_source_still_holds_commits_older_than_partial_interval(

@@ -16,7 +16,7 @@ from pitrflow.config import RetentionConfig
 from pitrflow.engines.postgres.catalog.manifest import BackupManifest
 from pitrflow.engines.postgres.catalog.snapshot import Catalog
 from pitrflow.engines.postgres.wal.walnames import parse_segment_name
-from pitrflow.storage.layout import MarkEntry, WalEntry
+from pitrflow.storage.layout import MarkEntry, PartialEntry, WalEntry
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,8 @@ class ExpirePlan:
     decisions: list[Decision] = field(default_factory=list)
     delete_wal: list[WalEntry] = field(default_factory=list)
     delete_marks: list[MarkEntry] = field(default_factory=list)
+    # Follow mode's partial segments: older than the kept WAL, or replaced by a whole segment.
+    delete_partials: list[PartialEntry] = field(default_factory=list)
     finish_expiring: list[str] = field(default_factory=list)
     wal_kept_from: str | None = None
     notes: list[str] = field(default_factory=list)
@@ -47,6 +49,7 @@ class ExpirePlan:
     @property
     def empty(self) -> bool:
         return not (self.delete_backups or self.delete_wal or self.delete_marks
+                    or self.delete_partials
                     or self.finish_expiring)
 
 
@@ -117,6 +120,9 @@ def plan_expire(catalog: Catalog, policy: RetentionConfig, now: datetime) -> Exp
     for entry in catalog.wal_entries():
         if parse_segment_name(entry.segment, size)[1] < first_needed:
             plan.delete_wal.append(entry)
+    superseded = catalog.superseded_partials()
+    plan.delete_partials = [p for p in catalog.partials if p in superseded
+                            or parse_segment_name(p.segment, size)[1] < first_needed]
     plan.delete_marks = [m for m in catalog.marks
                          if m.time < oldest.stop_time and m.lsn <= oldest.start_lsn]
     return plan
