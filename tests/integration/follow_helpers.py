@@ -25,7 +25,7 @@ from tests.conftest import free_port
 
 
 def follow_config(root: Path, port: int, *, interval: int = 1, synchronous: bool = False,
-                  repository: str | None = None) -> Config:
+                  repository: str | None = None, extra: str = "") -> Config:
     repo = repository or f'path = "{root / "repo"}"'
     text = f"""
 [repository]
@@ -42,6 +42,7 @@ partial_interval = {interval}
 mark_interval = {interval}
 synchronous = {str(synchronous).lower()}
 follow_dir = "{root / 'spool'}"
+{extra}
 """
     path = root / "pitr.toml"
     path.write_text(text)

@@ -137,7 +137,7 @@ def test_restart_and_failover_while_following_leave_no_gap(root: Path) -> None:
     work = Workload(source)
     with FollowerThread(config) as follower:
         wait_for("the first mark", lambda: read_catalog(repo, "main").marks)
-        work.start()
+        writer = work.start()
         wait_for("commits", lambda: len(work.acked) > 100)
         source.stop("fast")  # a restart of the source
         source.start()
@@ -157,6 +157,7 @@ def test_restart_and_failover_while_following_leave_no_gap(root: Path) -> None:
                  lambda: len(work.acked) > 500 and (m := read_catalog(repo, "main").newest_mark)
                  is not None and m.timeline == 2, seconds=120)
         work.stop.set()
+        writer.join(timeout=30)
         wait_for("the receiver to catch up", lambda: receiver_caught_up(standby))
         follower.finish()
 
@@ -263,3 +264,29 @@ def test_follower_killed_with_the_source_still_holds_commits_older_than_partial_
     promised = work.ids_before(kill_time - config.instance("main").partial_interval)
     assert plan.partial is not None
     assert promised and promised <= set(restored), sorted(promised - set(restored))[:10]
+
+
+def test_with_follow_mode_on_ship_logs_checks_the_follower_instead_of_shipping(
+        root: Path) -> None:
+    from pitrflow.engines.postgres.wal.walship import ship_wal
+    from pitrflow.errors import FollowerError
+
+    source = new_source(root)
+    config = follow_config(root, source.port, interval=1, extra="follow = true")
+    instance = config.instance("main")
+    repo = open_repository(config.repository)
+    take_backup(instance, repo)
+    with FollowerThread(config):
+        wait_for("the first mark", lambda: read_catalog(repo, "main").marks)
+        wait_for("a recovery point", lambda: (s := status(repo)) and s.recovery_point)
+        outcome = ship_wal(instance, repo)
+        checks = {c.name: c for c in run_checks(instance, repo, datetime.now(UTC))}
+    assert outcome.follower is not None and outcome.segments_shipped == []
+    assert outcome.mark.lsn == read_catalog(repo, "main").newest_mark.lsn  # type: ignore[union-attr]
+    assert checks["follower"].ok and "lag" in checks["follower"].detail
+    assert checks["replication slot"].ok
+
+    with pytest.raises(FollowerError, match="the follower of main was stopped"):
+        ship_wal(instance, repo)
+    checks = {c.name: c for c in run_checks(instance, repo, datetime.now(UTC))}
+    assert not checks["follower"].ok and checks["follower"].critical
