@@ -36,3 +36,15 @@ def ship_wal_segments(instance: str, config_path: str | None) -> dict[str, Any]:
         "segments": outcome.segments_shipped, "lag_seconds": outcome.lag.total_seconds(),
         "slot_retained_bytes": outcome.slot.retained_bytes if outcome.slot else None,
     }
+
+
+@task(name="follow-wal", cache_policy=NONE)
+def follow_wal_stream(instance: str, config_path: str | None) -> dict[str, Any]:
+    """Follow mode: no retries here; the deployment's schedule restarts an ended follower."""
+    from pitrflow.engines.postgres.wal.follow import follow_until_signalled
+
+    config = config_for(config_path)
+    with core_logs_to_run_log():
+        done = follow_until_signalled(config.instance(instance), open_repository(config.repository))
+    return {"segments": done.segments_stored, "partials": done.partials_stored,
+            "marks": done.marks_written, "seconds": done.seconds}

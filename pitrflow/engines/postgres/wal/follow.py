@@ -430,7 +430,11 @@ def follow_until_signalled(instance: InstanceConfig, repo: Repository) -> Follow
         log.info("signal %d: stopping the follower of %s", signum, instance.name)
         stop.set()
 
-    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    # Handlers can only be set from the main thread; elsewhere (a flow run in a worker
+    # thread) cancellation arrives as an exception, and follow_wal's cleanup runs all the same.
+    main = threading.current_thread() is threading.main_thread()
+    previous = ({sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+                if main else {})
     if not logging.getLogger("pitrflow").handlers:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
