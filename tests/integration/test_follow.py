@@ -8,6 +8,7 @@ acknowledged.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -24,6 +25,7 @@ from pitrflow.devtools.localpg import LocalCluster, default_bin_dir
 from pitrflow.engines.postgres.backup.basebackup import take_backup
 from pitrflow.engines.postgres.catalog.snapshot import read_catalog
 from pitrflow.engines.postgres.health import run_checks
+from pitrflow.engines.postgres.render import info_text, plan_text
 from pitrflow.engines.postgres.restore.executor import RestoreRequest, execute_restore
 from pitrflow.engines.postgres.restore.planner import RestorePlan, RestoreTarget, plan_restore
 from pitrflow.engines.postgres.wal.walship import find_gaps
@@ -89,9 +91,17 @@ def test_killed_source_restores_every_commit_older_than_partial_interval(
     assert outcome.partials_stored > 0 and outcome.marks_written > 0
     assert status(repo).state == "stopped"  # type: ignore[union-attr]
 
+    # pitr info and the plan say the recoverable point lies in a partial segment.
+    cli = subprocess.run([sys.executable, "-m", "pitrflow.cli", "--config", str(config.source),
+                          "info", "main", "--json"], capture_output=True, text=True, check=True)
+    latest = json.loads(cli.stdout)["recoverable"]["latest"]
+    assert latest["partial"] is True and latest["read_at"]
+    assert "PARTIAL segment" in info_text(read_catalog(repo, "main"))
+
     plan, restored = restore_latest(config, root)
 
     assert plan.partial is not None, "the tail of the WAL is the partial segment"
+    assert "PARTIAL segment" in plan_text(plan) and plan.partial.segment == latest["segment"]
     promised = work.ids_before(kill_time - config.instance("main").partial_interval)
     assert promised and promised <= set(restored)
     # Nothing restored that the source never committed (ids are handed out in order).
