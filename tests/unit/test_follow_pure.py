@@ -200,3 +200,24 @@ def test_follow_defaults() -> None:
             instance.follow) == (10, 60, False, False)
     assert instance.follow_dir == Path("/etc/spool")
     assert instance.check.max_follower_lag_seconds == 60.0
+
+
+def test_retention_deletes_old_and_superseded_partials_only() -> None:
+    from pitrflow.config import RetentionConfig
+    from pitrflow.engines.postgres.catalog.retention import plan_expire
+    from pitrflow.engines.postgres.render import expire_text
+    from tests.unit.test_planner import F1
+
+    cat = catalog([F1, F2], {1: range(2, 10)}, [mark(120, 0x9000010)])
+    old, superseded, newest = partial(1, 3, 0x3000100), partial(1, 9, 0x9000100), partial(
+        1, 10, 0xA000100)
+    cat.partials = [old, superseded, newest]
+    plan = plan_expire(cat, RetentionConfig(full_count=1), NOW)
+    assert plan.delete_partials == [old, superseded]
+    assert "2 partial segments" in expire_text(plan)
+
+
+def test_a_follower_that_failed_is_not_healthy() -> None:
+    instance = _instance("follow = true")
+    health = judge(instance, _status(state="failed", message="failed: disk full"), NOW)
+    assert not health.ok and "disk full" in health.problem

@@ -60,6 +60,7 @@ from pitrflow.engines.postgres.wal.follow_spool import (
     scan_spool,
 )
 from pitrflow.engines.postgres.wal.follow_status import (
+    FAILED,
     RECONNECTING,
     STARTING,
     STOPPED,
@@ -171,8 +172,13 @@ class Follower:
                 delay = backoff.next()
                 self._report(RECONNECTING, f"{message}; reconnecting in {delay:.0f} s")
                 self.stop.wait(delay)
-        finally:
-            self._final_flush()
+        except Exception as exc:  # a bug or a broken spool, not a stop: say so in the heartbeat
+            self._final_flush(f"failed: {exc}")
+            raise
+        except BaseException:  # Ctrl-C, a cancelled flow run: a stop like SIGTERM
+            self._final_flush(None)
+            raise
+        self._final_flush(None)
 
     def _session(self) -> None:
         self.outcome.sessions += 1
@@ -392,7 +398,7 @@ class Follower:
             log.warning("cannot write the follower status of %s: %s", self.instance.name,
                         exc.message)
 
-    def _final_flush(self) -> None:
+    def _final_flush(self, failure: str | None) -> None:
         """What the receiver wrote since the last cycle goes to the repository before we exit."""
         try:
             self._collect()
@@ -400,7 +406,10 @@ class Follower:
             self._write_marks()
         except PitrError as exc:
             log.warning("final flush of %s failed: %s", self.instance.name, exc.one_line())
-        self._report(STOPPED, "stopped" if self.stop.is_set() else "ended")
+        if failure is None:
+            self._report(STOPPED, "stopped")
+        else:
+            self._report(FAILED, failure)
 
 
 def follow_wal(instance: InstanceConfig, repo: Repository, stop: threading.Event,

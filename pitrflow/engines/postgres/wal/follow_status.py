@@ -23,8 +23,10 @@ from pitrflow.storage.layout import follow_status_key
 _KIND = "follow-status"
 _TIMES = ("started_at", "updated_at", "last_upload_at", "recovery_point")
 
-# Receiver states.  Only "stopped" (a clean stop) hands shipping back to the batch runs.
-STARTING, STREAMING, RECONNECTING, STOPPED = "starting", "streaming", "reconnecting", "stopped"
+# Receiver states.  Only "stopped" (a clean stop) hands shipping back to the batch runs;
+# "failed" is a follower that ended on an error (its message says which).
+STARTING, STREAMING, RECONNECTING = "starting", "streaming", "reconnecting"
+STOPPED, FAILED = "stopped", "failed"
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,10 @@ def judge(instance: InstanceConfig, status: FollowerStatus | None,
     if status.state == STOPPED:
         return FollowerHealth(False, "", f"the follower of {name} was stopped "
                               f"{age_text(now, status.updated_at)} ({where}): start it again",
+                              status, lag)
+    if status.state == FAILED:
+        return FollowerHealth(False, "", f"the follower of {name} ended on an error "
+                              f"{age_text(now, status.updated_at)} ({where}): {status.message}",
                               status, lag)
     if heartbeat > limit:
         return FollowerHealth(False, "", f"the follower of {name} is gone: its last heartbeat "
