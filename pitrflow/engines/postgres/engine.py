@@ -31,6 +31,7 @@ from pitrflow.engines.base import (
     VerifyReport,
 )
 from pitrflow.engines.postgres import render
+from pitrflow.engines.postgres.wal.walnames import format_lsn
 from pitrflow.errors import UsageError
 from pitrflow.health import failed_critical, render_lines
 from pitrflow.render import drill_history_text, iso
@@ -104,7 +105,8 @@ class PostgresEngine:
                              "pass a new or empty directory for the restored data")
         return RestoreRequest(self.settings, Path(destination.pgdata).absolute(),
                               destination.port, config_file=self.config.source,
-                              scratch=destination.scratch)
+                              scratch=destination.scratch, standby=destination.standby,
+                              primary_conninfo=destination.primary_conninfo)
 
     def plan_restore(self, repo: Repository, target: RestoreTarget,
                      destination: RestoreDestination) -> RestorePlan:
@@ -222,6 +224,19 @@ class PostgresEngine:
         text = render.info_text(catalog, verify, retention) + "\n" + drill_history_text(drills)
         return Outcome(instance=self.instance, artifact="info", text=text,
                        markdown=f"```\n{text}\n```\n", data=data)
+
+    def mark(self, repo: Repository, name: str) -> Outcome:
+        from pitrflow.engines.postgres.wal.restore_points import create_restore_point
+
+        point = create_restore_point(self.settings, repo, name)
+        text = (f"restore point {point.name!r} of {self.instance} created at "
+                f"{iso(point.time)} (LSN {format_lsn(point.lsn)}, timeline {point.timeline}); "
+                f"restorable once shipped (pitr ship {self.instance}): pitr restore "
+                f"{self.instance} --target-name {point.name!r}")
+        return Outcome(instance=self.instance, artifact="mark", text=text,
+                       markdown=text, data={"name": point.name, "time": iso(point.time),
+                                            "lsn": format_lsn(point.lsn),
+                                            "timeline": point.timeline})
 
     def import_history(self, repo: Repository, recording: str) -> Outcome:
         raise UsageError(f"instance {self.instance} is not a SQL Server instance",

@@ -60,6 +60,8 @@ def info_dict(catalog: Catalog, verify: dict[str, Any] | None = None,
                   "newest": {"time": iso(newest.time), "lsn": format_lsn(newest.lsn),
                              "timeline": newest.timeline} if newest else None},
         "recoverable": {"from": iso(window.start), "to": iso(window.end)},
+        "restore_points": [{"name": p.name, "time": iso(p.time), "lsn": format_lsn(p.lsn),
+                            "timeline": p.timeline} for p in catalog.restore_points],
     }
 
 
@@ -89,6 +91,10 @@ def info_text(catalog: Catalog, verify: dict[str, Any] | None = None,
                  f"{human_bytes(wal['size_bytes'])} stored")
     rec = data["recoverable"]
     lines.append(f"recoverable: {rec['from'] or '-'} .. {rec['to'] or '-'}")
+    if catalog.restore_points:
+        lines.append("restore points (pitr restore --target-name NAME):")
+        lines += [f"  {p['name']}  {p['time']}  LSN {p['lsn']}  tl {p['timeline']}"
+                  for p in data["restore_points"]]
     return "\n".join(lines)
 
 
@@ -237,6 +243,9 @@ def expire_text(plan: Any) -> str:
     if plan.delete_marks:
         lines.append(f"  DELETE {len(plan.delete_marks)} ship marks older than the oldest kept "
                      "backup")
+    for point in plan.delete_restore_points:
+        lines.append(f"  DELETE restore point {point.name!r}: before the oldest kept backup's "
+                     "consistent point, so no kept backup can reach it")
     lines.append("  keep   all timeline history files")
     lines += [f"  note: {n}" for n in plan.notes]
     if plan.empty:

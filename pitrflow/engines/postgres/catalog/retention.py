@@ -16,7 +16,7 @@ from pitrflow.config import RetentionConfig
 from pitrflow.engines.postgres.catalog.manifest import BackupManifest
 from pitrflow.engines.postgres.catalog.snapshot import Catalog
 from pitrflow.engines.postgres.wal.walnames import parse_segment_name
-from pitrflow.storage.layout import MarkEntry, WalEntry
+from pitrflow.storage.layout import MarkEntry, RestorePointEntry, WalEntry
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,8 @@ class ExpirePlan:
     decisions: list[Decision] = field(default_factory=list)
     delete_wal: list[WalEntry] = field(default_factory=list)
     delete_marks: list[MarkEntry] = field(default_factory=list)
+    # Named points no kept backup can reach any more go with the WAL they were in.
+    delete_restore_points: list[RestorePointEntry] = field(default_factory=list)
     finish_expiring: list[str] = field(default_factory=list)
     wal_kept_from: str | None = None
     notes: list[str] = field(default_factory=list)
@@ -47,7 +49,7 @@ class ExpirePlan:
     @property
     def empty(self) -> bool:
         return not (self.delete_backups or self.delete_wal or self.delete_marks
-                    or self.finish_expiring)
+                    or self.delete_restore_points or self.finish_expiring)
 
 
 def _order(backups: list[BackupManifest]) -> list[BackupManifest]:
@@ -119,6 +121,8 @@ def plan_expire(catalog: Catalog, policy: RetentionConfig, now: datetime) -> Exp
             plan.delete_wal.append(entry)
     plan.delete_marks = [m for m in catalog.marks
                          if m.time < oldest.stop_time and m.lsn <= oldest.start_lsn]
+    plan.delete_restore_points = [p for p in catalog.restore_points
+                                  if p.lsn <= oldest.stop_lsn]
     return plan
 
 

@@ -30,6 +30,7 @@ from pitrflow.storage.layout import (
     BackupObjectEntry,
     HistoryEntry,
     MarkEntry,
+    RestorePointEntry,
     WalEntry,
     parse_key,
 )
@@ -47,10 +48,14 @@ class Catalog:
     histories: dict[int, list[TimelineSwitch]] = field(default_factory=dict)
     history_entries: dict[int, HistoryEntry] = field(default_factory=dict)
     marks: list[MarkEntry] = field(default_factory=list)
+    restore_points: list[RestorePointEntry] = field(default_factory=list)
     segment_size: int = DEFAULT_SEGMENT_SIZE
     object_keys: set[str] = field(default_factory=set)
     expiring: set[str] = field(default_factory=set)
     backup_object_keys: dict[str, list[str]] = field(default_factory=dict)
+
+    def restore_point(self, name: str) -> RestorePointEntry | None:
+        return next((p for p in self.restore_points if p.name == name), None)
 
     def backup(self, backup_id: str) -> BackupManifest | None:
         return next((b for b in self.backups if b.id == backup_id), None)
@@ -80,6 +85,8 @@ def read_catalog(repo: Repository, instance: str) -> Catalog:
             catalog.history_entries[parsed.timeline] = parsed
         elif isinstance(parsed, MarkEntry):
             catalog.marks.append(parsed)
+        elif isinstance(parsed, RestorePointEntry):
+            catalog.restore_points.append(parsed)
         elif isinstance(parsed, BackupObjectEntry):
             backup_objects.setdefault(parsed.backup_id, {})[parsed.name] = parsed.size
             catalog.backup_object_keys.setdefault(parsed.backup_id, []).append(parsed.key)
@@ -118,6 +125,7 @@ def read_catalog(repo: Repository, instance: str) -> Catalog:
     for tli, entry in catalog.history_entries.items():
         catalog.histories[tli] = parse_history(repo.get_bytes(entry.key).decode())
     catalog.marks.sort(key=lambda m: (m.time, m.lsn))
+    catalog.restore_points.sort(key=lambda p: (p.time, p.lsn))
     return catalog
 
 
