@@ -8,6 +8,7 @@
     <instance>/follow/status.json            follow mode: the follower's heartbeat
     <instance>/timelines/<TLI>.history-<sha256>
     <instance>/marks/<time>_<TLI>_<LSN>.json  one per ship run
+    <instance>/restore-points/<time>_<TLI>_<LSN>_<name>.json  one per pitr mark --name
     <instance>/drills/<time>.json
 
 WAL and history keys carry the SHA-256 of the stored object, so a listing
@@ -22,6 +23,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from urllib.parse import quote, unquote
 
 MANIFEST_NAME = "manifest.json"
 # Written before an expired backup's manifest is deleted: a backup carrying it
@@ -32,6 +34,8 @@ _HISTORY_RE = re.compile(r"^timelines/([0-9A-F]{8})\.history-([0-9a-f]{64})$")
 _PARTIAL_RE = re.compile(r"^partial/([0-9A-F]{8})/([0-9A-F]{24})_([0-9A-F]{16})_"
                          r"(\d{8}T\d{6}\.\d{6}Z)-([0-9a-f]{64})\.zst$")
 _MARK_RE = re.compile(r"^marks/(\d{8}T\d{6}\.\d{6}Z)_([0-9A-F]{8})_([0-9A-F]{16})\.json$")
+_RESTORE_POINT_RE = re.compile(
+    r"^restore-points/(\d{8}T\d{6}\.\d{6}Z)_([0-9A-F]{8})_([0-9A-F]{16})_([^/]+)\.json$")
 _BACKUP_RE = re.compile(r"^backups/([^/]+)/(.+)$")
 _TIME_FORMAT = "%Y%m%dT%H%M%S.%fZ"
 
@@ -77,6 +81,13 @@ def history_key(instance: str, timeline: int, sha256: str) -> str:
 def mark_key(instance: str, when: datetime, timeline: int, lsn: int) -> str:
     stamp = when.astimezone(UTC).strftime(_TIME_FORMAT)
     return f"{instance}/marks/{stamp}_{timeline:08X}_{lsn:016X}.json"
+
+
+def restore_point_key(instance: str, when: datetime, timeline: int, lsn: int, name: str) -> str:
+    """The name travels in the key (percent-encoded), so a listing alone tells every point."""
+    stamp = when.astimezone(UTC).strftime(_TIME_FORMAT)
+    return (f"{instance}/restore-points/{stamp}_{timeline:08X}_{lsn:016X}_"
+            f"{quote(name, safe='')}.json")
 
 
 def verify_key(instance: str, backup_id: str) -> str:
@@ -125,6 +136,15 @@ class MarkEntry:
 
 
 @dataclass(frozen=True)
+class RestorePointEntry:
+    key: str
+    name: str
+    time: datetime
+    timeline: int
+    lsn: int
+
+
+@dataclass(frozen=True)
 class BackupObjectEntry:
     key: str
     backup_id: str
@@ -132,7 +152,8 @@ class BackupObjectEntry:
     size: int
 
 
-ParsedKey = WalEntry | PartialEntry | HistoryEntry | MarkEntry | BackupObjectEntry | None
+ParsedKey = (WalEntry | PartialEntry | HistoryEntry | MarkEntry | RestorePointEntry
+             | BackupObjectEntry | None)
 
 
 def parse_key(instance: str, key: str, size: int) -> ParsedKey:
@@ -152,6 +173,10 @@ def parse_key(instance: str, key: str, size: int) -> ParsedKey:
     if match := _MARK_RE.match(rel):
         when = datetime.strptime(match.group(1), _TIME_FORMAT).replace(tzinfo=UTC)
         return MarkEntry(key, when, int(match.group(2), 16), int(match.group(3), 16))
+    if match := _RESTORE_POINT_RE.match(rel):
+        when = datetime.strptime(match.group(1), _TIME_FORMAT).replace(tzinfo=UTC)
+        return RestorePointEntry(key, unquote(match.group(4)), when, int(match.group(2), 16),
+                                 int(match.group(3), 16))
     if match := _BACKUP_RE.match(rel):
         return BackupObjectEntry(key, match.group(1), match.group(2), size)
     return None

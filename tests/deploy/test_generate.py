@@ -154,10 +154,10 @@ def test_slot_names_are_valid_prefect_names_and_tell_paths_apart() -> None:
     assert _limits.limit_name("backup", "main") == "pitrflow-backup-main"
     with pytest.raises(ValueError):
         _limits.limit_name("restore", "main")
-    a, b = _limits.datadir_lock_name("/srv/a-b"), _limits.datadir_lock_name("/srv/a/b")
+    a, b = _limits.destination_lock_name("/srv/a-b"), _limits.destination_lock_name("/srv/a/b")
     assert a != b and a.startswith("pitrflow-restore-srv-a-b-")
     assert not set("/%&><") & set(a + b)
-    assert _limits.datadir_lock_name("/srv/x/") == _limits.datadir_lock_name("/srv/x")
+    assert _limits.destination_lock_name("/srv/x/") == _limits.destination_lock_name("/srv/x")
 
 
 def test_without_strict_the_slots_never_touch_the_api(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -168,7 +168,7 @@ def test_without_strict_the_slots_never_touch_the_api(monkeypatch: pytest.Monkey
     ran = []
     # Nothing listens there: any API call would fail the test.
     with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"}):
-        with _limits.instance_slot("backup", "main"), _limits.datadir_lock("/srv/x"):
+        with _limits.instance_slot("backup", "main"), _limits.destination_lock("/srv/x"):
             ran.append(True)
         monkeypatch.setenv(_limits.CONCURRENCY_ENV, "strict")
         with pytest.raises(ConcurrencySlotAcquisitionError), \

@@ -16,7 +16,7 @@ from pitrflow.engines.postgres.restore.planner import RestorePlan, recoverable_w
 from pitrflow.engines.postgres.restore.tail import LatestPoint, latest_point
 from pitrflow.engines.postgres.wal.walnames import format_lsn
 from pitrflow.engines.postgres.wal.walship import ShipOutcome
-from pitrflow.render import human_bytes, iso
+from pitrflow.render import human_bytes, iso, markdown_table
 
 
 def backup_dict(b: BackupManifest) -> dict[str, Any]:
@@ -80,6 +80,8 @@ def info_dict(catalog: Catalog, verify: dict[str, Any] | None = None,
                              "timeline": newest.timeline} if newest else None},
         "recoverable": {"from": iso(window.start), "to": iso(window.end),
                         "latest": latest_dict(latest_point(catalog))},
+        "restore_points": [{"name": p.name, "time": iso(p.time), "lsn": format_lsn(p.lsn),
+                            "timeline": p.timeline} for p in catalog.restore_points],
     }
 
 
@@ -110,6 +112,10 @@ def info_text(catalog: Catalog, verify: dict[str, Any] | None = None,
     rec = data["recoverable"]
     lines.append(f"recoverable: {rec['from'] or '-'} .. {rec['to'] or '-'}")
     lines.append(latest_text(latest_point(catalog)))
+    if catalog.restore_points:
+        lines.append("restore points (pitr restore --target-name NAME):")
+        lines += [f"  {p['name']}  {p['time']}  LSN {p['lsn']}  tl {p['timeline']}"
+                  for p in data["restore_points"]]
     return "\n".join(lines)
 
 
@@ -151,8 +157,29 @@ def plan_dict(plan: RestorePlan) -> dict[str, Any]:
     }
 
 
+def plan_rows(plan: RestorePlan) -> list[tuple[str, str]]:
+    """The plan as the rows of its artifact table."""
+    if plan.wal:
+        wal = (f"{plan.wal[0].segment} .. {plan.wal[-1].segment} on timeline {plan.timeline}: "
+               f"{len(plan.wal)} segments, {human_bytes(plan.wal_bytes)} stored, "
+               f"{human_bytes(plan.wal_replay_bytes)} to replay")
+    else:
+        wal = "none beyond the backup's own"
+    rows = [
+        ("instance", plan.instance),
+        ("target", plan.target.describe()),
+        ("recoverable window", f"{iso(plan.window_from)} .. {iso(plan.window_to)}"),
+        ("chain", " -> ".join(f"{b.id} ({b.type})" for b in plan.chain)),
+        ("consistent at", f"{iso(plan.backup.stop_time)} ({format_lsn(plan.backup.stop_lsn)})"),
+        ("WAL to replay", wal),
+        ("local disk needed", human_bytes(plan.disk_bytes_needed)),
+    ]
+    rows += [("reason", r) for r in plan.reasons]
+    return rows
+
+
 def plan_markdown(plan: RestorePlan) -> str:
-    return "## Restore plan\n\n```\n" + plan_text(plan) + "\n```\n"
+    return markdown_table("Restore plan", plan_rows(plan))
 
 
 def backup_markdown(outcome: BackupOutcome, notes: list[str] | None = None) -> str:
@@ -227,6 +254,11 @@ def restore_markdown(outcome: RestoreOutcome) -> str:
         outcome.plan)
 
 
+def expire_done_text(result: Any) -> str:
+    return (f"deleted {len(result.backups_deleted)} backups and {result.wal_deleted} WAL "
+            f"segments, {result.bytes_freed} bytes freed")
+
+
 def expire_text(plan: Any) -> str:
     lines = [f"expire plan for {plan.instance}"]
     for d in plan.decisions:
@@ -246,6 +278,9 @@ def expire_text(plan: Any) -> str:
     if plan.delete_marks:
         lines.append(f"  DELETE {len(plan.delete_marks)} ship marks older than the oldest kept "
                      "backup")
+    for point in plan.delete_restore_points:
+        lines.append(f"  DELETE restore point {point.name!r}: before the oldest kept backup's "
+                     "consistent point, so no kept backup can reach it")
     lines.append("  keep   all timeline history files")
     lines += [f"  note: {n}" for n in plan.notes]
     if plan.empty:

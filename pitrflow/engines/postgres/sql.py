@@ -96,6 +96,14 @@ def setting(conn: psycopg.Connection, name: str) -> str | None:
     return None if row is None else row[0]
 
 
+def next_xid(conn: psycopg.Connection) -> int:
+    """The next transaction id to be assigned (xid8, with its epoch); assigns none itself."""
+    row = conn.execute("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint"
+                       ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 def server_now(conn: psycopg.Connection) -> datetime:
     row = conn.execute(NOW).fetchone()
     assert row is not None

@@ -65,4 +65,6 @@ def execute_expire(repo: Repository, catalog: Catalog, plan: ExpirePlan) -> Expi
     for mark in plan.delete_marks:
         repo.delete(mark.key)
         result.marks_deleted += 1
+    for point in plan.delete_restore_points:
+        repo.delete(point.key)
     return result

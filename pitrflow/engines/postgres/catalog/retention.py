@@ -16,7 +16,7 @@ from pitrflow.config import RetentionConfig
 from pitrflow.engines.postgres.catalog.manifest import BackupManifest
 from pitrflow.engines.postgres.catalog.snapshot import Catalog
 from pitrflow.engines.postgres.wal.walnames import parse_segment_name
-from pitrflow.storage.layout import MarkEntry, PartialEntry, WalEntry
+from pitrflow.storage.layout import MarkEntry, PartialEntry, RestorePointEntry, WalEntry
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,8 @@ class ExpirePlan:
     delete_marks: list[MarkEntry] = field(default_factory=list)
     # Follow mode's partial segments: older than the kept WAL, or replaced by a whole segment.
     delete_partials: list[PartialEntry] = field(default_factory=list)
+    # Named points no kept backup can reach any more go with the WAL they were in.
+    delete_restore_points: list[RestorePointEntry] = field(default_factory=list)
     finish_expiring: list[str] = field(default_factory=list)
     wal_kept_from: str | None = None
     notes: list[str] = field(default_factory=list)
@@ -49,7 +51,7 @@ class ExpirePlan:
     @property
     def empty(self) -> bool:
         return not (self.delete_backups or self.delete_wal or self.delete_marks
-                    or self.delete_partials
+                    or self.delete_partials or self.delete_restore_points
                     or self.finish_expiring)
 
 
@@ -125,6 +127,8 @@ def plan_expire(catalog: Catalog, policy: RetentionConfig, now: datetime) -> Exp
                             or parse_segment_name(p.segment, size)[1] < first_needed]
     plan.delete_marks = [m for m in catalog.marks
                          if m.time < oldest.stop_time and m.lsn <= oldest.start_lsn]
+    plan.delete_restore_points = [p for p in catalog.restore_points
+                                  if p.lsn <= oldest.stop_lsn]
     return plan
 
 

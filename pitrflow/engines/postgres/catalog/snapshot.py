@@ -31,6 +31,7 @@ from pitrflow.storage.layout import (
     HistoryEntry,
     MarkEntry,
     PartialEntry,
+    RestorePointEntry,
     WalEntry,
     parse_key,
 )
@@ -50,10 +51,14 @@ class Catalog:
     marks: list[MarkEntry] = field(default_factory=list)
     # Follow mode's uploads of the segment in progress (never whole segments).
     partials: list[PartialEntry] = field(default_factory=list)
+    restore_points: list[RestorePointEntry] = field(default_factory=list)
     segment_size: int = DEFAULT_SEGMENT_SIZE
     object_keys: set[str] = field(default_factory=set)
     expiring: set[str] = field(default_factory=set)
     backup_object_keys: dict[str, list[str]] = field(default_factory=dict)
+
+    def restore_point(self, name: str) -> RestorePointEntry | None:
+        return next((p for p in self.restore_points if p.name == name), None)
 
     def backup(self, backup_id: str) -> BackupManifest | None:
         return next((b for b in self.backups if b.id == backup_id), None)
@@ -103,6 +108,8 @@ def read_catalog(repo: Repository, instance: str) -> Catalog:
             catalog.marks.append(parsed)
         elif isinstance(parsed, PartialEntry):
             catalog.partials.append(parsed)
+        elif isinstance(parsed, RestorePointEntry):
+            catalog.restore_points.append(parsed)
         elif isinstance(parsed, BackupObjectEntry):
             backup_objects.setdefault(parsed.backup_id, {})[parsed.name] = parsed.size
             catalog.backup_object_keys.setdefault(parsed.backup_id, []).append(parsed.key)
@@ -141,6 +148,7 @@ def read_catalog(repo: Repository, instance: str) -> Catalog:
     for tli, entry in catalog.history_entries.items():
         catalog.histories[tli] = parse_history(repo.get_bytes(entry.key).decode())
     catalog.marks.sort(key=lambda m: (m.time, m.lsn))
+    catalog.restore_points.sort(key=lambda p: (p.time, p.lsn))
     return catalog
 
 
