@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -46,10 +47,14 @@ from tests.s3server import S3Server
 
 @pytest.fixture
 def root(work_root: Path, request: pytest.FixtureRequest) -> Iterator[Path]:
-    path = work_root / f"follow-{request.node.name}"[:80].replace("[", "-").replace("]", "")
+    # Long names are cut, so a digest of the whole node id keeps parametrized runs apart.
+    digest = hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:8]
+    path = work_root / f"follow-{request.node.name[:50]}-{digest}".replace("[", "-").replace(
+        "]", "")
     path.mkdir()
     yield path
     stop_all(path, default_bin_dir(), LocalCluster(path, 0, default_bin_dir()).user)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(params=["fs", "s3"])

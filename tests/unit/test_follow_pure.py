@@ -3,6 +3,7 @@ the follower's schedule and recovery point, and the judgement of its heartbeat."
 
 from __future__ import annotations
 
+import struct
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from pitrflow.engines.postgres.wal.follow_spool import (
     next_partial_start,
     partial_end,
     scan_spool,
+    written_end,
 )
 from pitrflow.engines.postgres.wal.follow_status import (
     FollowerStatus,
@@ -115,6 +117,33 @@ def test_partial_end_is_a_lower_bound_inside_the_segment() -> None:
     assert partial_end(10, SEG, start + 500, start + 900) == start + 900
     assert partial_end(10, SEG, start - 5, None) == start
     assert partial_end(10, SEG, start + 2 * SEG, None) == start + SEG
+
+
+def _segment(segno: int, pages_written: int, block: int = 8192) -> bytes:
+    """A segment file as pg_receivewal leaves it: written pages, then zeros."""
+    start = segno * SEG
+    data = bytearray(SEG)
+    for page in range(pages_written):
+        offset = page * block
+        info = 0x0002 if page == 0 else 0  # XLP_LONG_HEADER on the first page
+        struct.pack_into("<HHIQI", data, offset, 0xD118, info, 1, start + offset, 0)
+        if page == 0:
+            struct.pack_into("<QII", data, 24, 7, SEG, block)
+        data[offset + 40: offset + 60] = b"\x07" * 20  # some record bytes
+    return bytes(data)
+
+
+def test_the_written_end_of_a_segment_comes_from_its_page_headers() -> None:
+    start = 10 * SEG
+    assert written_end(_segment(10, 3), 10, SEG) == start + 2 * 8192 + 24
+    assert written_end(_segment(10, 1), 10, SEG) == start + 40
+    assert written_end(bytes(SEG), 10, SEG) == start  # a placeholder: nothing written
+    # A page left from another position (a recycled file) ends what is known written.
+    stale = bytearray(_segment(10, 4))
+    struct.pack_into("<Q", stale, 2 * 8192 + 8, 123)
+    assert written_end(bytes(stale), 10, SEG) == start + 8192 + 24
+    # The server's report may lag the file: the file's own pages win.
+    assert partial_end(10, SEG, start + 100, None, _segment(10, 3)) == start + 2 * 8192 + 24
 
 
 def test_next_partial_read_leaves_room_for_the_upload() -> None:

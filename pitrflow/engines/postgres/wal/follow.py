@@ -358,7 +358,7 @@ class Follower:
             return
         previous = self.catalog.partial_for(newest.timeline, newest.segno)
         end = partial_end(newest.segno, self.size, self.received_lsn,
-                          previous.end_lsn if previous else None)
+                          previous.end_lsn if previous else None, data)
         # Read at: the server's time when it last reported the receiver's position (the
         # file holds at least that much), or now for the flush after the receiver ended.
         when = self.sample_time if not final and self.sample_time else datetime.now(UTC)

@@ -71,16 +71,46 @@ def looks_like_wal(head: bytes) -> bool:
     return magic != 0 and bool(info & 0x0002)  # XLP_LONG_HEADER
 
 
-def partial_end(segno: int, segment_size: int, received_lsn: int | None,
-                previous_end: int | None) -> int:
-    """The LSN a partial upload of segment `segno` is known to hold WAL up to.
+_SHORT_HEADER = 24  # XLogPageHeaderData
+_LONG_HEADER = 40   # XLogLongPageHeaderData, on a segment's first page
 
-    The receiver's write position, as the server last heard it, bounds what is
-    in the file from below; the file only grows, so an earlier bound still
-    holds.  With neither, only the segment's start is known.
+
+def written_end(data: bytes, segno: int, segment_size: int) -> int:
+    """The LSN the receiver has certainly written to in a segment file: just past the page
+    header of the last page that carries its own address.
+
+    pg_receivewal zero-fills a segment in progress, and every WAL page starts with
+    a header naming its position, so the pages written are those whose header
+    says where they are.  Read from the file itself, this needs no report from
+    the server (whose view of the receiver lags by up to a status interval).
     """
     start = segno * segment_size
-    end = start
+    if len(data) < _LONG_HEADER or not looks_like_wal(data[:4]):
+        return start
+    magic = struct.unpack_from("<H", data)[0]
+    block = struct.unpack_from("<I", data, 36)[0]  # xlp_xlog_blcksz of the long header
+    if block <= 0 or block > segment_size or segment_size % block:
+        return start
+    end = start + _LONG_HEADER
+    for offset in range(block, min(len(data), segment_size), block):
+        page_magic, = struct.unpack_from("<H", data, offset)
+        page_addr, = struct.unpack_from("<Q", data, offset + 8)
+        if page_magic != magic or page_addr != start + offset:
+            break
+        end = start + offset + _SHORT_HEADER
+    return end
+
+
+def partial_end(segno: int, segment_size: int, received_lsn: int | None,
+                previous_end: int | None, data: bytes = b"") -> int:
+    """The LSN a partial upload of segment `segno` is known to hold WAL up to.
+
+    The pages the file itself shows written bound it from below, and so does the
+    receiver's write position as the server last heard it; the file only grows,
+    so an earlier bound still holds.  With none, only the segment's start is known.
+    """
+    start = segno * segment_size
+    end = max(start, written_end(data, segno, segment_size)) if data else start
     if received_lsn is not None:
         end = max(end, min(received_lsn, start + segment_size))
     if previous_end is not None:
