@@ -108,6 +108,13 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 def cmd_ship(args: argparse.Namespace) -> int:
     config = _config(args)
+    if args.follow:  # a long-running service: the core follower, never a Prefect flow
+        from pitrflow.engines.registry import engine_for
+        from pitrflow.storage import open_repository
+
+        log_to_stderr()
+        print(engine_for(config, args.instance).follow(open_repository(config.repository)).text)
+        return 0
     if _mode(args, "scheduled").use_prefect:
         print(_flow("ship_logs", "ship_logs", "ship", args, config)["summary"])
         return 0

@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ship = sub.add_parser("ship", help="ship WAL up to now and record a mark")
     ship.add_argument("instance")
+    ship.add_argument("--follow", action="store_true",
+                      help="stream WAL continuously until SIGTERM (follow mode)")
     _local_flag(ship)
     ship.set_defaults(func=commands.cmd_ship)
 

@@ -285,6 +285,10 @@ class Engine(Protocol):
     def ship(self, repo: Repository) -> ShipResult:
         """Store the transaction log up to now and record how far a restore can reach."""
 
+    def follow(self, repo: Repository) -> Outcome:
+        """Stream the transaction log into the repository continuously until SIGTERM
+        (follow mode); engines that cannot refuse in one line."""
+
     def plan_restore(self, repo: Repository, target: RestoreTarget,
                      destination: RestoreDestination) -> RestorePlan:
         """Plan a restore and check the destination; refuses before anything is written."""

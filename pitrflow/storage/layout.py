@@ -3,13 +3,19 @@
     <instance>/backups/<id>/<file>           objects of one backup
     <instance>/backups/<id>/manifest.json    written last: the truth of a backup
     <instance>/wal/<TLI>/<segment>-<sha256>.zst
+    <instance>/partial/<TLI>/<segment>_<LSN>_<time>-<sha256>.zst   follow mode: the
+                                             segment in progress, valid up to LSN
+    <instance>/follow/status.json            follow mode: the follower's heartbeat
     <instance>/timelines/<TLI>.history-<sha256>
     <instance>/marks/<time>_<TLI>_<LSN>.json  one per ship run
     <instance>/restore-points/<time>_<TLI>_<LSN>_<name>.json  one per pitr mark --name
     <instance>/drills/<time>.json
 
 WAL and history keys carry the SHA-256 of the stored object, so a listing
-alone gives every checksum and no sidecar can drift from its object.
+alone gives every checksum and no sidecar can drift from its object.  A
+partial segment lives under its own prefix and name pattern, so nothing that
+looks for whole segments (restore_command, verify, retention) can take one
+for a whole segment.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ MANIFEST_NAME = "manifest.json"
 EXPIRING_NAME = "expiring.json"
 _WAL_RE = re.compile(r"^wal/([0-9A-F]{8})/([0-9A-F]{24})-([0-9a-f]{64})\.zst$")
 _HISTORY_RE = re.compile(r"^timelines/([0-9A-F]{8})\.history-([0-9a-f]{64})$")
+_PARTIAL_RE = re.compile(r"^partial/([0-9A-F]{8})/([0-9A-F]{24})_([0-9A-F]{16})_"
+                         r"(\d{8}T\d{6}\.\d{6}Z)-([0-9a-f]{64})\.zst$")
 _MARK_RE = re.compile(r"^marks/(\d{8}T\d{6}\.\d{6}Z)_([0-9A-F]{8})_([0-9A-F]{16})\.json$")
 _RESTORE_POINT_RE = re.compile(
     r"^restore-points/(\d{8}T\d{6}\.\d{6}Z)_([0-9A-F]{8})_([0-9A-F]{16})_([^/]+)\.json$")
@@ -50,6 +58,20 @@ def manifest_key(instance: str, backup_id: str) -> str:
 
 def wal_key(instance: str, timeline: int, segment: str, sha256: str) -> str:
     return f"{instance}/wal/{timeline:08X}/{segment}-{sha256}.zst"
+
+
+def partial_key(instance: str, timeline: int, segment: str, end_lsn: int, when: datetime,
+                sha256: str) -> str:
+    stamp = when.astimezone(UTC).strftime(_TIME_FORMAT)
+    return f"{instance}/partial/{timeline:08X}/{segment}_{end_lsn:016X}_{stamp}-{sha256}.zst"
+
+
+def partial_prefix(instance: str) -> str:
+    return f"{instance}/partial/"
+
+
+def follow_status_key(instance: str) -> str:
+    return f"{instance}/follow/status.json"
 
 
 def history_key(instance: str, timeline: int, sha256: str) -> str:
@@ -86,6 +108,19 @@ class WalEntry:
 
 
 @dataclass(frozen=True)
+class PartialEntry:
+    """The segment in progress, as read at `time`: valid WAL up to at least `end_lsn`."""
+
+    key: str
+    timeline: int
+    segment: str
+    end_lsn: int
+    time: datetime
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
 class HistoryEntry:
     key: str
     timeline: int
@@ -117,8 +152,8 @@ class BackupObjectEntry:
     size: int
 
 
-ParsedKey = (WalEntry | HistoryEntry | MarkEntry | RestorePointEntry | BackupObjectEntry
-             | None)
+ParsedKey = (WalEntry | PartialEntry | HistoryEntry | MarkEntry | RestorePointEntry
+             | BackupObjectEntry | None)
 
 
 def parse_key(instance: str, key: str, size: int) -> ParsedKey:
@@ -129,6 +164,10 @@ def parse_key(instance: str, key: str, size: int) -> ParsedKey:
     rel = key[len(prefix):]
     if match := _WAL_RE.match(rel):
         return WalEntry(key, int(match.group(1), 16), match.group(2), match.group(3), size)
+    if match := _PARTIAL_RE.match(rel):
+        when = datetime.strptime(match.group(4), _TIME_FORMAT).replace(tzinfo=UTC)
+        return PartialEntry(key, int(match.group(1), 16), match.group(2),
+                            int(match.group(3), 16), when, match.group(5), size)
     if match := _HISTORY_RE.match(rel):
         return HistoryEntry(key, int(match.group(1), 16), match.group(2))
     if match := _MARK_RE.match(rel):

@@ -83,16 +83,32 @@ class PostgresEngine:
 
         outcome = ship_wal(self.settings, repo)
         mark_time, mark_lsn = iso(outcome.mark.time), format_lsn(outcome.mark.lsn)
+        if outcome.follower is not None:
+            text = (f"follow mode: the follower of {self.instance} ships its WAL and is "
+                    f"healthy (lag {outcome.lag.total_seconds():.0f} s); newest mark "
+                    f"{mark_time} ({mark_lsn})")
+        else:
+            text = (f"shipped {len(outcome.segments_shipped)} segments of {self.instance}; "
+                    f"recoverable up to {mark_time} ({mark_lsn})")
         return ShipResult(
-            instance=self.instance, artifact="ship",
-            text=f"shipped {len(outcome.segments_shipped)} segments of {self.instance}; "
-                 f"recoverable up to {mark_time} ({mark_lsn})",
+            instance=self.instance, artifact="ship", text=text,
             markdown=render.ship_markdown(outcome),
             data={"mark_lsn": mark_lsn, "mark_time": mark_time,
                   "segments": outcome.segments_shipped,
                   "lag_seconds": outcome.lag.total_seconds(),
-                  "slot_retained_bytes": outcome.slot.retained_bytes if outcome.slot else None},
+                  "slot_retained_bytes": outcome.slot.retained_bytes if outcome.slot else None,
+                  "follower": outcome.follower is not None},
             recoverable_to=mark_time)
+
+    def follow(self, repo: Repository) -> Outcome:
+        from pitrflow.engines.postgres.wal.follow import follow_until_signalled
+
+        done = follow_until_signalled(self.settings, repo)
+        text = (f"follower of {self.instance} stopped: {done.segments_stored} segments, "
+                f"{done.partials_stored} partials, {done.marks_written} marks stored")
+        return Outcome(instance=self.instance, artifact="follow", text=text, markdown=text,
+                       data={"segments": done.segments_stored, "partials": done.partials_stored,
+                             "marks": done.marks_written, "seconds": done.seconds})
 
     # --- restores ---
 

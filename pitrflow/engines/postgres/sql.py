@@ -43,6 +43,27 @@ SYNC_COMMIT_ON = "SET synchronous_commit = on"
 
 NOW = "SELECT now()"
 
+# The follower's session: its own marker commits must not wait for a synchronous standby
+# (which may be the follower's own receiver, or down), only for the local flush.
+SYNC_COMMIT_LOCAL = "SET synchronous_commit = local"
+
+# Follow mode, each cycle: the server's flush position, and how far our receiver (the
+# walsender serving our slot) has written and flushed, as its last status report said.
+FOLLOW_POSITIONS = """
+SELECT now(), pg_current_wal_flush_lsn()::text, r.write_lsn::text, r.flush_lsn::text,
+       r.sync_state, r.application_name
+  FROM pg_replication_slots s LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid
+ WHERE s.slot_name = %s
+"""
+
+FLUSH_LSN = "SELECT pg_current_wal_flush_lsn()::text"
+
+SYNC_STATE = """
+SELECT current_setting('synchronous_standby_names'),
+       (SELECT sync_state FROM pg_stat_replication WHERE application_name = %s
+         ORDER BY sync_state = 'sync' DESC LIMIT 1)
+"""
+
 CURRENT_LSN = "SELECT pg_current_wal_lsn()::text"
 
 

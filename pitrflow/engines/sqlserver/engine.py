@@ -67,6 +67,11 @@ class SqlServerEngine:
                   "segments": [data["id"]], "lag_seconds": None, "slot_retained_bytes": None},
             recoverable_to=data["stop_time"])
 
+    def follow(self, repo: Repository) -> Outcome:
+        raise UsageError(f"instance {self.instance} is SQL Server: follow mode streams "
+                         "PostgreSQL's WAL", "schedule log backups (the ship_logs deployment) "
+                         "as often as the RPO asks")
+
     def plan_restore(self, repo: Repository, target: RestoreTarget,
                      destination: RestoreDestination) -> RestorePlan:
         from pitrflow.engines.sqlserver.restore import dry_run_script

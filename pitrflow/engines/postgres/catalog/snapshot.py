@@ -30,6 +30,7 @@ from pitrflow.storage.layout import (
     BackupObjectEntry,
     HistoryEntry,
     MarkEntry,
+    PartialEntry,
     RestorePointEntry,
     WalEntry,
     parse_key,
@@ -48,6 +49,8 @@ class Catalog:
     histories: dict[int, list[TimelineSwitch]] = field(default_factory=dict)
     history_entries: dict[int, HistoryEntry] = field(default_factory=dict)
     marks: list[MarkEntry] = field(default_factory=list)
+    # Follow mode's uploads of the segment in progress (never whole segments).
+    partials: list[PartialEntry] = field(default_factory=list)
     restore_points: list[RestorePointEntry] = field(default_factory=list)
     segment_size: int = DEFAULT_SEGMENT_SIZE
     object_keys: set[str] = field(default_factory=set)
@@ -67,6 +70,24 @@ class Catalog:
     def wal_entries(self) -> list[WalEntry]:
         return [e for tli in sorted(self.wal) for _, e in sorted(self.wal[tli].items())]
 
+    def partial_for(self, timeline: int, segno: int) -> PartialEntry | None:
+        """The partial of that segment reaching furthest, unless the whole segment is stored."""
+        if segno in self.wal.get(timeline, {}):
+            return None
+        found = [p for p in self.partials if p.timeline == timeline
+                 and parse_segment_name(p.segment, self.segment_size)[1] == segno]
+        return max(found, key=lambda p: (p.end_lsn, p.time), default=None)
+
+    def superseded_partials(self) -> list[PartialEntry]:
+        """Partials a later upload made useless: the whole segment, or a longer partial."""
+        keep: dict[tuple[int, int], PartialEntry] = {}
+        for p in self.partials:
+            segno = parse_segment_name(p.segment, self.segment_size)[1]
+            best = self.partial_for(p.timeline, segno)
+            if best is not None:
+                keep[(p.timeline, segno)] = best
+        return [p for p in self.partials if p not in keep.values()]
+
     def newest_backup_on(self, timeline: int | None = None) -> BackupManifest | None:
         candidates = [b for b in self.backups if timeline is None or b.timeline == timeline]
         return max(candidates, key=lambda b: (b.stop_lsn, b.stop_time), default=None)
@@ -85,6 +106,8 @@ def read_catalog(repo: Repository, instance: str) -> Catalog:
             catalog.history_entries[parsed.timeline] = parsed
         elif isinstance(parsed, MarkEntry):
             catalog.marks.append(parsed)
+        elif isinstance(parsed, PartialEntry):
+            catalog.partials.append(parsed)
         elif isinstance(parsed, RestorePointEntry):
             catalog.restore_points.append(parsed)
         elif isinstance(parsed, BackupObjectEntry):

@@ -12,11 +12,12 @@ from datetime import datetime
 from pitrflow.engines.base import RestoreTarget
 from pitrflow.engines.postgres.catalog.manifest import BackupManifest
 from pitrflow.engines.postgres.catalog.snapshot import Catalog
+from pitrflow.engines.postgres.restore.tail import latest_point
 from pitrflow.engines.postgres.restore.targets import NEXT_XID, end_mark, resolve
 from pitrflow.engines.postgres.wal.timelines import required_segments, span_of, timeline_path
 from pitrflow.engines.postgres.wal.walnames import format_lsn
 from pitrflow.errors import RestoreRefusedError
-from pitrflow.storage.layout import MarkEntry, RestorePointEntry, WalEntry
+from pitrflow.storage.layout import MarkEntry, PartialEntry, RestorePointEntry, WalEntry
 
 
 @dataclass
@@ -31,6 +32,9 @@ class RestorePlan:
     window_to: datetime | None
     segment_size: int
     reasons: list[str] = field(default_factory=list)
+    # Follow mode: the last segment of `wal` is this partial upload, valid up to end_lsn.
+    partial: PartialEntry | None = None
+    end_lsn: int | None = None
     restore_point: RestorePointEntry | None = None
 
     @property
@@ -105,8 +109,15 @@ def plan_restore(catalog: Catalog, target: RestoreTarget) -> RestorePlan:
     bound = resolve(catalog, target)
     mark = end_mark(catalog, bound) if bound.wal else None
     reasons: list[str] = []
+    # An open-ended target (latest, a transaction) replays everything stored: past the
+    # newest mark into what follow mode stored since (restore.tail).
+    open_ended = (bound.wal and bound.reach_time is None and bound.reach_lsn is None
+                  and bound.timeline is None)
+    latest = latest_point(catalog) if open_ended else None
+    end_lsn: int | None = None
     if mark is not None:
-        tli = mark.timeline
+        tli = latest.timeline if latest else mark.timeline
+        end_lsn = latest.lsn if latest else mark.lsn
     else:
         newest = catalog.newest_backup_on(bound.timeline)
         if newest is None:
@@ -124,7 +135,7 @@ def plan_restore(catalog: Catalog, target: RestoreTarget) -> RestorePlan:
         and (s := span_of(b.start_lsn, path)) is not None and s.timeline == b.timeline
         # Its consistent point must lie on the path too, not on an abandoned branch.
         and (s.end is None or b.stop_lsn <= s.end)
-        and (mark is None or b.stop_lsn <= mark.lsn)
+        and (end_lsn is None or b.stop_lsn <= end_lsn)
     ]
     if bound.xid is not None and candidates:
         recorded = [b for b in candidates if NEXT_XID in b.extra]
@@ -153,17 +164,32 @@ def plan_restore(catalog: Catalog, target: RestoreTarget) -> RestorePlan:
                        "with WAL from its start")
 
     wal: list[WalEntry] = []
-    if mark is not None:
-        wanted = required_segments(backup.start_lsn, mark.lsn, path, catalog.segment_size)
+    partial: PartialEntry | None = None
+    if end_lsn is not None:
+        wanted = required_segments(backup.start_lsn, end_lsn, path, catalog.segment_size)
         for timeline, segno, name in wanted:
             entry = catalog.wal.get(timeline, {}).get(segno)
+            if entry is None and (timeline, segno) == wanted[-1][:2]:
+                partial = catalog.partial_for(timeline, segno)
+                if partial is not None and partial.end_lsn >= end_lsn:
+                    entry = as_wal_entry(partial)
+                    reasons.append(f"the last segment {name} is partial: follow mode stored it "
+                                   f"up to {format_lsn(partial.end_lsn)} (read at "
+                                   f"{partial.time.isoformat()})")
+                else:
+                    partial = None
             if entry is None:
                 raise RestoreRefusedError(
                     f"WAL segment {name} is missing from the repository: the WAL from "
-                    f"{format_lsn(backup.start_lsn)} to {format_lsn(mark.lsn)} has a gap",
+                    f"{format_lsn(backup.start_lsn)} to {format_lsn(end_lsn)} has a gap",
                     "pick a target before the gap, or restore from a backup taken after it",
                 )
             wal.append(entry)
+        size = catalog.segment_size
+        if latest is not None and mark is not None and (
+                (latest.lsn - 1) // size > (mark.lsn - 1) // size):
+            reasons.append(f"latest replays past the newest mark ({format_lsn(mark.lsn)}) "
+                           f"to {format_lsn(latest.lsn)} on timeline {tli}: WAL stored since")
     reasons.insert(0, _why_backup(backup, target))
     if bound.restore_point is not None:
         point = bound.restore_point
@@ -174,9 +200,14 @@ def plan_restore(catalog: Catalog, target: RestoreTarget) -> RestorePlan:
     return RestorePlan(
         instance=catalog.instance, target=target, chain=chain, wal=wal, timeline=tli,
         end_mark=mark, window_from=window.start, window_to=window.end,
-        segment_size=catalog.segment_size, reasons=reasons,
+        segment_size=catalog.segment_size, reasons=reasons, partial=partial, end_lsn=end_lsn,
         restore_point=bound.restore_point,
     )
+
+
+def as_wal_entry(partial: PartialEntry) -> WalEntry:
+    """A partial as the segment file PostgreSQL asks for (zero-padded to a whole segment)."""
+    return WalEntry(partial.key, partial.timeline, partial.segment, partial.sha256, partial.size)
 
 
 def _why_backup(backup: BackupManifest, target: RestoreTarget) -> str:
