@@ -76,6 +76,9 @@ class CheckConfig:
     max_mark_age_minutes: float = 30.0
     max_drill_age_hours: float = 26.0
     max_slot_retained_mb: float = 10240.0
+    # Follow mode: the follower's recovery point may trail the server by this much (and
+    # its heartbeat may be this old) before ship_logs and pitr check call it behind or gone.
+    max_follower_lag_seconds: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,16 @@ class InstanceConfig:
     ship_timeout_seconds: int = 1800
     wal_fetch_parallel: int = 4
     max_rate: str = ""  # pg_basebackup --max-rate, e.g. "50M": spares a busy server's disks
+    # Follow mode (pitr ship --follow): pg_receivewal runs continuously; the segment in
+    # progress is uploaded every partial_interval seconds and a mark written every
+    # mark_interval seconds.  `follow` declares that a follower is meant to run, so the
+    # batch ship_logs checks it instead of shipping.  synchronous: the receiver is a
+    # synchronous standby (application_name = the slot name).
+    follow: bool = False
+    partial_interval: int = 10
+    mark_interval: int = 60
+    synchronous: bool = False
+    follow_dir: Path = Path("/var/tmp/pitrflow-follow")
     drill: DrillConfig = field(default_factory=DrillConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     check: CheckConfig = field(default_factory=CheckConfig)
@@ -181,6 +194,11 @@ _INSTANCE_SCHEMA: dict[str, tuple[type, Any]] = {
     "ship_timeout_seconds": (int, 1800),
     "wal_fetch_parallel": (int, 4),
     "max_rate": (str, ""),
+    "follow": (bool, False),
+    "partial_interval": (int, 10),
+    "mark_interval": (int, 60),
+    "synchronous": (bool, False),
+    "follow_dir": (str, "/var/tmp/pitrflow-follow"),
     "drill": (dict, None),
     "retention": (dict, None),
     "check": (dict, None),
@@ -204,6 +222,7 @@ _CHECK_SCHEMA: dict[str, tuple[type, Any]] = {
     "max_mark_age_minutes": (float, 30.0),
     "max_drill_age_hours": (float, 26.0),
     "max_slot_retained_mb": (float, 10240.0),
+    "max_follower_lag_seconds": (float, 60.0),
 }
 
 
@@ -307,6 +326,7 @@ def _instance(name: str, raw: Any, source: Path) -> InstanceConfig:
                           'use kilobytes per second, or a k/M suffix: "32000", "50M"')
     if values["bin_dir"]:
         values["bin_dir"] = Path(values["bin_dir"])
+    _follow(values, dotted, source)
     values["drill"] = _drill(values["drill"] or {}, f"{dotted}.drill", source)
     retention = _check_table(_floats(values["retention"] or {}, _RETENTION_SCHEMA),
                              _RETENTION_SCHEMA, f"{dotted}.retention", source)
@@ -324,6 +344,19 @@ def _instance(name: str, raw: Any, source: Path) -> InstanceConfig:
     elif values["backup_dir_worker"] is not None:
         values["backup_dir_worker"] = Path(values["backup_dir_worker"])
     return InstanceConfig(name=name, **values)
+
+
+def _follow(values: dict[str, Any], dotted: str, source: Path) -> None:
+    for key, top in (("partial_interval", 3600), ("mark_interval", 86400)):
+        if not 1 <= values[key] <= top:
+            raise ConfigError(f"{dotted}.{key} in {source} must be from 1 to {top} seconds, "
+                              f"got {values[key]}", f"e.g. {key} = 10")
+    follow_dir = Path(values["follow_dir"]).expanduser()
+    values["follow_dir"] = follow_dir if follow_dir.is_absolute() else (
+        source.parent / follow_dir).resolve()
+    if values["engine"] != "postgresql" and (values["follow"] or values["synchronous"]):
+        raise ConfigError(f"{dotted}.follow and synchronous in {source} are for PostgreSQL",
+                          "SQL Server ships log backups on the ship_logs schedule")
 
 
 _SQLSERVER_REQUIRED = (

@@ -74,6 +74,23 @@ def verdicts_markdown(reference: str, tables: list[dict[str, str]]) -> str:
 
 def _cell(value: object) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ") or "-"
+def markdown_table(title: str, rows: list[tuple[str, str]]) -> str:
+    """A titled two-column markdown table: long values wrap in the Prefect UI, where a
+    preformatted block would be cut off at the right edge."""
+    def cell(value: str) -> str:
+        return value.replace("|", "\\|").replace("\n", "<br>")
+
+    body = "\n".join(f"| {cell(k)} | {cell(v)} |" for k, v in rows)
+    return f"## {title}\n\n| | |\n|---|---|\n{body}\n"
+
+
+def drill_checks_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The drill-checks-<instance> table (one row per GX expectation), for every engine."""
+    return [{"suite": r["suite"], "expectation": r["expectation_type"],
+             "column": r["column"] or "", "result": "pass" if r["success"] else "FAIL",
+             "observed": r["observed"], "expected": r.get("bounds", ""),
+             "reference": r.get("baseline", "")}
+            for r in rows]
 
 
 def artifact_key(kind: str, instance: str) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -119,6 +120,26 @@ class LocalCluster:
             procs.run([self.tool("pg_ctl"), "stop", "-D", str(self.data_dir), "-m", mode,
                        "-w", "-t", "60"], user=self.user, what="pg_ctl", check=False)
 
+    def postmaster_pid(self) -> int | None:
+        try:
+            return int((self.data_dir / "postmaster.pid").read_text().split()[0])
+        except (FileNotFoundError, IndexError, ValueError):
+            return None
+
+    def kill(self) -> None:
+        """SIGKILL the postmaster and every one of its processes at once: a crash, not a stop."""
+        pid = self.postmaster_pid()
+        if pid is None:
+            return
+        victims = [pid] + _children(pid)
+        for victim in victims:
+            try:
+                os.kill(victim, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for victim in victims:
+            _wait_gone(victim)
+
     def connect(self, dbname: str = "postgres") -> psycopg.Connection:
         return psycopg.connect(host=self.host, port=self.port, user=self.superuser,
                                dbname=dbname, autocommit=True)
@@ -135,6 +156,32 @@ def server_log_reason(log: Path, lines: int = 40) -> str | None:
     except OSError:
         return None
     return procs.most_telling_line([line for line in tail if line.strip()])
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, IndexError, ProcessLookupError):
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def _wait_gone(pid: int, seconds: float = 10.0) -> None:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        if Path(f"/proc/{pid}/stat").exists() and " Z " in Path(f"/proc/{pid}/stat").read_text():
+            return  # a zombie: dead, waiting for a parent to reap it
+        time.sleep(0.02)
 
 
 def default_bin_dir() -> Path:

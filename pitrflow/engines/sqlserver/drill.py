@@ -1,7 +1,8 @@
-"""The SQL Server recovery drill: restore under a scratch name, check it, drop it.
+"""The SQL Server recovery drill's steps: restore under a scratch name, check it, drop it.
 
-It restores through the same ``prepare_restore``/``execute_restore`` a user's
-restore uses, so a passing drill proves that path.  Then two kinds of checks:
+``drill_session`` runs them in order, restoring through the same plan and
+restore a user's restore uses, so a passing drill proves that path.  Two kinds
+of checks:
 
 - ``DBCC CHECKDB ... WITH NO_INFOMSGS, ALL_ERRORMSGS`` prints nothing for a sound
   database, so every message it sends, and any error it raises, is a finding;
@@ -40,17 +41,14 @@ from pitrflow.drill.verdicts import table_verdicts
 from pitrflow.engines.sqlserver.baseline import stored_baselines
 from pitrflow.engines.sqlserver.catalog import (
     SqlServerCatalog,
-    read_sqlserver_catalog,
 )
-from pitrflow.engines.sqlserver.connection import SqlExecutor, open_session, sqlalchemy_url
+from pitrflow.engines.sqlserver.connection import SqlExecutor, sqlalchemy_url
 from pitrflow.engines.sqlserver.errors import SqlServerPlanError
 from pitrflow.engines.sqlserver.facts import AWARE_TYPES, read_source_facts, server_utc_now
 from pitrflow.engines.sqlserver.msdb import row_times_utc
 from pitrflow.engines.sqlserver.restore import (
     DATABASE_EXISTS_SQL,
     PreparedRestore,
-    execute_restore,
-    prepare_restore,
 )
 from pitrflow.engines.sqlserver.tsql import quote_name
 from pitrflow.engines.sqlserver.window import restorable_spans
@@ -137,76 +135,17 @@ class SqlServerDrillOutcome:
         return round(sum(self.timings.get(k, 0.0) for k in ("plan", "stage", "restore")), 3)
 
 
-@dataclass(frozen=True)
-class QualitySettings:
-    """Where the team's suites are, and where GX writes its evidence (None: nowhere)."""
-
-    checks_dir: Path | None = None
-    evidence_dir: Path | None = None
-
-
-def run_drill(
-    instance: InstanceConfig,
-    repo: Repository,
-    target: datetime | str | None,
-    name: str | None = None,
-    keep: bool = False,
-    now: datetime | None = None,
-    quality: QualitySettings | None = None,
-) -> SqlServerDrillOutcome:
-    """Restore to ``target`` under a scratch name and check it.
-
-    ``target`` is a time, None or ``latest`` (the newest point), ``random`` (a point
-    drawn from the restorable window, see ``choose_target``) or an ISO time string.
-    ``quality.checks_dir`` holds the team suites (``<instance>/<schema>.<table>.json``;
-    None: generated suites only).
-    """
-    settings = quality or QualitySettings()
-    when = now or datetime.now(UTC)
-    clock = time.monotonic()
-    catalog = read_sqlserver_catalog(repo, instance.name)
-    if isinstance(target, str):
-        mode, target = choose_target(catalog, instance.database, target)
-    else:
-        mode = "latest" if target is None else "time"
-    prepared = prepare_restore(instance, catalog, target,
-                               new_name=name or scratch_name(instance.database, when), now=when)
-    window_from, window_to = recoverable_window(catalog, instance.database)
-    outcome = SqlServerDrillOutcome(
-        instance=instance.name, database=instance.database, scratch_name=prepared.new_name,
-        target_utc=prepared.plan.target_utc, started=when, window_from=window_from,
-        window_to=window_to, backups=[r.id for r in prepared.records], target_mode=mode,
-    )
-    outcome.timings["plan"] = round(time.monotonic() - clock, 3)
-    team = _team_suites(settings.checks_dir, instance.name, outcome)
-    when = outcome.target_utc or window_to
-    neighbourhood = Neighbourhood()
-    if when is not None:
-        mine = [r for r in catalog.records if r.database == instance.database]
-        neighbourhood = load_neighbourhood(repo, stored_baselines(repo, instance.name, mine),
-                                           when)
-        outcome.warnings.extend(neighbourhood.problems)
-    try:
-        with open_session(instance) as sql:
-            facts = _source_facts(sql, instance, outcome)
-            try:
-                restored = execute_restore(prepared, repo, sql)
-            except PitrError as exc:
-                outcome.errors.append(f"restore failed: {exc.message}")
-                return outcome
-            outcome.timings.update(restored.timings)
-            try:
-                _check(sql, prepared, outcome)
-                _check_quality(instance, prepared, outcome, team, facts, settings.evidence_dir,
-                               neighbourhood)
-            finally:
-                if keep:
-                    outcome.kept = True
-                else:
-                    _drop(sql, prepared.new_name, outcome)
-    finally:
-        outcome.finished = datetime.now(UTC)
-    return outcome
+def drill_neighbourhood(repo: Repository, instance: InstanceConfig,
+                       catalog: SqlServerCatalog, outcome: SqlServerDrillOutcome
+                       ) -> Neighbourhood:
+    """The baselines stored with the backups either side of the drill's target."""
+    when = outcome.target_utc or outcome.window_to
+    if when is None:
+        return Neighbourhood()
+    mine = [r for r in catalog.records if r.database == instance.database]
+    neighbourhood = load_neighbourhood(repo, stored_baselines(repo, instance.name, mine), when)
+    outcome.warnings.extend(neighbourhood.problems)
+    return neighbourhood
 
 
 def choose_target(catalog: SqlServerCatalog, database: str, spec: str | None,
@@ -252,7 +191,7 @@ def recoverable_window(catalog: SqlServerCatalog,
     return (min(fulls) if fulls else None), (max(finishes) if finishes else None)
 
 
-def _team_suites(checks_dir: Path | None, instance: str,
+def team_suites(checks_dir: Path | None, instance: str,
                  outcome: SqlServerDrillOutcome) -> list[Suite]:
     """Loaded before the restore: a malformed team suite is reported without waiting."""
     if checks_dir is None:
@@ -264,8 +203,8 @@ def _team_suites(checks_dir: Path | None, instance: str,
         return []
 
 
-def _source_facts(sql: SqlExecutor, instance: InstanceConfig,
-                  outcome: SqlServerDrillOutcome) -> Baseline | None:
+def source_facts(sql: SqlExecutor, instance: InstanceConfig,
+                 outcome: SqlServerDrillOutcome) -> Baseline | None:
     """The source as it is now (the data lag, and the reference when no baseline serves);
     None (and a finding) if unread.
 
@@ -319,7 +258,8 @@ def judge_against(instance: InstanceConfig, target_utc: datetime | None,
     return plan_reference(when, candidates, live, bounds, oldest=neighbourhood.oldest)
 
 
-def _check(sql: SqlExecutor, prepared: PreparedRestore, outcome: SqlServerDrillOutcome) -> None:
+def check_integrity(sql: SqlExecutor, prepared: PreparedRestore,
+                    outcome: SqlServerDrillOutcome) -> None:
     clock = time.monotonic()
     try:
         result = sql.run(checkdb_sql(prepared.new_name),
@@ -331,7 +271,7 @@ def _check(sql: SqlExecutor, prepared: PreparedRestore, outcome: SqlServerDrillO
     outcome.timings["checkdb"] = round(time.monotonic() - clock, 3)
 
 
-def _check_quality(instance: InstanceConfig, prepared: PreparedRestore,
+def check_quality(instance: InstanceConfig, prepared: PreparedRestore,
                    outcome: SqlServerDrillOutcome, team: list[Suite],
                    live: Baseline | None, evidence_dir: Path | None,
                    neighbourhood: Neighbourhood) -> None:
@@ -363,7 +303,7 @@ def _check_quality(instance: InstanceConfig, prepared: PreparedRestore,
     outcome.timings["quality_checks"] = round(time.monotonic() - clock, 3)
 
 
-def _drop(sql: SqlExecutor, database: str, outcome: SqlServerDrillOutcome) -> None:
+def drop(sql: SqlExecutor, database: str, outcome: SqlServerDrillOutcome) -> None:
     clock = time.monotonic()
     try:
         if sql.scalar(DATABASE_EXISTS_SQL, [database]) is not None:

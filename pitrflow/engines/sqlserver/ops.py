@@ -8,13 +8,12 @@ and the CLI prints it.  Nothing here imports Prefect or pyodbc at import time.
 from __future__ import annotations
 
 import os
-import tempfile
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from pitrflow.config import InstanceConfig
-from pitrflow.drill.record import drill_history, store_evidence, store_record
+from pitrflow.drill.record import drill_history
 from pitrflow.engines.sqlserver import render as _render
 from pitrflow.engines.sqlserver.backup import take_sqlserver_backup
 from pitrflow.engines.sqlserver.catalog import (
@@ -23,11 +22,6 @@ from pitrflow.engines.sqlserver.catalog import (
     recording_path,
 )
 from pitrflow.engines.sqlserver.connection import open_session
-from pitrflow.engines.sqlserver.drill import (
-    QualitySettings,
-    drill_record,
-    run_drill,
-)
 from pitrflow.engines.sqlserver.restore import (
     PreparedRestore,
     dry_run_script,
@@ -100,22 +94,27 @@ def sqlserver_drill(instance_cfg: InstanceConfig, repo: Repository,
                     keep: bool = False, checks_dir: Path | None = None) -> dict[str, Any]:
     """Restore under a scratch name, check it (CHECKDB, GX suites), drop it, record it.
 
-    ``checks_dir`` holds the team suites (``<instance>/<schema>.<table>.json``); None
-    runs the generated suites only.  The drill record, and GX's evidence next to it,
-    are stored in the repository whatever the verdict; ``ok`` is False on findings.
+    The steps the recovery_drill flow runs, in one call.  ``checks_dir`` holds the
+    team suites (``<instance>/<schema>.<table>.json``); None runs the generated
+    suites only.  The drill record, and GX's evidence next to it, are stored in the
+    repository whatever the verdict; ``ok`` is False on findings.
     """
+    from pitrflow.engines.sqlserver.drill_session import SqlServerDrillSession
+    from pitrflow.engines.sqlserver.restore import execute_restore
+
     _require_sqlserver(instance_cfg)
-    with tempfile.TemporaryDirectory(prefix=f"pitrflow-drill-{instance_cfg.name}-") as tmp:
-        evidence_dir = Path(tmp)
-        outcome = run_drill(instance_cfg, repo, target, scratch_name, keep,
-                            quality=QualitySettings(checks_dir, evidence_dir))
-        kept_at = (f"database {outcome.scratch_name} on {instance_cfg.host},{instance_cfg.port}"
-                   if outcome.kept else None)
-        record = drill_record(outcome, kept_at)
-        if any(path.is_file() for path in evidence_dir.rglob("*")):
-            record.evidence = f"{repo.describe()}/{store_evidence(repo, record, evidence_dir)}"
-        key = store_record(repo, record)
-    return _render.drill_dict(outcome, record, key)
+    session = SqlServerDrillSession(instance_cfg, repo, target, checks_dir, scratch_name)
+    restored: dict[str, Any] | None = None
+    try:
+        with open_session(instance_cfg) as sql:
+            outcome = execute_restore(session.prepared, repo, sql)
+        restored = {"restore_as": session.prepared.new_name, "timings": outcome.timings}
+    except PitrError as exc:
+        session.record_error(f"restore failed: {exc.message}")
+    if restored is not None:
+        session.check_integrity(restored)
+        session.check_quality(restored)
+    return session.finish(restored, keep).data
 
 
 def sqlserver_info(instance_cfg: InstanceConfig, repo: Repository) -> dict[str, Any]:

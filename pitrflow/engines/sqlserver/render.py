@@ -16,15 +16,7 @@ from pitrflow.engines.sqlserver.drill import SqlServerDrillOutcome
 from pitrflow.engines.sqlserver.msdb import row_times_utc, time_zone_offset
 from pitrflow.engines.sqlserver.record import SOURCE_RECORDED
 from pitrflow.engines.sqlserver.restore import PreparedRestore
-from pitrflow.render import verdicts_markdown
-
-
-def _bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TB"
+from pitrflow.render import human_bytes, verdicts_markdown
 
 
 def _utc(moment: datetime | None) -> str:
@@ -62,16 +54,17 @@ def plan_text(prepared: PreparedRestore, statements: list[str]) -> str:
         lines.append(
             f"    {index:>2}. {step.kind:<12} backup set {step.backup_set_id:<8} "
             f"{record.id:<28} finished {_utc(step.finish_utc)}  "
-            f"LSN {step.first_lsn} -> {step.last_lsn}  {_bytes(record.size_bytes)}"
+            f"LSN {step.first_lsn} -> {step.last_lsn}  {human_bytes(record.size_bytes)}"
             + (" (bulk-logged)" if step.has_bulk_logged_data else "")
         )
     if prepared.staging_worker is None:
         lines.append(f"  read         {len(prepared.files)} objects, "
-                     f"{_bytes(prepared.size_bytes)}, checked against their SHA-256, then read "
-                     f"by the server from {prepared.staging_server} (RESTORE FROM URL)")
+                     f"{human_bytes(prepared.size_bytes)}, checked against their SHA-256, "
+                     f"then read by the server from {prepared.staging_server} (RESTORE FROM URL)")
     else:
-        lines.append(f"  stage        {len(prepared.files)} files, {_bytes(prepared.size_bytes)}, "
-                     f"from the repository into {prepared.staging_worker}")
+        lines.append(f"  stage        {len(prepared.files)} files, "
+                     f"{human_bytes(prepared.size_bytes)}, from the repository into "
+                     f"{prepared.staging_worker}")
         lines.append(f"               (the server reads them at {prepared.staging_server})")
     where = (f"data_dir_server {prepared.data_dir_server}" if prepared.data_dir_server
              else "the server's default data and log directories")
@@ -188,3 +181,55 @@ def drill_markdown(drill: dict[str, Any]) -> str:
     if drill.get("warnings"):
         text += "\n### Warnings\n\n" + "\n".join(f"- {w}" for w in drill["warnings"]) + "\n"
     return text + verdicts_markdown(drill.get("reference", ""), drill.get("tables", []))
+
+
+def info_text(data: dict[str, Any]) -> str:
+    """`pitr info` for a SQL Server instance: backups, what was rejected, restorable spans."""
+    lines = [f"instance {data['instance']} (SQL Server)"]
+    if not data["backups"]:
+        lines.append("  no backups")
+    for b in data["backups"]:
+        status = b["verify"]
+        verified = ("verified ok" if status and status.get("ok") else
+                    "VERIFY FAILED" if status else "not verified")
+        lines.append(f"  {b['id']}  {b['type']:<12} {b['database']}  LSN {b['first_lsn']}.."
+                     f"{b['last_lsn']}  {b['size_bytes']} bytes  [{verified}]")
+    for r in data["rejected"]:
+        lines.append(f"  {r['id']}  NOT A BACKUP: {r['reason']}")
+    for database, spans in data["restorable"].items():
+        if isinstance(spans, dict):
+            lines.append(f"restorable {database}: nothing ({spans['problem']})")
+            continue
+        lines.append(f"restorable {database}: " + ", ".join(
+            f"{span['from']} .. {span['to']}" for span in spans))
+    return "\n".join(lines)
+
+
+def backup_markdown(result: dict[str, Any]) -> str:
+    rows = "\n".join(f"| {k} | {result[k]} |" for k in (
+        "id", "type", "database", "backup_set_id", "first_lsn", "last_lsn", "start_time",
+        "stop_time", "size_bytes", "compression", "duration_seconds"))
+    notes = "".join(f"\n> {n}\n" for n in result.get("notes", []))
+    return (f"## SQL Server {result['type']} backup {result['id']}\n\n| | |\n|---|---|\n"
+            f"{rows}\n{notes}")
+
+
+def plan_markdown(prepared: PreparedRestore, statements: list[str]) -> str:
+    """The restore-plan artifact: the plan as a table, then the T-SQL it runs."""
+    from pitrflow.render import markdown_table
+
+    plan = plan_dict(prepared, statements)
+    rows = [("database", f"{plan['database']} restored as {plan['restore_as']}"
+             + (" (replacing it)" if plan["replace"] else "")),
+            ("target", plan["target"] or "latest (the newest log backup)"),
+            ("STOPAT", f"{plan['stopat_local']} ({plan['stopat_time_zone']})"
+             if plan["stopat_local"] else "-"),
+            ("recovery fork", str(plan["recovery_fork"]))]
+    rows += [(step["kind"], f"{step['backup']} (set {step['backup_set_id']}), LSN "
+              f"{step['first_lsn']} .. {step['last_lsn']}, finished {step['finish']}")
+             for step in plan["steps"]]
+    rows.append(("staged", human_bytes(plan["stage_bytes"])))
+    rows += [("reason", r) for r in plan["reasons"]]
+    script = "\n".join(statements)
+    return (markdown_table("SQL Server restore plan", rows)
+            + f"\n### T-SQL\n\n```sql\n{script}\n```\n")

@@ -19,7 +19,13 @@ from pitrflow.config import RetentionConfig
 from pitrflow.engines.postgres.catalog.manifest import BackupManifest
 from pitrflow.engines.postgres.catalog.snapshot import Catalog
 from pitrflow.engines.postgres.wal.walnames import parse_segment_name
-from pitrflow.storage.layout import BaselineEntry, MarkEntry, WalEntry
+from pitrflow.storage.layout import (
+    BaselineEntry,
+    MarkEntry,
+    PartialEntry,
+    RestorePointEntry,
+    WalEntry,
+)
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,10 @@ class ExpirePlan:
     delete_wal: list[WalEntry] = field(default_factory=list)
     delete_marks: list[MarkEntry] = field(default_factory=list)
     delete_baselines: list[BaselineEntry] = field(default_factory=list)
+    # Follow mode's partial segments: older than the kept WAL, or replaced by a whole segment.
+    delete_partials: list[PartialEntry] = field(default_factory=list)
+    # Named points no kept backup can reach any more go with the WAL they were in.
+    delete_restore_points: list[RestorePointEntry] = field(default_factory=list)
     finish_expiring: list[str] = field(default_factory=list)
     wal_kept_from: str | None = None
     notes: list[str] = field(default_factory=list)
@@ -51,7 +61,8 @@ class ExpirePlan:
     @property
     def empty(self) -> bool:
         return not (self.delete_backups or self.delete_wal or self.delete_marks
-                    or self.delete_baselines or self.finish_expiring)
+                    or self.delete_baselines or self.delete_partials
+                    or self.delete_restore_points or self.finish_expiring)
 
 
 def _order(backups: list[BackupManifest]) -> list[BackupManifest]:
@@ -121,9 +132,14 @@ def plan_expire(catalog: Catalog, policy: RetentionConfig, now: datetime) -> Exp
     for entry in catalog.wal_entries():
         if parse_segment_name(entry.segment, size)[1] < first_needed:
             plan.delete_wal.append(entry)
+    superseded = catalog.superseded_partials()
+    plan.delete_partials = [p for p in catalog.partials if p in superseded
+                            or parse_segment_name(p.segment, size)[1] < first_needed]
     plan.delete_marks = [m for m in catalog.marks if _before_window(m.time, m.lsn, oldest)]
     plan.delete_baselines = [b for b in catalog.baselines
                              if _before_window(b.time, b.lsn, oldest)]
+    plan.delete_restore_points = [p for p in catalog.restore_points
+                                  if p.lsn <= oldest.stop_lsn]
     return plan
 
 
