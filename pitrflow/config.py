@@ -51,6 +51,9 @@ class DrillConfig:
     freshness: dict[str, str] = field(default_factory=dict)
     checks_dir: Path | None = None
     timeout_seconds: int = 6 * 3600
+    # Ship runs and backups record each table's row count exactly when it is
+    # smaller than this (estimates above it); 0 records estimates only.
+    exact_count_max_mb: float = 16.0
 
 
 @dataclass(frozen=True)
@@ -238,6 +241,7 @@ _DRILL_SCHEMA: dict[str, tuple[type, Any]] = {
     "freshness": (dict, None),
     "checks_dir": (str, None),
     "timeout_seconds": (int, 6 * 3600),
+    "exact_count_max_mb": (float, 16.0),
 }
 
 _ENGINES = ("postgresql", "sqlserver")
@@ -422,12 +426,15 @@ def _check_url_instances(config: Config) -> None:
 
 
 def _drill(raw: Any, dotted: str, source: Path) -> DrillConfig:
-    if isinstance(raw, dict) and isinstance(raw.get("row_count_tolerance"), int):
-        raw = {**raw, "row_count_tolerance": float(raw["row_count_tolerance"])}
-    values = _check_table(raw, _DRILL_SCHEMA, dotted, source)
+    values = _check_table(_floats(raw, _DRILL_SCHEMA), _DRILL_SCHEMA, dotted, source)
     if not 0.0 <= values["row_count_tolerance"] < 1.0:
         raise ConfigError(f"{dotted}.row_count_tolerance in {source} must be in [0, 1)",
-                          "0.2 accepts a restored table with 80% of the source's rows")
+                          "0.2 widens an estimated row count by 20% either way, and accepts "
+                          "80% of the source's rows where no baseline precedes the target")
+    if not 0.0 <= values["exact_count_max_mb"] <= 1024 * 1024:
+        raise ConfigError(f"{dotted}.exact_count_max_mb in {source} must be from 0 to 1048576",
+                          "tables smaller than this many megabytes are counted exactly at each "
+                          "ship run and backup; 0 records estimates only")
     freshness = values["freshness"] or {}
     for table, column in freshness.items():
         if "." not in table or not isinstance(column, str):

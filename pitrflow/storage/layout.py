@@ -8,11 +8,18 @@
     <instance>/follow/status.json            follow mode: the follower's heartbeat
     <instance>/timelines/<TLI>.history-<sha256>
     <instance>/marks/<time>_<TLI>_<LSN>.json  one per ship run
+    <instance>/baselines/<time>_<TLI>_<LSN>_<origin>.json.zst
+        the source's per-table facts, read right after the mark (origin `mark`,
+        same time, timeline and LSN as the mark's key) or the backup (origin
+        `backup`: its stop time, timeline and stop LSN) it is named after
     <instance>/restore-points/<time>_<TLI>_<LSN>_<name>.json  one per pitr mark --name
     <instance>/drills/<time>.json
+    SQL Server: <instance>/{backups,logs}/<id>/baseline.json.zst beside the manifest
 
 WAL and history keys carry the SHA-256 of the stored object, so a listing
 alone gives every checksum and no sidecar can drift from its object.  A
+baseline's key carries the time and LSN of what it is named after, so
+retention decides about it from the listing alone, exactly as about marks.  A
 partial segment lives under its own prefix and name pattern, so nothing that
 looks for whole segments (restore_command, verify, retention) can take one
 for a whole segment.
@@ -34,9 +41,14 @@ _HISTORY_RE = re.compile(r"^timelines/([0-9A-F]{8})\.history-([0-9a-f]{64})$")
 _PARTIAL_RE = re.compile(r"^partial/([0-9A-F]{8})/([0-9A-F]{24})_([0-9A-F]{16})_"
                          r"(\d{8}T\d{6}\.\d{6}Z)-([0-9a-f]{64})\.zst$")
 _MARK_RE = re.compile(r"^marks/(\d{8}T\d{6}\.\d{6}Z)_([0-9A-F]{8})_([0-9A-F]{16})\.json$")
+_BASELINE_RE = re.compile(
+    r"^baselines/(\d{8}T\d{6}\.\d{6}Z)_([0-9A-F]{8})_([0-9A-F]{16})_(mark|backup)\.json\.zst$")
 _RESTORE_POINT_RE = re.compile(
     r"^restore-points/(\d{8}T\d{6}\.\d{6}Z)_([0-9A-F]{8})_([0-9A-F]{16})_([^/]+)\.json$")
 _BACKUP_RE = re.compile(r"^backups/([^/]+)/(.+)$")
+# SQL Server keeps each backup's baseline inside the backup's own prefix, so it is
+# deleted with the backup it was read after.
+BASELINE_NAME = "baseline.json.zst"
 _TIME_FORMAT = "%Y%m%dT%H%M%S.%fZ"
 
 
@@ -83,6 +95,16 @@ def mark_key(instance: str, when: datetime, timeline: int, lsn: int) -> str:
     return f"{instance}/marks/{stamp}_{timeline:08X}_{lsn:016X}.json"
 
 
+def baseline_key(instance: str, when: datetime, timeline: int, lsn: int, origin: str) -> str:
+    """The baseline read right after a mark or a backup, named after it."""
+    if origin not in ("mark", "backup"):
+        raise ValueError(f"baseline origin must be mark or backup, not {origin!r}")
+    stamp = when.astimezone(UTC).strftime(_TIME_FORMAT)
+    return f"{instance}/baselines/{stamp}_{timeline:08X}_{lsn:016X}_{origin}.json.zst"
+
+
+def baselines_prefix(instance: str) -> str:
+    return f"{instance}/baselines/"
 def restore_point_key(instance: str, when: datetime, timeline: int, lsn: int, name: str) -> str:
     """The name travels in the key (percent-encoded), so a listing alone tells every point."""
     stamp = when.astimezone(UTC).strftime(_TIME_FORMAT)
@@ -136,6 +158,17 @@ class MarkEntry:
 
 
 @dataclass(frozen=True)
+class BaselineEntry:
+    """A stored baseline; time, timeline and LSN are those of its mark or backup."""
+
+    key: str
+    time: datetime
+    timeline: int
+    lsn: int
+    origin: str  # "mark" | "backup"
+
+
+@dataclass(frozen=True)
 class RestorePointEntry:
     key: str
     name: str
@@ -153,7 +186,7 @@ class BackupObjectEntry:
 
 
 ParsedKey = (WalEntry | PartialEntry | HistoryEntry | MarkEntry | RestorePointEntry
-             | BackupObjectEntry | None)
+             | BaselineEntry | BackupObjectEntry | None)
 
 
 def parse_key(instance: str, key: str, size: int) -> ParsedKey:
@@ -173,6 +206,10 @@ def parse_key(instance: str, key: str, size: int) -> ParsedKey:
     if match := _MARK_RE.match(rel):
         when = datetime.strptime(match.group(1), _TIME_FORMAT).replace(tzinfo=UTC)
         return MarkEntry(key, when, int(match.group(2), 16), int(match.group(3), 16))
+    if match := _BASELINE_RE.match(rel):
+        when = datetime.strptime(match.group(1), _TIME_FORMAT).replace(tzinfo=UTC)
+        return BaselineEntry(key, when, int(match.group(2), 16), int(match.group(3), 16),
+                             match.group(4))
     if match := _RESTORE_POINT_RE.match(rel):
         when = datetime.strptime(match.group(1), _TIME_FORMAT).replace(tzinfo=UTC)
         return RestorePointEntry(key, unquote(match.group(4)), when, int(match.group(2), 16),

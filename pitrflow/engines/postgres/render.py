@@ -278,6 +278,9 @@ def expire_text(plan: Any) -> str:
     if plan.delete_marks:
         lines.append(f"  DELETE {len(plan.delete_marks)} ship marks older than the oldest kept "
                      "backup")
+    if plan.delete_baselines:
+        lines.append(f"  DELETE {len(plan.delete_baselines)} drill baselines of those marks and "
+                     "backups")
     for point in plan.delete_restore_points:
         lines.append(f"  DELETE restore point {point.name!r}: before the oldest kept backup's "
                      "consistent point, so no kept backup can reach it")

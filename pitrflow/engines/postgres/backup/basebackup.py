@@ -29,6 +29,7 @@ from pitrflow.engines.postgres.binaries import PgBinaries, find_binaries
 from pitrflow.engines.postgres.catalog.manifest import BackupManifest, FileEntry, dump_manifest
 from pitrflow.engines.postgres.catalog.snapshot import Catalog, read_catalog
 from pitrflow.engines.postgres.connection import connect, libpq_args, libpq_env
+from pitrflow.engines.postgres.drill.baseline_source import record_backup_baseline
 from pitrflow.engines.postgres.restore.targets import NEXT_XID
 from pitrflow.engines.postgres.wal.slots import ensure_slot
 from pitrflow.errors import BackupRefusedError, CommandFailedError, PitrError
@@ -125,6 +126,7 @@ def take_backup(
         raise
     log.info("backup %s complete: %d files, %d bytes stored", backup_id, len(files),
              manifest.size_bytes)
+    record_backup_baseline(instance, repo, manifest)  # the drill's; never raises
     return BackupOutcome(manifest, time.monotonic() - started)
 
 

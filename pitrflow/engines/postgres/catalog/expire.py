@@ -26,6 +26,7 @@ class ExpireResult:
     backups_deleted: list[str] = field(default_factory=list)
     wal_deleted: int = 0
     marks_deleted: int = 0
+    baselines_deleted: int = 0
     bytes_freed: int = 0
 
 
@@ -65,6 +66,9 @@ def execute_expire(repo: Repository, catalog: Catalog, plan: ExpirePlan) -> Expi
     for mark in plan.delete_marks:
         repo.delete(mark.key)
         result.marks_deleted += 1
+    for baseline in plan.delete_baselines:
+        repo.delete(baseline.key)
+        result.baselines_deleted += 1
     for point in plan.delete_restore_points:
         repo.delete(point.key)
     return result

@@ -28,6 +28,7 @@ from pitrflow.storage.layout import (
     EXPIRING_NAME,
     MANIFEST_NAME,
     BackupObjectEntry,
+    BaselineEntry,
     HistoryEntry,
     MarkEntry,
     PartialEntry,
@@ -49,6 +50,8 @@ class Catalog:
     histories: dict[int, list[TimelineSwitch]] = field(default_factory=dict)
     history_entries: dict[int, HistoryEntry] = field(default_factory=dict)
     marks: list[MarkEntry] = field(default_factory=list)
+    # The drill's baselines, one per mark or backup they were read after.
+    baselines: list[BaselineEntry] = field(default_factory=list)
     # Follow mode's uploads of the segment in progress (never whole segments).
     partials: list[PartialEntry] = field(default_factory=list)
     restore_points: list[RestorePointEntry] = field(default_factory=list)
@@ -106,6 +109,8 @@ def read_catalog(repo: Repository, instance: str) -> Catalog:
             catalog.history_entries[parsed.timeline] = parsed
         elif isinstance(parsed, MarkEntry):
             catalog.marks.append(parsed)
+        elif isinstance(parsed, BaselineEntry):
+            catalog.baselines.append(parsed)
         elif isinstance(parsed, PartialEntry):
             catalog.partials.append(parsed)
         elif isinstance(parsed, RestorePointEntry):
@@ -148,6 +153,7 @@ def read_catalog(repo: Repository, instance: str) -> Catalog:
     for tli, entry in catalog.history_entries.items():
         catalog.histories[tli] = parse_history(repo.get_bytes(entry.key).decode())
     catalog.marks.sort(key=lambda m: (m.time, m.lsn))
+    catalog.baselines.sort(key=lambda b: (b.time, b.lsn))
     catalog.restore_points.sort(key=lambda p: (p.time, p.lsn))
     return catalog
 

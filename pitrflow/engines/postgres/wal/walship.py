@@ -4,7 +4,8 @@ Each run (1) commits a timestamped marker, (2) forces a segment switch,
 (3) runs pg_receivewal up to the next segment boundary, so it ends on whole
 segments, (4) stores every new segment compressed under a key carrying its
 SHA-256, (5) checks the repository's WAL for gaps, and (6) writes a mark:
-everything up to that LSN is shipped.
+everything up to that LSN is shipped.  Then it records the drill's baseline
+beside the mark (pitrflow.engines.postgres.drill.baseline_source).
 
 The worker's disk may be new on every run.  pg_receivewal starts after the
 newest segment it finds locally, so the run seeds its spool with a sparse
@@ -33,6 +34,7 @@ from pitrflow.engines.postgres.binaries import find_binaries
 from pitrflow.engines.postgres.catalog.manifest import Mark, dump_mark, load_mark
 from pitrflow.engines.postgres.catalog.snapshot import Catalog, read_catalog
 from pitrflow.engines.postgres.connection import connect, libpq_args, libpq_env
+from pitrflow.engines.postgres.drill.baseline_source import record_mark_baseline
 from pitrflow.engines.postgres.wal.follow_status import (
     FollowerStatus,
     follower_health,
@@ -210,6 +212,7 @@ def ship_wal(instance: InstanceConfig, repo: Repository) -> ShipOutcome:
     mark = Mark(instance=instance.name, timeline=facts.timeline, lsn=end_lsn, time=mark_time,
                 last_segment=last_name)
     repo.put_bytes(mark_key(instance.name, mark_time, facts.timeline, end_lsn), dump_mark(mark))
+    record_mark_baseline(instance, repo, mark)  # never raises: a warning at worst
     with connect(instance) as conn:
         slot = slot_info(conn, instance.slot_name)
         lag = sql.server_now(conn) - mark_time
