@@ -128,3 +128,10 @@ def describe_error(exc: BaseException) -> str:
     if isinstance(exc, PitrError):
         return exc.message
     return f"{type(exc).__name__}: {exc}"
+
+
+class FollowerError(PitrError):
+    """Follow mode: the follower is behind, gone, or cannot run."""
+
+    code = "follower"
+    exit_status = 15

@@ -18,3 +18,12 @@ def ship_wal_segments(instance: str, config_path: str | None) -> dict[str, Any]:
         result = engine.ship(repo)
     publish(result, f"log shipping of {instance}")
     return flow_result(result)
+
+
+@task(name="follow-wal", cache_policy=NONE)
+def follow_wal_stream(instance: str, config_path: str | None) -> dict[str, Any]:
+    """Follow mode: no retries here; the deployment's schedule restarts an ended follower."""
+    engine, repo = engine_of(instance, config_path)
+    with core_logs_to_run_log():
+        result = engine.follow(repo)
+    return flow_result(result)

@@ -19,13 +19,31 @@ from typing import Any
 from pitrflow import local
 from pitrflow.config import Config, load_config
 from pitrflow.engines.base import RestoreDestination, RestoreTarget
-from pitrflow.errors import CheckFailedError
+from pitrflow.errors import CheckFailedError, UsageError
 from pitrflow.orchestrator import RunMode, Urgency, choose_run_mode
 from pitrflow.times import parse_aware
 
 
 def parse_target(text: str) -> RestoreTarget:
     return RestoreTarget(None if text == "latest" else parse_aware(text, "--to"))
+
+
+def restore_target(args: argparse.Namespace) -> RestoreTarget:
+    """The one target the restore flags name (`--to latest` when only --exclusive or a
+    timeline is given is refused by RestoreTarget itself)."""
+    kinds = [args.to is not None, args.target_xid is not None, args.target_lsn is not None,
+             args.target_name is not None, args.immediate]
+    if not any(kinds):
+        raise UsageError("pitr restore needs a target",
+                         "give --to TIME|latest, --target-xid, --target-lsn, --target-name "
+                         "or --immediate")
+    time = parse_aware(args.to, "--to") if args.to not in (None, "latest") else None
+    if args.to == "latest" and sum(kinds) > 1:
+        raise UsageError("a restore has one target, got --to latest and another",
+                         "give one target")
+    return RestoreTarget(time=time, xid=args.target_xid, lsn=args.target_lsn,
+                         name=args.target_name, immediate=args.immediate,
+                         exclusive=args.exclusive, timeline=args.target_timeline)
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -90,6 +108,13 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 def cmd_ship(args: argparse.Namespace) -> int:
     config = _config(args)
+    if args.follow:  # a long-running service: the core follower, never a Prefect flow
+        from pitrflow.engines.registry import engine_for
+        from pitrflow.storage import open_repository
+
+        log_to_stderr()
+        print(engine_for(config, args.instance).follow(open_repository(config.repository)).text)
+        return 0
     if _mode(args, "scheduled").use_prefect:
         print(_flow("ship_logs", "ship_logs", "ship", args, config)["summary"])
         return 0
@@ -99,17 +124,18 @@ def cmd_ship(args: argparse.Namespace) -> int:
 
 def cmd_restore(args: argparse.Namespace) -> int:
     config = _config(args)
-    target = parse_target(args.to)
+    target = restore_target(args)
     destination = RestoreDestination(
         pgdata=str(Path(args.pgdata).absolute()) if args.pgdata else "", port=args.port,
-        database_name=args.name, replace=args.replace)
+        database_name=args.name, replace=args.replace, standby=args.standby,
+        primary_conninfo=args.primary_conninfo)
     mode = _mode(args, "restore")
     # Plan and check first, whichever way it runs: a refusal is one line and changes nothing.
     plan = local.plan_restore(config, args.instance, target, destination)
     print(plan.text)
     if mode.use_prefect:
         result = _flow("restore_to_point", "restore_to_point", "restore", args, config,
-                       target_time=target.time, dry_run=args.dry_run,
+                       dry_run=args.dry_run, **target.flow_parameters(),
                        **plan.destination.flow_parameters())
         if not args.dry_run:
             print(result["summary"])
@@ -198,6 +224,18 @@ def cmd_check(args: argparse.Namespace) -> int:
     report = local.check(config, args.instance)
     _print_checks(args.instance, report.data["checks"], args.json)
     return 1 if report.failed else 0
+
+
+def cmd_mark(args: argparse.Namespace) -> int:
+    """A named restore point, recorded in the repository (no flow: one statement)."""
+    from pitrflow.engines.registry import engine_for
+    from pitrflow.storage import open_repository
+
+    config = _config(args)
+    log_to_stderr()
+    engine = engine_for(config, args.instance)
+    print(engine.mark(open_repository(config.repository), args.name).text)
+    return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:

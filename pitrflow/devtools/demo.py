@@ -162,7 +162,6 @@ scratch_dir = "{work / 'drills'}"
 checks_dir = "{_checks_dir(work)}"
 freshness = {{ "public.orders" = "created_at" }}
 max_lag_seconds = 3600
-row_count_tolerance = 0.5
 """)
     print(config.read_text())
     restored_port = _free_port(source.port + 1)

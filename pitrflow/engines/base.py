@@ -125,11 +125,16 @@ class RestoreDestination:
     database_name: str | None = None
     replace: bool = False
     scratch: bool = False
+    # PostgreSQL: restore as a standby that follows the repository and streams from
+    # primary_conninfo (None: the instance's own connection; "off": no streaming).
+    standby: bool = False
+    primary_conninfo: str | None = None
 
     def flow_parameters(self) -> dict[str, Any]:
         """The restore_to_point parameters that describe this destination."""
         return {"pgdata": self.pgdata, "port": self.port, "database_name": self.database_name,
-                "replace": self.replace, "scratch": self.scratch}
+                "replace": self.replace, "scratch": self.scratch, "standby": self.standby,
+                "primary_conninfo": self.primary_conninfo}
 
 
 @dataclass
@@ -280,6 +285,10 @@ class Engine(Protocol):
     def ship(self, repo: Repository) -> ShipResult:
         """Store the transaction log up to now and record how far a restore can reach."""
 
+    def follow(self, repo: Repository) -> Outcome:
+        """Stream the transaction log into the repository continuously until SIGTERM
+        (follow mode); engines that cannot refuse in one line."""
+
     def plan_restore(self, repo: Repository, target: RestoreTarget,
                      destination: RestoreDestination) -> RestorePlan:
         """Plan a restore and check the destination; refuses before anything is written."""
@@ -307,6 +316,9 @@ class Engine(Protocol):
 
     def info(self, repo: Repository) -> Outcome:
         """What the repository holds for the instance and the window a restore can reach."""
+
+    def mark(self, repo: Repository, name: str) -> Outcome:
+        """Create a named point a restore can later stop at, and record it."""
 
     def import_history(self, repo: Repository, recording: str) -> Outcome:
         """Store recorded backup history (SQL Server's msdb rows) as planning-only backups,

@@ -45,6 +45,7 @@ from pitrflow.config import DrillConfig, InstanceConfig
 from pitrflow.drill.record import drill_history
 from pitrflow.engines.base import RestoreTarget
 from pitrflow.engines.sqlserver import ops
+from pitrflow.engines.sqlserver.baseline import stored_baselines
 from pitrflow.engines.sqlserver.catalog import read_sqlserver_catalog
 from pitrflow.engines.sqlserver.connection import SqlExecutor, open_session
 from pitrflow.engines.sqlserver.tsql import quote_name, quote_string
@@ -287,9 +288,13 @@ def test_drill_checks_the_restore_and_drops_it(live: Live, chain: Chain,
                                               tmp_path: Path) -> None:
     name = f"{live.db}_drill"
     live.created.append(name)
-    # The source holds batch 4 too, so the restored copy has 75 of its 100 rows.
+    # The source holds batch 4 too, so the restored copy has 75 of its 100 rows: the
+    # baselines of the differential (50 rows) and the last log (100) bound it, at the
+    # default tolerance.
     instance = replace(live.instance, drill=DrillConfig(
-        row_count_tolerance=0.5, freshness={"dbo.t": "at"}, max_lag_seconds=600))
+        freshness={"dbo.t": "at"}, max_lag_seconds=600))
+    catalog = read_sqlserver_catalog(live.repo, "live")
+    assert len(stored_baselines(live.repo, "live", catalog.records)) == 4
     (tmp_path / "live").mkdir()
     (tmp_path / "live" / "dbo.t.json").write_text(json.dumps({
         "name": "team.t", "table": "dbo.t",
@@ -323,6 +328,9 @@ def test_drill_checks_the_restore_and_drops_it(live: Live, chain: Chain,
     [record] = [d for d in drill_history(live.repo, "live") if d.started.isoformat()
                 == result["started"]]
     assert record.passed and record.engine == "sqlserver" and record.quality_checked == 8
+    assert record.reference.startswith("judged against the source as recorded just before")
+    [rows] = [v for v in record.tables if v["table"] == "dbo.t" and v["check"] == "row_count"]
+    assert (rows["bounds"], rows["restored"], rows["result"]) == ("50..100", "75", "pass")
     assert record.evidence and Path(record.evidence, "summary.json").is_file()
 
 

@@ -13,6 +13,9 @@ URL) the server writes straight to the object the repository keeps, striped over
 ``url_stripes`` URLs; the worker reads each object back for its SHA-256 and seals
 the manifest.  A failed BACKUP leaves no object of ours behind.
 
+After each backup the drill's baseline of the source is stored beside its manifest
+(``engines.sqlserver.baseline``); a baseline that cannot be read only logs a warning.
+
 Refusals come before anything is written: a database that is missing or not
 online, a log backup of a database in SIMPLE recovery (it has no log chain), a
 differential whose base full is not in the repository (it could never be
@@ -32,6 +35,7 @@ from typing import Any, Literal
 
 from pitrflow import __version__ as _pitrflow_version
 from pitrflow.config import InstanceConfig
+from pitrflow.engines.sqlserver.baseline import record_sqlserver_baseline
 from pitrflow.engines.sqlserver.catalog import SqlServerCatalog, read_sqlserver_catalog
 from pitrflow.engines.sqlserver.connection import SqlExecutor, open_session
 from pitrflow.engines.sqlserver.msdb import (
@@ -347,6 +351,7 @@ def take_sqlserver_backup(
         if note:
             notes.append(note)
         outcome = _backup(sql, instance, repo, actual, compression, server, notes)
+        record_sqlserver_baseline(sql, instance, repo, outcome[0])  # the drill's; never raises
     return SqlServerBackupOutcome(
         record=outcome[0], requested=kind, started=outcome[1], finished=outcome[2],
         statements=outcome[3], notes=tuple(notes),

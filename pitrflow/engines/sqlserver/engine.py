@@ -28,6 +28,7 @@ from pitrflow.engines.base import (
 )
 from pitrflow.engines.sqlserver import maintenance, ops
 from pitrflow.engines.sqlserver import render as sql_render
+from pitrflow.errors import UsageError
 from pitrflow.health import failed_critical, render_lines
 from pitrflow.render import drill_history_text
 from pitrflow.storage.base import Repository
@@ -66,10 +67,19 @@ class SqlServerEngine:
                   "segments": [data["id"]], "lag_seconds": None, "slot_retained_bytes": None},
             recoverable_to=data["stop_time"])
 
+    def follow(self, repo: Repository) -> Outcome:
+        raise UsageError(f"instance {self.instance} is SQL Server: follow mode streams "
+                         "PostgreSQL's WAL", "schedule log backups (the ship_logs deployment) "
+                         "as often as the RPO asks")
+
     def plan_restore(self, repo: Repository, target: RestoreTarget,
                      destination: RestoreDestination) -> RestorePlan:
         from pitrflow.engines.sqlserver.restore import dry_run_script
 
+        if destination.standby:
+            raise UsageError(f"instance {self.instance} is SQL Server: a restore as a standby "
+                             "is PostgreSQL's", "restore a SQL Server database without "
+                             "--standby")
         prepared = ops.sqlserver_prepare(self.settings, repo, target,
                                          destination.database_name, destination.replace)
         statements = dry_run_script(prepared)
@@ -164,6 +174,12 @@ class SqlServerEngine:
             drill_history(repo, self.instance))
         return Outcome(instance=self.instance, artifact="info", text=text,
                        markdown=f"```\n{text}\n```\n", data=data)
+
+    def mark(self, repo: Repository, name: str) -> Outcome:
+        raise UsageError(f"instance {self.instance} is SQL Server, whose marks are set by the "
+                         "transactions themselves",
+                         f"BEGIN TRANSACTION {name} WITH MARK; ...; COMMIT in the database: its "
+                         "next log backup records the mark, then restore with --target-name")
 
     def import_history(self, repo: Repository, recording: str) -> Outcome:
         ids = ops.sqlserver_import_recorded(recording, repo, self.instance)

@@ -18,7 +18,7 @@ from pitrflow.engines.sqlserver.plan import SqlServerRestorePlan
 from pitrflow.engines.sqlserver.record import SOURCE_RECORDED
 from pitrflow.engines.sqlserver.restore import PreparedRestore
 from pitrflow.engines.sqlserver.tsql import stop_option
-from pitrflow.render import human_bytes
+from pitrflow.render import human_bytes, verdicts_markdown
 
 
 def _utc(moment: datetime | None) -> str:
@@ -176,6 +176,8 @@ def drill_dict(outcome: SqlServerDrillOutcome, record: DrillRecord | None = None
         "warnings": list(outcome.warnings),
         "record_key": record_key,
         "evidence": record.evidence if record else None,
+        "reference": outcome.reference,
+        "tables": list(outcome.tables),
     }
 
 
@@ -205,7 +207,7 @@ def drill_markdown(drill: dict[str, Any]) -> str:
         text += "\n### Findings\n\n" + "\n".join(f"- {f}" for f in drill["findings"]) + "\n"
     if drill.get("warnings"):
         text += "\n### Warnings\n\n" + "\n".join(f"- {w}" for w in drill["warnings"]) + "\n"
-    return text
+    return text + verdicts_markdown(drill.get("reference", ""), drill.get("tables", []))
 
 
 def info_text(data: dict[str, Any]) -> str:
