@@ -80,7 +80,7 @@ class SqlServerEngine:
             raise UsageError(f"instance {self.instance} is SQL Server: a restore as a standby "
                              "is PostgreSQL's", "restore a SQL Server database without "
                              "--standby")
-        prepared = ops.sqlserver_prepare(self.settings, repo, target.time,
+        prepared = ops.sqlserver_prepare(self.settings, repo, target,
                                          destination.database_name, destination.replace)
         statements = dry_run_script(prepared)
         # The name is decided once, here: a default name stamped with the time must not
