@@ -26,6 +26,8 @@ from pitrflow.engines.postgres.binaries import find_binaries
 from pitrflow.engines.postgres.catalog.manifest import BackupManifest, FileEntry, dump_manifest
 from pitrflow.engines.postgres.catalog.snapshot import Catalog, read_catalog
 from pitrflow.engines.postgres.connection import connect, libpq_env
+from pitrflow.engines.postgres.drill.baseline_source import record_backup_baseline
+from pitrflow.engines.postgres.restore.targets import NEXT_XID
 from pitrflow.engines.postgres.wal.slots import ensure_slot
 from pitrflow.errors import BackupRefusedError, CommandFailedError, PitrError
 from pitrflow.storage.base import Repository
@@ -99,6 +101,7 @@ def take_backup(
         files, pg_facts = produced.files, produced.pg_facts
         with connect(instance) as conn:
             stop_time = sql.server_now(conn)
+            next_xid = sql.next_xid(conn)
         manifest = BackupManifest(
             id=backup_id, instance=instance.name, engine="postgresql", type=kind,
             parent=parent.id if parent else None,
@@ -110,7 +113,8 @@ def take_backup(
             duration_seconds=round(time.monotonic() - started, 3),
             compression=produced.compression,
             tool_version=__version__,
-            extra=_extra(bins.major, facts.data_checksums, files, full_size_reference),
+            extra={**_extra(bins.major, facts.data_checksums, files, full_size_reference),
+                   NEXT_XID: next_xid},
             layout=produced.layout, index=produced.index,
         )
         # The manifest goes last: until it exists, nothing above is a backup.
@@ -122,6 +126,7 @@ def take_backup(
         raise
     log.info("backup %s complete: %d objects, %d bytes stored (layout %s)", backup_id,
              len(files), manifest.size_bytes, manifest.layout)
+    record_backup_baseline(instance, repo, manifest)  # the drill's; never raises
     return BackupOutcome(manifest, time.monotonic() - started, tuple(produced.notes))
 
 

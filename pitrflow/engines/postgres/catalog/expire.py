@@ -26,6 +26,7 @@ class ExpireResult:
     backups_deleted: list[str] = field(default_factory=list)
     wal_deleted: int = 0
     marks_deleted: int = 0
+    baselines_deleted: int = 0
     bytes_freed: int = 0
 
 
@@ -59,7 +60,15 @@ def execute_expire(repo: Repository, catalog: Catalog, plan: ExpirePlan) -> Expi
         repo.delete(entry.key)
         result.bytes_freed += entry.size
         result.wal_deleted += 1
+    for partial in plan.delete_partials:
+        repo.delete(partial.key)
+        result.bytes_freed += partial.size
     for mark in plan.delete_marks:
         repo.delete(mark.key)
         result.marks_deleted += 1
+    for baseline in plan.delete_baselines:
+        repo.delete(baseline.key)
+        result.baselines_deleted += 1
+    for point in plan.delete_restore_points:
+        repo.delete(point.key)
     return result
