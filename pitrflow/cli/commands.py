@@ -53,17 +53,35 @@ def _config(args: argparse.Namespace) -> Config:
     return config
 
 
+class _TerminalLines(logging.StreamHandler):  # type: ignore[type-arg]
+    """Log lines on a terminal that also shows a progress bar: each line first clears the
+    bar's line, and progress lines are left to the bar, so nothing shows twice."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name == "pitrflow.progress":
+            return
+        self.stream.write("\r\x1b[K")
+        super().emit(record)
+
+
 def log_to_stderr() -> None:
-    """The core's progress lines on stderr, once each: only when no flow run forwards them
-    to Prefect's console already."""
+    """The core's log lines on stderr, once each, and a progress bar on a terminal: only
+    when no flow run forwards them to Prefect's console already."""
     core = logging.getLogger("pitrflow")
     core.setLevel(logging.INFO)
-    if not any(getattr(h, "pitrflow_cli", False) for h in core.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-        handler.pitrflow_cli = True  # type: ignore[attr-defined]
-        core.addHandler(handler)
-        core.propagate = False
+    if any(getattr(h, "pitrflow_cli", False) for h in core.handlers):
+        return
+    tty = sys.stderr.isatty()
+    handler = _TerminalLines(sys.stderr) if tty else logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    handler.pitrflow_cli = True  # type: ignore[attr-defined]
+    core.addHandler(handler)
+    core.propagate = False
+    if tty:
+        from pitrflow.progress import progress_sink, terminal_bar
+
+        # For the rest of this command: the CLI process ends with it.
+        progress_sink(terminal_bar(sys.stderr)).__enter__()
 
 
 def _mode(args: argparse.Namespace, urgency: Urgency) -> RunMode:
