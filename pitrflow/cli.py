@@ -33,6 +33,8 @@ def _config(args: argparse.Namespace) -> Config:
     config = load_config(args.config)
     if getattr(args, "instance", None):
         config.instance(args.instance)  # refuses an unknown instance before anything runs
+    if config.repository.encryption and config.repository.encryption.passphrase_block:
+        import tasks.runtime  # noqa: F401 - registers the Prefect Secret block resolver
     return config
 
 
@@ -200,6 +202,9 @@ def cmd_expire(args: argparse.Namespace) -> int:
     else:
         print(f"deleted {len(outcome['deleted_backups'])} backups and {outcome['wal_deleted']} "
               f"WAL segments, {outcome['bytes_freed']} bytes freed")
+    for item in outcome.get("locked", []):
+        print(f"locked: {item['what']} until {item['locked_until']}; the first expire after "
+              "that deletes it")
     return 0
 
 
@@ -270,6 +275,22 @@ def cmd_repo_cleanup(args: argparse.Namespace) -> int:
     print(f"removed {len(result.removed)} objects, aborted {len(result.aborted)} uploads"
           + (f", {len(result.failed)} failed" if result.failed else ""))
     return 1 if result.failed else 0
+
+
+def cmd_repo_rekey(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if args.new_passphrase_block:
+        import tasks.runtime  # noqa: F401 - registers the Prefect Secret block resolver
+    from pitrflow.storage.rekey import rekey_lines, rekey_repository
+
+    result = rekey_repository(config.repository, passphrase_env=args.new_passphrase_env,
+                              passphrase_block=args.new_passphrase_block,
+                              kms_key_id=args.new_kms_key_id)
+    new = (f"passphrase_env = \"{args.new_passphrase_env}\"" if args.new_passphrase_env else
+           f"passphrase_block = \"{args.new_passphrase_block}\"" if args.new_passphrase_block
+           else f"kms_key_id = \"{args.new_kms_key_id}\"")
+    print("\n".join(rekey_lines(result, new)))
+    return 0
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
@@ -350,7 +371,8 @@ def cmd_wal_fetch(args: argparse.Namespace) -> int:
             from pitrflow.storage import open_repository
 
             config = load_config(args.config)
-            if config.repository.credentials_block:
+            encryption = config.repository.encryption
+            if config.repository.credentials_block or (encryption and encryption.passphrase_block):
                 import tasks.runtime  # noqa: F401 - registers the Prefect block resolvers
             repo = open_repository(config.repository)
         return wal_fetch(repo, args.instance, args.file, Path(args.dest),
@@ -417,6 +439,15 @@ def build_parser() -> argparse.ArgumentParser:
     cleanup.add_argument("--older-than-hours", type=float, default=24.0,
                          help="leave younger objects alone: a backup may still be writing them")
     cleanup.set_defaults(func=cmd_repo_cleanup)
+    rekey = repo_sub.add_parser("rekey", help="wrap the data keys under a new master key "
+                                              "(no data is rewritten; run again to resume)")
+    new_key = rekey.add_mutually_exclusive_group(required=True)
+    new_key.add_argument("--new-passphrase-env", metavar="VAR",
+                         help="environment variable holding the new passphrase")
+    new_key.add_argument("--new-passphrase-block", metavar="NAME",
+                         help="Prefect Secret block holding the new passphrase")
+    new_key.add_argument("--new-kms-key-id", metavar="ID", help="the new AWS KMS key")
+    rekey.set_defaults(func=cmd_repo_rekey)
     msdb = repo_sub.add_parser(
         "import-msdb", help="SQL Server: store recorded msdb backup history as planning-only "
                            "backups, to see restore plans and T-SQL (--dry-run) before any backup")

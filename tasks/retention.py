@@ -12,6 +12,7 @@ from pitrflow.config import Config
 from pitrflow.engines.postgres.catalog.ops import expire
 from pitrflow.engines.postgres.render import expire_markdown
 from pitrflow.engines.sqlserver import maintenance as sqlserver
+from pitrflow.render import locked_rows
 from pitrflow.storage import open_repository
 from tasks.backup import artifact_key
 from tasks.runtime import config_for, core_logs_to_run_log, retry_transient
@@ -27,10 +28,11 @@ def expire_backups(instance: str, config_path: str | None, dry_run: bool = False
     with core_logs_to_run_log():
         plan, result = expire(config.instance(instance), open_repository(config.repository),
                               dry_run)
-    create_markdown_artifact(markdown=expire_markdown(plan, result is not None),
+    create_markdown_artifact(markdown=expire_markdown(plan, result is not None, result),
                              key=artifact_key("expire", instance),
                              description=f"retention of {instance}")
-    return {"deleted_backups": plan.delete_backups if result else [],
+    return {"deleted_backups": result.backups_deleted if result else [],
+            "locked": locked_rows(result.locked) if result else [],
             "planned_deletions": plan.delete_backups, "kept": plan.kept_backups,
             "wal_deleted": result.wal_deleted if result else 0,
             "bytes_freed": result.bytes_freed if result else 0}
@@ -40,7 +42,8 @@ def _expire_sqlserver(instance: str, config: Config, dry_run: bool) -> dict[str,
     with core_logs_to_run_log():
         plan, result = sqlserver.sqlserver_expire(config.instance(instance),
                                                   open_repository(config.repository), dry_run)
-    create_markdown_artifact(markdown=sqlserver.expire_markdown(plan, result is not None),
+    create_markdown_artifact(markdown=sqlserver.expire_markdown(plan, result is not None,
+                                                                result),
                              key=artifact_key("expire", instance),
                              description=f"retention of {instance}")
     return sqlserver.expire_summary(plan, result)

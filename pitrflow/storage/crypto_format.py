@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from pitrflow.errors import ObjectAuthError
 
+CIPHER = "AES-256-GCM"
 MAGIC = b"\x89PFE\r\n\x1a\n"
 VERSION = 1
 CHUNK_SIZE = 64 * 1024

@@ -244,6 +244,16 @@ class EncryptedRepository:
     def rekey(self, new: MasterSource) -> RekeyResult:
         return self.keys.rekey(new)
 
+    def encryption_summary(self) -> str:
+        """One line for pitr check; EncryptionKeyError when the master key does not open."""
+        epochs = self.keys.epochs()
+        if not epochs:
+            return (f"no data key yet (the first write makes one), master key from "
+                    f"{self.keys.source.describe}")
+        self.keys.data_key(epochs[-1])
+        return (f"{fmt.CIPHER}, {len(epochs)} data key(s), newest {epochs[-1]}, opened with "
+                f"{self.keys.source.describe}")
+
     # --- what the inner driver offers (uploads, Object Lock) ---
 
     def list_uploads(self, prefix: str) -> Iterator[PendingUpload]:

@@ -9,8 +9,9 @@ callers that delete (expire, cleanup, rekey) report that and finish on a later r
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Protocol
 
 from pitrflow.storage.base import Repository
@@ -44,3 +45,13 @@ def locked_until(repo: Repository, key: str) -> datetime | None:
     if not repo.features.object_lock:
         return None
     return repo.retained_until(key)  # type: ignore[attr-defined, no-any-return]
+
+
+def still_locked(repo: Repository, keys: Iterable[str], now: datetime | None = None,
+                 ) -> datetime | None:
+    """The latest lock among `keys` that has not lapsed yet; None when all can be deleted."""
+    if not repo.features.object_lock:
+        return None
+    now = now or datetime.now(UTC)
+    dates = [d for key in keys if (d := locked_until(repo, key)) is not None and d > now]
+    return max(dates, default=None)
