@@ -237,6 +237,10 @@ class KeyStore:
 
     def new_epoch(self) -> str:
         """Start a new data key under the master the newest epoch uses; returns its id."""
+        if self._writing is None and not self.epochs():
+            self.refresh()
+            if not self.epochs():
+                return self.writing_epoch()[0]  # the cut-over's first data key is new already
         current, _ = self.writing_epoch()
         master = next(m for m, w in self._wraps[current].items()
                       if self._kek(m) is not None)
