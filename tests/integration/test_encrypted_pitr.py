@@ -127,3 +127,24 @@ def test_a_backup_restores_through_a_chain_on_an_encrypted_repository(
 
     assert restored_ids(restored.port) == list(range(1, last_id + 1))
     assert_all_encrypted(stored_fs(env))
+
+
+def test_verify_expire_and_cleanup_work_unchanged_on_an_encrypted_repository(
+        pg18, make_env, monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from pitrflow.storage.cleanup import execute_cleanup, plan_cleanup
+    from tests.integration import test_retention_verify_check as shared
+
+    env = with_passphrase(make_env(pg18), monkeypatch)
+    shared.test_verify_names_every_bad_object(env)
+
+    env = with_passphrase(make_env(pg18), monkeypatch)
+    shared.test_interrupted_expire_is_finished_by_the_next(env)
+    kept = read_catalog(env.repo, "main").backups
+    env.repo.put_bytes("main/backups/20261101T000000Z-F/base.tar.zst", b"half a backup")
+    plan = plan_cleanup(env.repo, "main", now=datetime.now(UTC) + timedelta(days=2))
+    assert [r.key for r in plan.removals] == ["main/backups/20261101T000000Z-F/base.tar.zst"]
+    assert execute_cleanup(env.repo, plan).failed == []
+    assert read_catalog(env.repo, "main").backups == kept
+    assert_all_encrypted(stored_fs(env))
