@@ -167,66 +167,86 @@ class ObjectCipher:
 
 
 class ChunkSealer:
-    """Streaming encryption: bytes in, sealed chunks out; the header comes first."""
+    """Streaming encryption: bytes in, sealed pieces out (the header first).
+
+    A full chunk is held back until more data follows it, since only then is it known
+    not to be the last.  Pieces are returned as a list, not joined: every copy of a
+    multi-GB backup stream costs time.
+    """
 
     def __init__(self, cipher: ObjectCipher) -> None:
         self._cipher = cipher
-        self._buffer = bytearray()
+        self._pending = bytearray()
         self._index = 0
         self._started = False
 
-    def update(self, data: bytes | bytearray | memoryview) -> bytes:
-        """Sealed bytes ready to store; a full chunk is held back until more data follows."""
-        self._buffer += data
-        out = [] if self._started else [self._cipher.encoded_header]
+    def _head(self) -> list[bytes]:
+        if self._started:
+            return []
         self._started = True
-        view = memoryview(self._buffer)
+        return [self._cipher.encoded_header]
+
+    def update(self, data: bytes | bytearray | memoryview) -> list[bytes]:
+        out = self._head()
+        view = memoryview(data).cast("B")
+        if self._pending:
+            take = min(len(view), CHUNK_SIZE - len(self._pending))
+            self._pending += view[:take]
+            view = view[take:]
+            if not view:
+                return out
+            out.append(self._cipher.seal(self._index, bytes(self._pending), False))
+            self._index += 1
+            self._pending.clear()
         start = 0
-        while len(self._buffer) - start > CHUNK_SIZE:
+        while len(view) - start > CHUNK_SIZE:
             out.append(self._cipher.seal(self._index, view[start:start + CHUNK_SIZE], False))
             self._index += 1
             start += CHUNK_SIZE
-        view.release()
-        if start:
-            del self._buffer[:start]
-        return b"".join(out)
+        self._pending += view[start:]
+        return out
 
-    def finish(self) -> bytes:
-        head = b"" if self._started else self._cipher.encoded_header
-        self._started = True
-        last = self._cipher.seal(self._index, bytes(self._buffer), True)
-        self._buffer.clear()
-        return head + last
+    def finish(self) -> list[bytes]:
+        out = self._head()
+        out.append(self._cipher.seal(self._index, bytes(self._pending), True))
+        self._pending.clear()
+        return out
 
 
 class ChunkOpener:
     """Streaming decryption of the bytes after the header; a chunk is opened once it is
-    known whether another follows it."""
+    known whether another follows it.  Plaintext comes out as a list of chunks."""
 
     def __init__(self, cipher: ObjectCipher) -> None:
         self._cipher = cipher
-        self._buffer = bytearray()
+        self._pending = bytearray()
         self._index = 0
 
-    def update(self, data: bytes) -> bytes:
-        self._buffer += data
-        out = []
-        view = memoryview(self._buffer)
+    def update(self, data: bytes | bytearray | memoryview) -> list[bytes]:
+        out: list[bytes] = []
+        view = memoryview(data).cast("B")
+        if self._pending:
+            take = min(len(view), SEALED_CHUNK - len(self._pending))
+            self._pending += view[:take]
+            view = view[take:]
+            if not view:
+                return out
+            out.append(self._cipher.open(self._index, bytes(self._pending), False))
+            self._index += 1
+            self._pending.clear()
         start = 0
-        while len(self._buffer) - start > SEALED_CHUNK:
+        while len(view) - start > SEALED_CHUNK:
             out.append(self._cipher.open(self._index, view[start:start + SEALED_CHUNK], False))
             self._index += 1
             start += SEALED_CHUNK
-        view.release()
-        if start:
-            del self._buffer[:start]
-        return b"".join(out)
+        self._pending += view[start:]
+        return out
 
     def finish(self) -> bytes:
-        if len(self._buffer) < TAG_SIZE or (self._index > 0 and len(self._buffer) == TAG_SIZE):
+        if len(self._pending) < TAG_SIZE or (self._index > 0 and len(self._pending) == TAG_SIZE):
             raise self._cipher.failure(self._index)
-        plain = self._cipher.open(self._index, bytes(self._buffer), True)
-        self._buffer.clear()
+        plain = self._cipher.open(self._index, bytes(self._pending), True)
+        self._pending.clear()
         return plain
 
 
@@ -257,11 +277,11 @@ def open_chunks(cipher: ObjectCipher, first: int, sealed: bytes) -> bytes:
 def seal_bytes(data_key: bytes, epoch_id: str, name: str, data: bytes) -> bytes:
     """A whole object at once (small objects: manifests, marks, key records)."""
     sealer = ChunkSealer(ObjectCipher(data_key, new_header(epoch_id), name))
-    return sealer.update(data) + sealer.finish()
+    return b"".join(sealer.update(data) + sealer.finish())
 
 
 def open_bytes(data_key: bytes, name: str, stored: bytes, header: Header | None = None) -> bytes:
     """The plaintext of a whole stored object; `header` if already parsed."""
     header = header or parse_header(stored, name)
     opener = ChunkOpener(ObjectCipher(data_key, header, name))
-    return opener.update(stored[HEADER_SIZE:]) + opener.finish()
+    return b"".join([*opener.update(memoryview(stored)[HEADER_SIZE:]), opener.finish()])

@@ -24,7 +24,7 @@ import hashlib
 import io
 import shutil
 import tempfile
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -87,7 +87,7 @@ class EncryptedRepository:
 
     def put_bytes(self, key: str, data: bytes) -> ObjectInfo:
         sealer = fmt.ChunkSealer(self._cipher_for_write(key))
-        self.inner.put_bytes(key, sealer.update(data) + sealer.finish())
+        self.inner.put_bytes(key, b"".join(sealer.update(data) + sealer.finish()))
         return ObjectInfo(key, len(data), hashlib.sha256(data).hexdigest())
 
     def put_file(self, key: str, src: Path, move: bool = False) -> ObjectInfo:
@@ -274,7 +274,7 @@ class EncryptedRepository:
 
 def _open_all(cipher: fmt.ObjectCipher, stored: bytes) -> bytes:
     opener = fmt.ChunkOpener(cipher)
-    return opener.update(stored[fmt.HEADER_SIZE:]) + opener.finish()
+    return b"".join([*opener.update(memoryview(stored)[fmt.HEADER_SIZE:]), opener.finish()])
 
 
 def _read_exactly(raw: BinaryIO, n: int) -> bytes:
@@ -301,14 +301,14 @@ class EncryptingWriter:
     def write(self, data: bytes) -> int:
         self._digest.update(data)
         self._size += len(data)
-        sealed = self._sealer.update(data)
-        if sealed:
-            self._inner.write(sealed)
+        for piece in self._sealer.update(data):
+            self._inner.write(piece)
         return len(data)
 
     def commit(self) -> ObjectInfo:
         try:
-            self._inner.write(self._sealer.finish())
+            for piece in self._sealer.finish():
+                self._inner.write(piece)
         except BaseException:
             self._inner.abort()
             raise
@@ -327,13 +327,18 @@ class EncryptingWriter:
 
 
 class DecryptingReader(io.RawIOBase):
-    """Plaintext of a stored object, opened chunk by chunk as the inner stream is read."""
+    """Plaintext of a stored object, opened chunk by chunk as the inner stream is read.
+
+    Opened chunks wait in a queue and a read joins just what it returns: one copy of
+    the plaintext on the way out.
+    """
 
     def __init__(self, raw: BinaryIO, opener: fmt.ChunkOpener) -> None:
         super().__init__()
         self._raw = raw
         self._opener = opener
-        self._out = bytearray()
+        self._ready: deque[bytes] = deque()
+        self._buffered = 0
         self._done = False
 
     def readable(self) -> bool:
@@ -341,22 +346,29 @@ class DecryptingReader(io.RawIOBase):
 
     def _fill(self) -> None:
         data = self._raw.read(CHUNK)
-        if data:
-            self._out += self._opener.update(data)
-        else:
-            self._out += self._opener.finish()
-            self._done = True
+        pieces = self._opener.update(data) if data else [self._opener.finish()]
+        self._done = not data
+        self._ready.extend(pieces)
+        self._buffered += sum(len(p) for p in pieces)
 
     def read(self, size: int | None = -1) -> bytes:
         if size is None or size < 0:
             while not self._done:
                 self._fill()
-            size = len(self._out)
-        while len(self._out) < size and not self._done:
+            size = self._buffered
+        while self._buffered < size and not self._done:
             self._fill()
-        data = bytes(self._out[:size])
-        del self._out[:size]
-        return data
+        out: list[bytes] = []
+        wanted = min(size, self._buffered)
+        while wanted > 0:
+            piece = self._ready.popleft()
+            if len(piece) > wanted:
+                self._ready.appendleft(piece[wanted:])
+                piece = piece[:wanted]
+            out.append(piece)
+            wanted -= len(piece)
+            self._buffered -= len(piece)
+        return out[0] if len(out) == 1 else b"".join(out)
 
     def readall(self) -> bytes:
         return self.read(-1)

@@ -46,19 +46,19 @@ def test_streaming_matches_sealing_at_once_whatever_the_write_sizes() -> None:
     data = os.urandom(3 * C + 77)
     cipher = fmt.ObjectCipher(KEY, fmt.new_header(EPOCH), "k")
     sealer = fmt.ChunkSealer(cipher)
-    out = sealer.update(b"")  # an empty write yields the header only
-    assert out == cipher.encoded_header
+    assert sealer.update(b"") == [cipher.encoded_header]  # an empty write: the header only
+    out = cipher.encoded_header
     pieces, pos = [], 0
     for step in (1, C - 1, 1, C, 1000, len(data)):
         pieces.append(data[pos:pos + step])
         pos += step
     for piece in pieces:
-        out += sealer.update(piece)
-    out += sealer.finish()
+        out += b"".join(sealer.update(piece))
+    out += b"".join(sealer.finish())
     assert fmt.open_bytes(KEY, "k", out) == data
     opener = fmt.ChunkOpener(fmt.ObjectCipher(KEY, fmt.parse_header(out, "k"), "k"))
-    plain = b"".join(opener.update(out[i:i + 1000]) for i in range(fmt.HEADER_SIZE, len(out),
-                                                                     1000))
+    plain = b"".join(b"".join(opener.update(out[i:i + 1000]))
+                     for i in range(fmt.HEADER_SIZE, len(out), 1000))
     assert plain + opener.finish() == data
 
 
