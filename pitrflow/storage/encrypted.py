@@ -24,6 +24,7 @@ import hashlib
 import io
 import shutil
 import tempfile
+import threading
 from collections import OrderedDict, deque
 from collections.abc import Iterator
 from datetime import datetime
@@ -68,6 +69,7 @@ class EncryptedRepository:
             encrypted=True)
         # key -> ObjectCipher of its stored version, or None for an accepted plaintext object.
         self._ciphers: OrderedDict[str, fmt.ObjectCipher | None] = OrderedDict()
+        self._cache_lock = threading.Lock()  # restores read many objects in parallel
 
     def describe(self) -> str:
         return self.inner.describe()
@@ -78,7 +80,7 @@ class EncryptedRepository:
         _refuse_reserved(key)
         # Keys first: a wrong or missing master key must fail before anything is written.
         epoch, data_key = self.keys.writing_epoch()
-        self._ciphers.pop(key, None)
+        self._forget(key)
         return fmt.ObjectCipher(data_key, fmt.new_header(epoch), key)
 
     def open_writer(self, key: str) -> EncryptingWriter:
@@ -114,10 +116,11 @@ class EncryptedRepository:
             if known is not None:  # not yet checked against the legacy record
                 self._check_legacy(key)
             cipher = None
-        self._ciphers[key] = cipher
-        self._ciphers.move_to_end(key)
-        while len(self._ciphers) > _CACHE:
-            self._ciphers.popitem(last=False)
+        with self._cache_lock:
+            self._ciphers[key] = cipher
+            self._ciphers.move_to_end(key)
+            while len(self._ciphers) > _CACHE:
+                self._ciphers.popitem(last=False)
         return cipher
 
     def _check_legacy(self, key: str) -> None:
@@ -174,7 +177,7 @@ class EncryptedRepository:
             if cached is _UNKNOWN:
                 raise
             # The object may have been replaced since its header was cached: read it afresh.
-            self._ciphers.pop(key, None)
+            self._forget(key)
             return self._read_chunks(key, offset, length, first, last, _UNKNOWN)
 
     def _read_chunks(self, key: str, offset: int, length: int, first: int, last: int,
@@ -216,8 +219,12 @@ class EncryptedRepository:
             else:
                 yield ObjectInfo(info.key, fmt.listed_size(info.size), modified=info.modified)
 
+    def _forget(self, key: str) -> None:
+        with self._cache_lock:
+            self._ciphers.pop(key, None)
+
     def delete(self, key: str) -> None:
-        self._ciphers.pop(key, None)
+        self._forget(key)
         self.inner.delete(_refuse_reserved(key))
 
     # --- scratch, checks ---

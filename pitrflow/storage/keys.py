@@ -29,9 +29,11 @@ import json
 import logging
 import os
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import zstandard
 from cryptography.exceptions import InvalidTag
@@ -59,6 +61,7 @@ _STAMP = "%Y%m%dT%H%M%S.%fZ"
 _EPOCH_RE = re.compile(r"^_keys/epoch-(\d{8}T\d{6}\.\d{6}Z)-([0-9a-f]{16})\.([0-9a-f]{16})\.json$")
 _MASTER_RE = re.compile(r"^_keys/master-([0-9a-f]{16})\.json$")
 _LEGACY_RE = re.compile(r"^_keys/legacy-([0-9a-f]{16})\.json$")
+T = TypeVar("T")
 
 
 def reserved(key: str) -> bool:
@@ -123,8 +126,18 @@ def _stamp(when: datetime | None = None) -> str:
     return (when or datetime.now(UTC)).astimezone(UTC).strftime(_STAMP)
 
 
+def _locked(method: Callable[..., T]) -> Callable[..., T]:
+    """One thread at a time: parallel readers must not each run Scrypt (128 MiB apiece)."""
+    def guarded(self: KeyStore, *args: Any, **kwargs: Any) -> T:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    guarded.__doc__ = method.__doc__
+    return guarded
+
+
 class KeyStore:
-    """The key files of one repository, as one process sees and uses them."""
+    """The key files of one repository, as one process sees and uses them (thread-safe)."""
 
     def __init__(self, inner: Repository, source: MasterSource,
                  extend_lock: Callable[[str], None] | None = None) -> None:
@@ -139,9 +152,11 @@ class KeyStore:
         self._data_keys: dict[str, bytes] = {}
         self._writing: str | None = None
         self._legacy: dict[str, tuple[int, int]] | None = None
+        self._lock = threading.RLock()
 
     # --- what is there ---
 
+    @_locked
     def refresh(self) -> None:
         self._masters.clear()
         self._wraps.clear()
@@ -160,12 +175,14 @@ class KeyStore:
         if not self._listed:
             self.refresh()
 
+    @_locked
     def epochs(self) -> list[str]:
         """Epoch ids, oldest first."""
         self._ensure_listed()
         return sorted(self._wraps, key=lambda e: (min(w.created for w in
                                                       self._wraps[e].values()), e))
 
+    @_locked
     def has_keys(self) -> bool:
         self._ensure_listed()
         return bool(self._wraps)
@@ -192,6 +209,7 @@ class KeyStore:
         full = wrap.with_content(self._inner.get_bytes(wrap.key))
         return full.open(kek)
 
+    @_locked
     def data_key(self, epoch: str, name: str | None = None) -> bytes:
         """The data key of `epoch` (named by object `name`), opened with the configured master."""
         if epoch in self._data_keys:
@@ -222,6 +240,7 @@ class KeyStore:
 
     # --- writing ---
 
+    @_locked
     def writing_epoch(self) -> tuple[str, bytes]:
         """The epoch new objects use: the newest one; the first one is made if there is none."""
         if self._writing is None:
@@ -235,6 +254,7 @@ class KeyStore:
             self._extend(epoch)
         return self._writing, self._data_keys[self._writing]
 
+    @_locked
     def new_epoch(self) -> str:
         """Start a new data key under the master the newest epoch uses; returns its id."""
         if self._writing is None and not self.epochs():
@@ -308,6 +328,7 @@ class KeyStore:
         self._inner.put_bytes(key, fmt.seal_bytes(data_key, epoch, key, body))
         self._legacy_keys[epoch] = key
 
+    @_locked
     def legacy(self) -> dict[str, tuple[int, int]]:
         """key -> (size, modified seconds) of every object sealed as unencrypted at cut-over."""
         if self._legacy is None:
@@ -323,12 +344,14 @@ class KeyStore:
             self._legacy = entries
         return self._legacy
 
+    @_locked
     def has_legacy(self) -> bool:
         self._ensure_listed()
         return any(epoch in self._wraps for epoch in self._legacy_keys)
 
     # --- rekey ---
 
+    @_locked
     def rekey(self, new: MasterSource) -> RekeyResult:
         """Wrap every data key under the master `new` opens (made if none does)."""
         self.refresh()
