@@ -39,7 +39,12 @@ import zstandard
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from pitrflow.errors import EncryptionKeyError, ObjectLockedError, ObjectNotFoundError
+from pitrflow.errors import (
+    EncryptionKeyError,
+    ObjectLockedError,
+    ObjectNotFoundError,
+    RepositoryError,
+)
 from pitrflow.storage import crypto_format as fmt
 from pitrflow.storage.base import ObjectInfo, Repository
 from pitrflow.storage.masters import (
@@ -219,8 +224,10 @@ class KeyStore:
             self.refresh()  # another process may have started it since we listed
         wraps = self._wraps.get(epoch)
         if not wraps:
+            # Only this key's objects are lost, not the repository: a RepositoryError, so
+            # the catalog rejects the backups it encrypted and the others stay usable.
             what = f" (named by object {name})" if name else ""
-            raise EncryptionKeyError(
+            raise RepositoryError(
                 f"data key {epoch}{what} is not in the repository's {KEYS_PREFIX}",
                 f"restore {KEYS_PREFIX} from a copy of the repository; without it the "
                 "objects of this key cannot be read")

@@ -133,3 +133,17 @@ def test_a_manifest_from_another_backup_put_in_place_is_refused(two_backups) -> 
                           capture_output=True, text=True, check=True, env=dict(os.environ))
     rejected = {r["id"]: r["reason"] for r in json.loads(info.stdout)["rejected"]}
     assert rejected == {newer: reason}
+
+
+def test_a_deleted_data_key_loses_only_what_it_encrypted(two_backups) -> None:
+    env, (older, newer) = two_backups
+    key_id = read_catalog(env.repo, "main").backup(newer).extra["encryption"]["data_key"]
+    assert key_id != read_catalog(env.repo, "main").backup(older).extra["encryption"][
+        "data_key"]
+    for wrap in (env.root / "repo" / "_keys").glob(f"epoch-*-{key_id}.*.json"):
+        wrap.unlink()
+
+    catalog = read_catalog(env.repo, "main")
+    assert [b.id for b in catalog.backups] == [older]
+    assert f"data key {key_id}" in catalog.rejected[newer]
+    assert f"object {manifest_key('main', newer)}" in catalog.rejected[newer]
