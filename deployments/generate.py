@@ -21,7 +21,15 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
-from deployments.specs import DEFAULT_POOL, DEFAULT_TIMEZONE, FLOWS, STRICT_ENV, FlowSpec
+from deployments.specs import (
+    DEFAULT_POOL,
+    DEFAULT_TIMEZONE,
+    FLOWS,
+    FOLLOW,
+    FOLLOW_CONCURRENCY,
+    STRICT_ENV,
+    FlowSpec,
+)
 from pitrflow.config import Config, load_config
 from pitrflow.errors import PitrError, UsageError
 
@@ -60,6 +68,8 @@ def deployment(spec: FlowSpec, instance: str, *, pool: str, timezone: str,
     }
     if spec.cron:
         entry["schedules"] = [{"cron": spec.cron, "timezone": timezone, "active": True}]
+    if spec is FOLLOW:
+        entry["concurrency_limit"] = dict(FOLLOW_CONCURRENCY)
     return entry
 
 
@@ -81,7 +91,7 @@ def build_prefect_yaml(config: Config, *, pool: str = DEFAULT_POOL,
         deployment(spec, check_name("instance", name), pool=pool, timezone=timezone,
                    config_path=config_path)
         for name in sorted(config.instances)
-        for spec in FLOWS
+        for spec in FLOWS + ((FOLLOW,) if config.instances[name].follow else ())
     ]
     return {
         "name": "pitrflow",

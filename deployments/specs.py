@@ -47,6 +47,12 @@ CHECK = FlowSpec("check", "flows/check.py:check", "5 * * * *",
                  "Hourly: server, slot, repository, ages of backups, marks and drills.")
 
 FLOWS: tuple[FlowSpec, ...] = (FULL, INCREMENTAL, SHIP, DRILL, RESTORE, EXPIRE, VERIFY, CHECK)
+# Follow mode (instances with follow = true): one long-running run streams WAL.  The schedule
+# is a watchdog: with one concurrent run allowed and new runs cancelled, it only starts a
+# follower when none is running (after a crash, a cancel or a worker restart).
+FOLLOW = FlowSpec("follow_wal", "flows/follow_wal.py:follow_wal", "*/5 * * * *",
+                  "Follow mode: stream WAL continuously (runs until cancelled).")
+FOLLOW_CONCURRENCY = {"limit": 1, "collision_strategy": "CANCEL_NEW"}
 BACKUP_FLOWS = (FULL.flow, INCREMENTAL.flow)
 
 # How often a success is expected; the silence alerts are derived from these.

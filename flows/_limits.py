@@ -2,7 +2,7 @@
 
 Two backups of one instance at once double the load on the server and race for
 the parent of an incremental; two ship runs race for the same replication slot;
-two restores into one data directory destroy each other.  Prefect global
+two restores into one data directory (or one database) destroy each other.  Prefect global
 concurrency limits, held with ``strict=True``, prevent all three across every
 worker: a missing limit is then an error instead of a silent pass.
 
@@ -42,13 +42,18 @@ def limit_name(kind: str, instance: str) -> str:
     return f"pitrflow-{kind}-{instance}"
 
 
-def datadir_lock_name(pgdata: str | os.PathLike[str]) -> str:
-    """A limit name for one data directory: readable, and unique per absolute path.
+def destination_lock_name(destination: str | os.PathLike[str]) -> str:
+    """A limit name for one restore destination (a data directory, a database on a
+    server): readable, and unique per destination.
 
-    Prefect names may not contain '/', so the path is flattened; the hash keeps
-    '/a-b' and '/a/b' apart.
+    Prefect names may not contain '/', so the name is flattened; the hash keeps
+    '/a-b' and '/a/b' apart.  Paths are made absolute first.
     """
-    path = str(Path(pgdata).expanduser().absolute())
+    path = str(destination)
+    if not path.startswith(("/", "~", ".")) and "://" not in path and ":" in path:
+        path = path.rstrip("/")  # host:port/database
+    else:
+        path = str(Path(destination).expanduser().absolute())
     readable = re.sub(r"[^A-Za-z0-9_.-]+", "-", path).strip("-")[-60:]
     digest = hashlib.sha256(path.encode()).hexdigest()[:10]
     return f"pitrflow-restore-{readable}-{digest}"
@@ -96,8 +101,9 @@ def ensure_limit(name: str, limit: int = 1) -> None:
 
 
 @contextlib.contextmanager
-def datadir_lock(pgdata: str | os.PathLike[str], writes: bool = True) -> Iterator[None]:
-    """Hold PGDATA exclusively while a restore writes into it (strict mode only).
+def destination_lock(destination: str | os.PathLike[str], writes: bool = True
+                     ) -> Iterator[None]:
+    """Hold a restore destination exclusively while a restore writes it (strict mode only).
 
     Its limit is created on first use: the path is only known when the restore
     is asked for, so no setup step can create it in advance.  A dry run writes
@@ -107,7 +113,7 @@ def datadir_lock(pgdata: str | os.PathLike[str], writes: bool = True) -> Iterato
     if not writes or not strict_enabled():
         yield
         return
-    name = datadir_lock_name(pgdata)
+    name = destination_lock_name(destination)
     ensure_limit(name)
     with _hold(name):
         yield

@@ -5,16 +5,9 @@ from typing import Any
 
 from prefect import flow
 
-from flows._limits import datadir_lock
-from pitrflow.engines.postgres.restore.planner import RestoreTarget
-from pitrflow.errors import UsageError
-from tasks.restore import (
-    check_restore_target,
-    instance_engine,
-    make_restore_plan,
-    restore_instance,
-    restore_sqlserver_database,
-)
+from flows._limits import destination_lock
+from pitrflow.engines.base import RestoreDestination, RestoreTarget
+from tasks.restore import make_restore_plan, restore_instance
 
 
 @flow(name="restore_to_point")
@@ -28,24 +21,37 @@ def restore_to_point(
     scratch: bool = False,
     database_name: str | None = None,
     replace: bool = False,
+    target_xid: int | None = None,
+    target_lsn: str | None = None,
+    target_name: str | None = None,
+    immediate: bool = False,
+    exclusive: bool = False,
+    target_timeline: str | None = None,
+    standby: bool = False,
+    primary_conninfo: str | None = None,
 ) -> dict[str, Any]:
-    """Restore INSTANCE as of TARGET_TIME (timezone-aware; empty = the newest mark).
+    """Restore INSTANCE to a target: TARGET_TIME (timezone-aware), or TARGET_XID,
+    TARGET_LSN, TARGET_NAME (a restore point; SQL Server: a mark), or `immediate` (the
+    end of the backup); none of them = the newest point.  `exclusive` stops just before
+    the target; TARGET_TIMELINE (PostgreSQL) is latest, current or a number.
 
-    PostgreSQL: into PGDATA, a new or empty directory.  SQL Server: as
-    DATABASE_NAME (default: a new name); `replace` allows overwriting it.
-    `scratch` (used by the recovery drill) trusts the restored instance's
-    private socket directory so the checks can connect as its superuser.
+    PostgreSQL: into PGDATA, a new or empty directory, served on PORT (default:
+    a free one); `standby` restores a standby that follows the repository and
+    streams from PRIMARY_CONNINFO (empty: the instance itself; "off": no streaming;
+    the password comes from the instance's password_env or password_block).  SQL
+    Server: as DATABASE_NAME (default: a new name); `replace` allows overwriting it.
+    `dry_run` plans and checks only.  `scratch` (used by the recovery drill) marks a
+    throwaway copy its checks may reach as superuser.
     """
-    RestoreTarget(target_time)  # refuses a naive time before any task runs
-    if instance_engine(instance, config_path) == "sqlserver":
-        return restore_sqlserver_database(instance, target_time, database_name, replace,
-                                          dry_run, config_path)
-    if not pgdata:
-        raise UsageError("a PostgreSQL restore needs pgdata, a new or empty directory",
-                         "set the pgdata parameter")
-    plan = make_restore_plan(instance, target_time, config_path)
-    with datadir_lock(pgdata, writes=not (dry_run or scratch)):
-        checked = check_restore_target(plan, instance, pgdata, port, config_path)
-        if dry_run:
-            return {"dry_run": True, **checked}
-        return restore_instance(plan, instance, pgdata, port, config_path, scratch)
+    # Refuses a naive time, or two targets at once, before any task runs.
+    target = RestoreTarget(time=target_time, xid=target_xid, lsn=target_lsn,
+                           name=target_name, immediate=immediate, exclusive=exclusive,
+                           timeline=target_timeline)
+    destination = RestoreDestination(pgdata=pgdata, port=port, database_name=database_name,
+                                     replace=replace, scratch=scratch, standby=standby,
+                                     primary_conninfo=primary_conninfo or None)
+    plan = make_restore_plan(instance, target, destination, config_path)
+    if dry_run:
+        return {"dry_run": True, **plan.data}
+    with destination_lock(plan.lock, writes=not scratch):
+        return restore_instance(plan, config_path)

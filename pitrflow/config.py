@@ -60,6 +60,9 @@ class DrillConfig:
     freshness: dict[str, str] = field(default_factory=dict)
     checks_dir: Path | None = None
     timeout_seconds: int = 6 * 3600
+    # Ship runs and backups record each table's row count exactly when it is
+    # smaller than this (estimates above it); 0 records estimates only.
+    exact_count_max_mb: float = 16.0
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,9 @@ class CheckConfig:
     max_mark_age_minutes: float = 30.0
     max_drill_age_hours: float = 26.0
     max_slot_retained_mb: float = 10240.0
+    # Follow mode: the follower's recovery point may trail the server by this much (and
+    # its heartbeat may be this old) before ship_logs and pitr check call it behind or gone.
+    max_follower_lag_seconds: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -105,6 +111,16 @@ class InstanceConfig:
     ship_timeout_seconds: int = 1800
     wal_fetch_parallel: int = 4
     max_rate: str = ""  # pg_basebackup --max-rate, e.g. "50M": spares a busy server's disks
+    # Follow mode (pitr ship --follow): pg_receivewal runs continuously; the segment in
+    # progress is uploaded every partial_interval seconds and a mark written every
+    # mark_interval seconds.  `follow` declares that a follower is meant to run, so the
+    # batch ship_logs checks it instead of shipping.  synchronous: the receiver is a
+    # synchronous standby (application_name = the slot name).
+    follow: bool = False
+    partial_interval: int = 10
+    mark_interval: int = 60
+    synchronous: bool = False
+    follow_dir: Path = Path("/var/tmp/pitrflow-follow")
     drill: DrillConfig = field(default_factory=DrillConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     check: CheckConfig = field(default_factory=CheckConfig)
@@ -189,6 +205,11 @@ _INSTANCE_SCHEMA: dict[str, tuple[type, Any]] = {
     "ship_timeout_seconds": (int, 1800),
     "wal_fetch_parallel": (int, 4),
     "max_rate": (str, ""),
+    "follow": (bool, False),
+    "partial_interval": (int, 10),
+    "mark_interval": (int, 60),
+    "synchronous": (bool, False),
+    "follow_dir": (str, "/var/tmp/pitrflow-follow"),
     "drill": (dict, None),
     "retention": (dict, None),
     "check": (dict, None),
@@ -212,6 +233,7 @@ _CHECK_SCHEMA: dict[str, tuple[type, Any]] = {
     "max_mark_age_minutes": (float, 30.0),
     "max_drill_age_hours": (float, 26.0),
     "max_slot_retained_mb": (float, 10240.0),
+    "max_follower_lag_seconds": (float, 60.0),
 }
 
 
@@ -230,6 +252,7 @@ _DRILL_SCHEMA: dict[str, tuple[type, Any]] = {
     "freshness": (dict, None),
     "checks_dir": (str, None),
     "timeout_seconds": (int, 6 * 3600),
+    "exact_count_max_mb": (float, 16.0),
 }
 
 _ENGINES = ("postgresql", "sqlserver")
@@ -286,6 +309,7 @@ def _instance(name: str, raw: Any, source: Path) -> InstanceConfig:
                           'use kilobytes per second, or a k/M suffix: "32000", "50M"')
     if values["bin_dir"]:
         values["bin_dir"] = Path(values["bin_dir"])
+    _follow(values, dotted, source)
     values["drill"] = _drill(values["drill"] or {}, f"{dotted}.drill", source)
     retention = _check_table(_floats(values["retention"] or {}, _RETENTION_SCHEMA),
                              _RETENTION_SCHEMA, f"{dotted}.retention", source)
@@ -303,6 +327,19 @@ def _instance(name: str, raw: Any, source: Path) -> InstanceConfig:
     elif values["backup_dir_worker"] is not None:
         values["backup_dir_worker"] = Path(values["backup_dir_worker"])
     return InstanceConfig(name=name, **values)
+
+
+def _follow(values: dict[str, Any], dotted: str, source: Path) -> None:
+    for key, top in (("partial_interval", 3600), ("mark_interval", 86400)):
+        if not 1 <= values[key] <= top:
+            raise ConfigError(f"{dotted}.{key} in {source} must be from 1 to {top} seconds, "
+                              f"got {values[key]}", f"e.g. {key} = 10")
+    follow_dir = Path(values["follow_dir"]).expanduser()
+    values["follow_dir"] = follow_dir if follow_dir.is_absolute() else (
+        source.parent / follow_dir).resolve()
+    if values["engine"] != "postgresql" and (values["follow"] or values["synchronous"]):
+        raise ConfigError(f"{dotted}.follow and synchronous in {source} are for PostgreSQL",
+                          "SQL Server ships log backups on the ship_logs schedule")
 
 
 _SQLSERVER_REQUIRED = (
@@ -378,12 +415,15 @@ def _check_url_instances(config: Config) -> None:
 
 
 def _drill(raw: Any, dotted: str, source: Path) -> DrillConfig:
-    if isinstance(raw, dict) and isinstance(raw.get("row_count_tolerance"), int):
-        raw = {**raw, "row_count_tolerance": float(raw["row_count_tolerance"])}
-    values = _check_table(raw, _DRILL_SCHEMA, dotted, source)
+    values = _check_table(_floats(raw, _DRILL_SCHEMA), _DRILL_SCHEMA, dotted, source)
     if not 0.0 <= values["row_count_tolerance"] < 1.0:
         raise ConfigError(f"{dotted}.row_count_tolerance in {source} must be in [0, 1)",
-                          "0.2 accepts a restored table with 80% of the source's rows")
+                          "0.2 widens an estimated row count by 20% either way, and accepts "
+                          "80% of the source's rows where no baseline precedes the target")
+    if not 0.0 <= values["exact_count_max_mb"] <= 1024 * 1024:
+        raise ConfigError(f"{dotted}.exact_count_max_mb in {source} must be from 0 to 1048576",
+                          "tables smaller than this many megabytes are counted exactly at each "
+                          "ship run and backup; 0 records estimates only")
     freshness = values["freshness"] or {}
     for table, column in freshness.items():
         if "." not in table or not isinstance(column, str):

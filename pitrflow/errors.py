@@ -17,10 +17,12 @@ class PitrError(Exception):
     code = "pitr-error"
     exit_status = 1
 
-    def __init__(self, message: str, hint: str | None = None) -> None:
+    def __init__(self, message: str, hint: str | None = None, details: object = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        # Structured facts behind the message (a check's lines), for callers that show them.
+        self.details = details
 
     def one_line(self) -> str:
         """The error as the single line the CLI prints."""
@@ -127,3 +129,39 @@ class DrillFailedError(PitrError):
 
     code = "drill-failed"
     exit_status = 11
+
+
+class VerifyFailedError(PitrError):
+    """`pitr verify` found a damaged or missing object."""
+
+    code = "verify-failed"
+    exit_status = 12
+
+
+class CheckFailedError(PitrError):
+    """A critical `pitr check` failed."""
+
+    code = "check-failed"
+    exit_status = 13
+
+
+class OrchestratorUnreachableError(PitrError):
+    """A Prefect server is configured but does not answer, and the work is scheduled work
+    that must not silently bypass it."""
+
+    code = "orchestrator-unreachable"
+    exit_status = 14
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for a failure recorded rather than raised (a drill step, a report)."""
+    if isinstance(exc, PitrError):
+        return exc.message
+    return f"{type(exc).__name__}: {exc}"
+
+
+class FollowerError(PitrError):
+    """Follow mode: the follower is behind, gone, or cannot run."""
+
+    code = "follower"
+    exit_status = 15

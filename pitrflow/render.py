@@ -50,7 +50,47 @@ def drill_markdown(record: Any, kept_at: str | None = None) -> str:
     if record.quality_failures:
         text += "\n### Failed expectations\n\n" + "\n".join(
             f"- {f}" for f in record.quality_failures) + "\n"
+    text += verdicts_markdown(getattr(record, "reference", ""), getattr(record, "tables", []))
     return text
+
+
+def verdicts_markdown(reference: str, tables: list[dict[str, str]]) -> str:
+    """The drill's reference sentence and one row per table and check."""
+    if not reference and not tables:
+        return ""
+    text = "\n### Verdict by table\n\n"
+    if reference:
+        text += f"Reference: {reference}.\n\n"
+    if tables:
+        text += ("| table | check | reference | bounds | restored | result | why |\n"
+                 "|---|---|---|---|---|---|---|\n")
+        text += "\n".join(
+            "| " + " | ".join(_cell(row.get(k, "")) for k in
+                              ("table", "check", "reference", "bounds", "restored", "result",
+                               "why")) + " |"
+            for row in tables) + "\n"
+    return text
+
+
+def _cell(value: object) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ") or "-"
+def markdown_table(title: str, rows: list[tuple[str, str]]) -> str:
+    """A titled two-column markdown table: long values wrap in the Prefect UI, where a
+    preformatted block would be cut off at the right edge."""
+    def cell(value: str) -> str:
+        return value.replace("|", "\\|").replace("\n", "<br>")
+
+    body = "\n".join(f"| {cell(k)} | {cell(v)} |" for k, v in rows)
+    return f"## {title}\n\n| | |\n|---|---|\n{body}\n"
+
+
+def drill_checks_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The drill-checks-<instance> table (one row per GX expectation), for every engine."""
+    return [{"suite": r["suite"], "expectation": r["expectation_type"],
+             "column": r["column"] or "", "result": "pass" if r["success"] else "FAIL",
+             "observed": r["observed"], "expected": r.get("bounds", ""),
+             "reference": r.get("baseline", "")}
+            for r in rows]
 
 
 def artifact_key(kind: str, instance: str) -> str:

@@ -1,4 +1,5 @@
-"""Shared plumbing for tasks: the core's log lines in the run log, retry rules.
+"""Shared plumbing for tasks: the engine and repository of a run, artifacts, the core's
+log lines in the run log, retry rules.
 
 The core logs to the standard `pitrflow` logger; while a task runs, those
 records are forwarded to Prefect's run logger so they show in the UI.
@@ -11,12 +12,17 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.logging import get_run_logger
 
 from pitrflow import secrets
 from pitrflow.config import Config, load_config
+from pitrflow.engines.base import Engine, Outcome
+from pitrflow.engines.registry import engine_for
 from pitrflow.errors import CommandFailedError, PitrError, RepositoryError, ServerError
-from pitrflow.storage import s3_credentials
+from pitrflow.render import artifact_key
+from pitrflow.storage import open_repository, s3_credentials
+from pitrflow.storage.base import Repository
 from pitrflow.storage.s3_credentials import AwsKeys, keys_from_mapping
 
 
@@ -34,13 +40,17 @@ def core_logs_to_run_log() -> Iterator[None]:
     core = logging.getLogger("pitrflow")
     handler = _Forward(get_run_logger())
     core.addHandler(handler)
-    previous = core.level
+    previous, propagates = core.level, core.propagate
     core.setLevel(logging.INFO)
+    # The run logger prints to the console already; a record that also went on to the
+    # root logger's handlers would be printed twice.
+    core.propagate = False
     try:
         yield
     finally:
         core.removeHandler(handler)
         core.setLevel(previous)
+        core.propagate = propagates
 
 
 def retry_transient(task: object, task_run: object, state: Any) -> bool:
@@ -104,3 +114,23 @@ s3_credentials.register_credentials_resolver(_resolve_aws_block)
 
 def config_for(config_path: str | None) -> Config:
     return load_config(config_path)
+
+
+def engine_of(instance: str, config_path: str | None) -> tuple[Engine, Repository]:
+    """The instance's engine and its repository, from the configuration file."""
+    config = config_for(config_path)
+    return engine_for(config, instance), open_repository(config.repository)
+
+
+def flow_result(outcome: Outcome) -> dict[str, Any]:
+    """A flow's return value: the outcome's data, and the text the CLI prints for it."""
+    return {**outcome.data, "summary": outcome.text}
+
+
+def publish(outcome: Outcome, description: str) -> None:
+    """Publish an outcome as its artifact: a table where it is tabular, else markdown."""
+    key = artifact_key(outcome.artifact, outcome.instance)
+    if outcome.table is not None:
+        create_table_artifact(table=outcome.table, key=key, description=description)
+    else:
+        create_markdown_artifact(markdown=outcome.markdown, key=key, description=description)

@@ -154,10 +154,10 @@ def test_slot_names_are_valid_prefect_names_and_tell_paths_apart() -> None:
     assert _limits.limit_name("backup", "main") == "pitrflow-backup-main"
     with pytest.raises(ValueError):
         _limits.limit_name("restore", "main")
-    a, b = _limits.datadir_lock_name("/srv/a-b"), _limits.datadir_lock_name("/srv/a/b")
+    a, b = _limits.destination_lock_name("/srv/a-b"), _limits.destination_lock_name("/srv/a/b")
     assert a != b and a.startswith("pitrflow-restore-srv-a-b-")
     assert not set("/%&><") & set(a + b)
-    assert _limits.datadir_lock_name("/srv/x/") == _limits.datadir_lock_name("/srv/x")
+    assert _limits.destination_lock_name("/srv/x/") == _limits.destination_lock_name("/srv/x")
 
 
 def test_without_strict_the_slots_never_touch_the_api(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -168,7 +168,7 @@ def test_without_strict_the_slots_never_touch_the_api(monkeypatch: pytest.Monkey
     ran = []
     # Nothing listens there: any API call would fail the test.
     with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"}):
-        with _limits.instance_slot("backup", "main"), _limits.datadir_lock("/srv/x"):
+        with _limits.instance_slot("backup", "main"), _limits.destination_lock("/srv/x"):
             ran.append(True)
         monkeypatch.setenv(_limits.CONCURRENCY_ENV, "strict")
         with pytest.raises(ConcurrencySlotAcquisitionError), \
@@ -191,3 +191,18 @@ def test_deploy_and_setup_refuse_the_ephemeral_api(config_file: Path) -> None:
         with pytest.raises(UsageError, match="PREFECT_API_URL is not set"):
             deploy_all(str(config_file), prefect_file=out)
     assert not out.exists()
+
+
+def test_a_follow_instance_gets_a_long_running_follow_wal_deployment(tmp_path: Path) -> None:
+    path = tmp_path / "pitrflow.toml"
+    path.write_text('[repository]\npath = "r"\n[instances.a]\nengine = "postgresql"\nhost = "h"\n'
+                    'follow = true\n[instances.b]\nengine = "postgresql"\nhost = "h"\n')
+    document = generate.build_prefect_yaml(generate.load_config(path))
+    follow = [d for d in document["deployments"] if d["entrypoint"].endswith(":follow_wal")]
+    assert [d["name"] for d in follow] == ["a"]
+    assert follow[0]["concurrency_limit"] == {"limit": 1, "collision_strategy": "CANCEL_NEW"}
+    assert follow[0]["schedules"][0]["cron"] == "*/5 * * * *"
+    # The flow module the entry names exists and is a Prefect flow.
+    from flows.follow_wal import follow_wal
+
+    assert follow_wal.name == "follow_wal"

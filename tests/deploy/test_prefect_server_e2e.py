@@ -34,7 +34,7 @@ from deployments.alerts import MANAGED_TAG, ship_silence
 from deployments.deploy import deploy_all
 from deployments.generate import PROJECT_ROOT
 from deployments.setup import setup
-from flows._limits import datadir_lock_name, limit_name
+from flows._limits import destination_lock_name, limit_name
 from pitrflow.devtools.localpg import LocalCluster
 from tests.conftest import Env, _stop_restored, drop_slot, free_port, restored_ids, write_config
 from tests.deploy import stack as proc
@@ -171,7 +171,7 @@ def test_backup_ship_and_ad_hoc_restore_to_a_target_time(stack: Stack) -> None:
     assert restore.state and restore.state.is_completed(), stack.explain(restore)
     assert restored_ids(port) == list(range(1, last_id + 1))
     with get_client(sync_client=True) as client:  # the data directory was held by its own lock
-        lock = client.read_global_concurrency_limit_by_name(datadir_lock_name(pgdata))
+        lock = client.read_global_concurrency_limit_by_name(destination_lock_name(pgdata))
     assert (lock.limit, lock.active_slots) == (1, 0)
 
 

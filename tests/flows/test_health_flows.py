@@ -11,7 +11,7 @@ from flows.expire import expire
 from flows.verify import verify
 from pitrflow.engines.postgres.backup.basebackup import take_backup
 from pitrflow.engines.postgres.wal.walship import ship_wal
-from tasks.health import CheckFailedError, VerifyFailedError
+from pitrflow.errors import CheckFailedError, VerifyFailedError
 from tests.conftest import Env
 from tests.flows.test_flows import _artifact
 

@@ -17,8 +17,8 @@ from flows.expire import expire
 from flows.verify import verify
 from pitrflow.cli import main
 from pitrflow.engines.sqlserver.catalog import import_recorded_rows, read_sqlserver_catalog
+from pitrflow.errors import CheckFailedError, VerifyFailedError
 from pitrflow.storage.fs import FsRepository
-from tasks.health import CheckFailedError, VerifyFailedError
 from tests.flows.test_flows import _artifact
 from tests.unit.sqlserver.conftest import WEEKLY, closed_port, write_config
 

@@ -75,6 +75,28 @@ def receivewal_argv(bins: PgBinaries, conn_args: list[str], target_dir: Path, *,
     ]
 
 
+def receivewal_follow_argv(bins: PgBinaries, conn_args: list[str], target_dir: Path, *,
+                           slot: str, synchronous: bool) -> list[str]:
+    """pg_receivewal for follow mode: no end position; the follower reconnects itself.
+
+    A status report every second keeps the write position the server shows
+    (pg_stat_replication), which bounds what a partial upload holds, fresh.
+    --synchronous flushes and reports after every write, so the receiver can
+    be a synchronous standby.
+    """
+    argv = [
+        bins.tool("pg_receivewal"), *conn_args,
+        "-D", str(target_dir),
+        "--slot", slot,
+        "--no-loop",
+        "--status-interval=1",
+        "--verbose",
+    ]
+    if synchronous:
+        argv.append("--synchronous")
+    return argv
+
+
 def verifybackup_argv(bins: PgBinaries, data_dir: Path, manifest: Path | None = None) -> list[str]:
     argv = [bins.tool("pg_verifybackup"), "--no-parse-wal", "--quiet"]
     if manifest is not None:

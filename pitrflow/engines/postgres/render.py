@@ -13,9 +13,10 @@ from pitrflow.engines.postgres.catalog.manifest import BackupManifest
 from pitrflow.engines.postgres.catalog.snapshot import Catalog
 from pitrflow.engines.postgres.restore.executor import RestoreOutcome
 from pitrflow.engines.postgres.restore.planner import RestorePlan, recoverable_window
+from pitrflow.engines.postgres.restore.tail import LatestPoint, latest_point
 from pitrflow.engines.postgres.wal.walnames import format_lsn
 from pitrflow.engines.postgres.wal.walship import ShipOutcome
-from pitrflow.render import human_bytes, iso, locked_lines
+from pitrflow.render import human_bytes, iso, locked_lines, markdown_table
 
 
 def backup_dict(b: BackupManifest) -> dict[str, Any]:
@@ -43,6 +44,24 @@ def _annotated(b: BackupManifest, verify: dict[str, Any] | None,
     return data
 
 
+def latest_dict(point: LatestPoint | None) -> dict[str, Any] | None:
+    """Where a restore to latest ends; `partial` when it ends inside a partial segment."""
+    if point is None:
+        return None
+    return {"lsn": format_lsn(point.lsn), "timeline": point.timeline, "segment": point.segment,
+            "partial": point.partial is not None, "read_at": iso(point.read_at)}
+
+
+def latest_text(point: LatestPoint | None) -> str:
+    if point is None:
+        return "latest: -"
+    if point.partial is None:
+        return (f"latest: {format_lsn(point.lsn)} on timeline {point.timeline}, the end of "
+                f"segment {point.segment}")
+    return (f"latest: {format_lsn(point.lsn)} or later on timeline {point.timeline}, in the "
+            f"PARTIAL segment {point.segment} read at {iso(point.read_at)} (follow mode)")
+
+
 def info_dict(catalog: Catalog, verify: dict[str, Any] | None = None,
               retention: dict[str, tuple[bool, str]] | None = None) -> dict[str, Any]:
     entries = catalog.wal_entries()
@@ -61,7 +80,10 @@ def info_dict(catalog: Catalog, verify: dict[str, Any] | None = None,
         "marks": {"count": len(catalog.marks),
                   "newest": {"time": iso(newest.time), "lsn": format_lsn(newest.lsn),
                              "timeline": newest.timeline} if newest else None},
-        "recoverable": {"from": iso(window.start), "to": iso(window.end)},
+        "recoverable": {"from": iso(window.start), "to": iso(window.end),
+                        "latest": latest_dict(latest_point(catalog))},
+        "restore_points": [{"name": p.name, "time": iso(p.time), "lsn": format_lsn(p.lsn),
+                            "timeline": p.timeline} for p in catalog.restore_points],
     }
 
 
@@ -91,6 +113,11 @@ def info_text(catalog: Catalog, verify: dict[str, Any] | None = None,
                  f"{human_bytes(wal['size_bytes'])} stored")
     rec = data["recoverable"]
     lines.append(f"recoverable: {rec['from'] or '-'} .. {rec['to'] or '-'}")
+    lines.append(latest_text(latest_point(catalog)))
+    if catalog.restore_points:
+        lines.append("restore points (pitr restore --target-name NAME):")
+        lines += [f"  {p['name']}  {p['time']}  LSN {p['lsn']}  tl {p['timeline']}"
+                  for p in data["restore_points"]]
     return "\n".join(lines)
 
 
@@ -112,6 +139,10 @@ def plan_text(plan: RestorePlan) -> str:
                      f"({len(plan.wal)} segments, {human_bytes(plan.wal_bytes)} stored, "
                      f"{human_bytes(plan.wal_replay_bytes)} to replay) on timeline "
                      f"{plan.timeline}")
+        if plan.partial is not None:
+            lines.append(f"  recoverable point: {format_lsn(plan.partial.end_lsn)} or later, in "
+                         f"the PARTIAL segment {plan.partial.segment} (read at "
+                         f"{iso(plan.partial.time)})")
     else:
         lines.append("  WAL: none beyond the backup's own")
     lines.append(f"  local disk needed: {human_bytes(plan.disk_bytes_needed)}")
@@ -127,13 +158,36 @@ def plan_dict(plan: RestorePlan) -> dict[str, Any]:
                 "last": plan.last_segment, "segments": len(plan.wal),
                 "stored_bytes": plan.wal_bytes, "replay_bytes": plan.wal_replay_bytes},
         "timeline": plan.timeline, "disk_bytes_needed": plan.disk_bytes_needed,
+        "partial": ({"segment": plan.partial.segment, "lsn": format_lsn(plan.partial.end_lsn),
+                     "read_at": iso(plan.partial.time)} if plan.partial else None),
         "recoverable": {"from": iso(plan.window_from), "to": iso(plan.window_to)},
         "reasons": plan.reasons,
     }
 
 
+def plan_rows(plan: RestorePlan) -> list[tuple[str, str]]:
+    """The plan as the rows of its artifact table."""
+    if plan.wal:
+        wal = (f"{plan.wal[0].segment} .. {plan.wal[-1].segment} on timeline {plan.timeline}: "
+               f"{len(plan.wal)} segments, {human_bytes(plan.wal_bytes)} stored, "
+               f"{human_bytes(plan.wal_replay_bytes)} to replay")
+    else:
+        wal = "none beyond the backup's own"
+    rows = [
+        ("instance", plan.instance),
+        ("target", plan.target.describe()),
+        ("recoverable window", f"{iso(plan.window_from)} .. {iso(plan.window_to)}"),
+        ("chain", " -> ".join(f"{b.id} ({b.type})" for b in plan.chain)),
+        ("consistent at", f"{iso(plan.backup.stop_time)} ({format_lsn(plan.backup.stop_lsn)})"),
+        ("WAL to replay", wal),
+        ("local disk needed", human_bytes(plan.disk_bytes_needed)),
+    ]
+    rows += [("reason", r) for r in plan.reasons]
+    return rows
+
+
 def plan_markdown(plan: RestorePlan) -> str:
-    return "## Restore plan\n\n```\n" + plan_text(plan) + "\n```\n"
+    return markdown_table("Restore plan", plan_rows(plan))
 
 
 def backup_markdown(outcome: BackupOutcome, notes: list[str] | None = None) -> str:
@@ -175,6 +229,11 @@ def ship_markdown(outcome: ShipOutcome) -> str:
         ("slot", f"{slot.name} retains {retained}" if slot else "-"),
         ("duration", f"{outcome.seconds:.1f} s"),
     ]
+    if outcome.follower is not None:  # follow mode: this run checked the follower
+        f = outcome.follower
+        rows[3:5] = [("follower", f"{f.state} on {f.host} (pid {f.pid})"),
+                     ("last upload", iso(f.last_upload_at) or "-"),
+                     ("recovery point", iso(f.recovery_point) or "-")]
     body = "\n".join(f"| {k} | {v} |" for k, v in rows)
     return f"## WAL ship {outcome.mark.instance}\n\n| | |\n|---|---|\n{body}\n"
 
@@ -203,6 +262,11 @@ def restore_markdown(outcome: RestoreOutcome) -> str:
         outcome.plan)
 
 
+def expire_done_text(result: Any) -> str:
+    return (f"deleted {len(result.backups_deleted)} backups and {result.wal_deleted} WAL "
+            f"segments, {result.bytes_freed} bytes freed")
+
+
 def expire_text(plan: Any) -> str:
     lines = [f"expire plan for {plan.instance}"]
     for d in plan.decisions:
@@ -216,9 +280,18 @@ def expire_text(plan: Any) -> str:
                      f"oldest kept backup's start")
     if plan.wal_kept_from:
         lines.append(f"  keep   WAL from {plan.wal_kept_from}")
+    if plan.delete_partials:
+        lines.append(f"  DELETE {len(plan.delete_partials)} partial segments (follow mode): "
+                     "older than the kept WAL, or replaced by the whole segment")
     if plan.delete_marks:
         lines.append(f"  DELETE {len(plan.delete_marks)} ship marks older than the oldest kept "
                      "backup")
+    if plan.delete_baselines:
+        lines.append(f"  DELETE {len(plan.delete_baselines)} drill baselines of those marks and "
+                     "backups")
+    for point in plan.delete_restore_points:
+        lines.append(f"  DELETE restore point {point.name!r}: before the oldest kept backup's "
+                     "consistent point, so no kept backup can reach it")
     lines.append("  keep   all timeline history files")
     lines += [f"  note: {n}" for n in plan.notes]
     if plan.empty:

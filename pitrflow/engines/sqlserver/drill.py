@@ -1,15 +1,18 @@
-"""The SQL Server recovery drill: restore under a scratch name, check it, drop it.
+"""The SQL Server recovery drill's steps: restore under a scratch name, check it, drop it.
 
-It restores through the same ``prepare_restore``/``execute_restore`` a user's
-restore uses, so a passing drill proves that path.  Then two kinds of checks:
+``drill_session`` runs them in order, restoring through the same plan and
+restore a user's restore uses, so a passing drill proves that path.  Two kinds
+of checks:
 
 - ``DBCC CHECKDB ... WITH NO_INFOMSGS, ALL_ERRORMSGS`` prints nothing for a sound
   database, so every message it sends, and any error it raises, is a finding;
 - Great Expectations suites, run against the scratch copy through SQLAlchemy
-  (``mssql+pyodbc``, the instance's own ODBC settings): the team's suites from
-  ``checks/<instance>/<schema>.<table>.json`` plus suites generated from facts read
-  from the *source* database before the restore (row counts within tolerance,
-  primary keys unique and not null, NOT NULL columns, the freshness column).
+  (``mssql+pyodbc``, the instance's own ODBC settings): the team's suites and test
+  queries from ``checks/<instance>/`` plus suites generated against the source as it
+  was at the target: the baselines recorded after the backups just before and just
+  after it (``engines.sqlserver.baseline``, ``drill.bounds``) bound each row count and
+  freshness column; with no baseline before the target, the facts read from the
+  source now, with the old tolerance, and the record says so.
   Every failed expectation is a finding, and a drill that checked no expectation
   at all has not passed.
 
@@ -30,25 +33,27 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from pitrflow.config import InstanceConfig
+from pitrflow.drill.baseline import Baseline, TableBaseline
+from pitrflow.drill.bounds import BoundSettings, DrillReference, plan_reference
+from pitrflow.drill.history import Neighbourhood, load_neighbourhood
 from pitrflow.drill.record import DrillRecord
+from pitrflow.drill.verdicts import table_verdicts
+from pitrflow.engines.sqlserver.baseline import stored_baselines
 from pitrflow.engines.sqlserver.catalog import (
     SqlServerCatalog,
-    read_sqlserver_catalog,
 )
-from pitrflow.engines.sqlserver.connection import SqlExecutor, open_session, sqlalchemy_url
+from pitrflow.engines.sqlserver.connection import SqlExecutor, sqlalchemy_url
 from pitrflow.engines.sqlserver.errors import SqlServerPlanError
 from pitrflow.engines.sqlserver.facts import AWARE_TYPES, read_source_facts, server_utc_now
 from pitrflow.engines.sqlserver.msdb import row_times_utc
 from pitrflow.engines.sqlserver.restore import (
     DATABASE_EXISTS_SQL,
     PreparedRestore,
-    execute_restore,
-    prepare_restore,
 )
 from pitrflow.engines.sqlserver.tsql import quote_name
 from pitrflow.engines.sqlserver.window import restorable_spans
 from pitrflow.errors import PitrError
-from pitrflow.quality.generate import TableFacts, generate_suites
+from pitrflow.quality.generate import TableFacts, check_freshness_config, suites_from_plan
 from pitrflow.quality.run_gx import ResultRow
 from pitrflow.quality.suites import Suite, load_team_suites
 from pitrflow.secrets import instance_password
@@ -104,6 +109,8 @@ class SqlServerDrillOutcome:
     kept: bool = False
     backups: list[str] = field(default_factory=list)
     target_mode: str = ""
+    reference: str = ""
+    tables: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def quality_failures(self) -> list[ResultRow]:
@@ -128,68 +135,17 @@ class SqlServerDrillOutcome:
         return round(sum(self.timings.get(k, 0.0) for k in ("plan", "stage", "restore")), 3)
 
 
-@dataclass(frozen=True)
-class QualitySettings:
-    """Where the team's suites are, and where GX writes its evidence (None: nowhere)."""
-
-    checks_dir: Path | None = None
-    evidence_dir: Path | None = None
-
-
-def run_drill(
-    instance: InstanceConfig,
-    repo: Repository,
-    target: datetime | str | None,
-    name: str | None = None,
-    keep: bool = False,
-    now: datetime | None = None,
-    quality: QualitySettings | None = None,
-) -> SqlServerDrillOutcome:
-    """Restore to ``target`` under a scratch name and check it.
-
-    ``target`` is a time, None or ``latest`` (the newest point), ``random`` (a point
-    drawn from the restorable window, see ``choose_target``) or an ISO time string.
-    ``quality.checks_dir`` holds the team suites (``<instance>/<schema>.<table>.json``;
-    None: generated suites only).
-    """
-    settings = quality or QualitySettings()
-    when = now or datetime.now(UTC)
-    clock = time.monotonic()
-    catalog = read_sqlserver_catalog(repo, instance.name)
-    if isinstance(target, str):
-        mode, target = choose_target(catalog, instance.database, target)
-    else:
-        mode = "latest" if target is None else "time"
-    prepared = prepare_restore(instance, catalog, target,
-                               new_name=name or scratch_name(instance.database, when), now=when)
-    window_from, window_to = recoverable_window(catalog, instance.database)
-    outcome = SqlServerDrillOutcome(
-        instance=instance.name, database=instance.database, scratch_name=prepared.new_name,
-        target_utc=prepared.plan.target_utc, started=when, window_from=window_from,
-        window_to=window_to, backups=[r.id for r in prepared.records], target_mode=mode,
-    )
-    outcome.timings["plan"] = round(time.monotonic() - clock, 3)
-    team = _team_suites(settings.checks_dir, instance.name, outcome)
-    try:
-        with open_session(instance) as sql:
-            facts = _source_facts(sql, instance, outcome)
-            try:
-                restored = execute_restore(prepared, repo, sql)
-            except PitrError as exc:
-                outcome.errors.append(f"restore failed: {exc.message}")
-                return outcome
-            outcome.timings.update(restored.timings)
-            try:
-                _check(sql, prepared, outcome)
-                _check_quality(instance, prepared, outcome, team, facts, settings.evidence_dir)
-            finally:
-                if keep:
-                    outcome.kept = True
-                else:
-                    _drop(sql, prepared.new_name, outcome)
-    finally:
-        outcome.finished = datetime.now(UTC)
-    return outcome
+def drill_neighbourhood(repo: Repository, instance: InstanceConfig,
+                       catalog: SqlServerCatalog, outcome: SqlServerDrillOutcome
+                       ) -> Neighbourhood:
+    """The baselines stored with the backups either side of the drill's target."""
+    when = outcome.target_utc or outcome.window_to
+    if when is None:
+        return Neighbourhood()
+    mine = [r for r in catalog.records if r.database == instance.database]
+    neighbourhood = load_neighbourhood(repo, stored_baselines(repo, instance.name, mine), when)
+    outcome.warnings.extend(neighbourhood.problems)
+    return neighbourhood
 
 
 def choose_target(catalog: SqlServerCatalog, database: str, spec: str | None,
@@ -235,7 +191,7 @@ def recoverable_window(catalog: SqlServerCatalog,
     return (min(fulls) if fulls else None), (max(finishes) if finishes else None)
 
 
-def _team_suites(checks_dir: Path | None, instance: str,
+def team_suites(checks_dir: Path | None, instance: str,
                  outcome: SqlServerDrillOutcome) -> list[Suite]:
     """Loaded before the restore: a malformed team suite is reported without waiting."""
     if checks_dir is None:
@@ -247,15 +203,17 @@ def _team_suites(checks_dir: Path | None, instance: str,
         return []
 
 
-def _source_facts(sql: SqlExecutor, instance: InstanceConfig,
-                  outcome: SqlServerDrillOutcome) -> list[TableFacts] | None:
-    """Facts for the generated suites and the data lag; None (and a finding) if unread.
+def source_facts(sql: SqlExecutor, instance: InstanceConfig,
+                 outcome: SqlServerDrillOutcome) -> Baseline | None:
+    """The source as it is now (the data lag, and the reference when no baseline serves);
+    None (and a finding) if unread.
 
     A source that cannot be read does not stop the drill: the restore, CHECKDB and
     the team suites still say something about the backups.
     """
     clock = time.monotonic()
     try:
+        read_from = server_utc_now(sql)
         facts = read_source_facts(sql, instance.database, instance.user)
         source_now = server_utc_now(sql)
     except PitrError as exc:
@@ -266,10 +224,42 @@ def _source_facts(sql: SqlExecutor, instance: InstanceConfig,
         outcome.timings["source_facts"] = round(time.monotonic() - clock, 3)
     if outcome.window_to is not None:
         outcome.data_lag_seconds = round((source_now - outcome.window_to).total_seconds(), 3)
-    return facts
+    return live_baseline(instance.name, facts, read_from, source_now)
 
 
-def _check(sql: SqlExecutor, prepared: PreparedRestore, outcome: SqlServerDrillOutcome) -> None:
+def live_baseline(instance: str, facts: list[TableFacts], read_from: datetime,
+                  read_to: datetime) -> Baseline:
+    """Facts counted now, in the shape of a baseline read at drill time."""
+    return Baseline(
+        instance=instance, engine="sqlserver", origin="live", origin_id="",
+        origin_time=read_from, read_from=read_from, read_to=read_to,
+        tables=tuple(TableBaseline(f.schema, f.table, exact=f.row_count,
+                                   primary_key=f.primary_key, not_null=f.not_null,
+                                   column_types=dict(f.column_types)) for f in facts))
+
+
+def judge_against(instance: InstanceConfig, target_utc: datetime | None,
+                  window_to: datetime | None, live: Baseline,
+                  neighbourhood: Neighbourhood) -> DrillReference:
+    """The baselines either side of the target (or the stated fallback), as in PostgreSQL.
+
+    For the newest point (``target_utc`` None) the restore reaches the newest
+    backup's end, which the source read now is after; only baselines before the
+    window's end are used.
+    """
+    drill = instance.drill
+    when = target_utc or window_to or live.read_from
+    candidates = list(neighbourhood.candidates)
+    if target_utc is None:
+        candidates = [b for b in candidates if b.read_to <= when]
+    fresh = check_freshness_config(drill.freshness, live.tables, AWARE_TYPES)
+    bounds = BoundSettings(drill.row_count_tolerance, fresh,
+                           timedelta(seconds=drill.max_lag_seconds))
+    return plan_reference(when, candidates, live, bounds, oldest=neighbourhood.oldest)
+
+
+def check_integrity(sql: SqlExecutor, prepared: PreparedRestore,
+                    outcome: SqlServerDrillOutcome) -> None:
     clock = time.monotonic()
     try:
         result = sql.run(checkdb_sql(prepared.new_name),
@@ -281,21 +271,22 @@ def _check(sql: SqlExecutor, prepared: PreparedRestore, outcome: SqlServerDrillO
     outcome.timings["checkdb"] = round(time.monotonic() - clock, 3)
 
 
-def _check_quality(instance: InstanceConfig, prepared: PreparedRestore,
+def check_quality(instance: InstanceConfig, prepared: PreparedRestore,
                    outcome: SqlServerDrillOutcome, team: list[Suite],
-                   facts: list[TableFacts] | None, evidence_dir: Path | None) -> None:
+                   live: Baseline | None, evidence_dir: Path | None,
+                   neighbourhood: Neighbourhood) -> None:
     """Run the team and generated suites against the scratch copy with GX."""
     from pitrflow.quality.run_gx import QualityRunError, run_suites
 
     clock = time.monotonic()
-    drill = instance.drill
-    reference = prepared.plan.target_utc or outcome.window_to or outcome.started
     suites = list(team)
+    reference = None
     try:
-        if facts is not None:
-            suites += generate_suites(facts, drill.row_count_tolerance, drill.freshness,
-                                      reference, timedelta(seconds=drill.max_lag_seconds),
-                                      aware_types=AWARE_TYPES)
+        if live is not None:
+            reference = judge_against(instance, prepared.plan.target_utc, outcome.window_to,
+                                      live, neighbourhood)
+            outcome.reference = reference.statement
+            suites += suites_from_plan(reference.tables)
         password = instance_password(instance)
         report = run_suites(sqlalchemy_url(instance, password, prepared.new_name), suites,
                             evidence_dir, secrets=[password] if password else [])
@@ -306,11 +297,13 @@ def _check_quality(instance: InstanceConfig, prepared: PreparedRestore,
     else:
         outcome.quality = report.rows
         outcome.warnings.extend(report.warnings)
+        if reference is not None:
+            outcome.tables = table_verdicts(reference, report.rows)
         log.info("quality checks of %s: %s", prepared.new_name, report.summary())
     outcome.timings["quality_checks"] = round(time.monotonic() - clock, 3)
 
 
-def _drop(sql: SqlExecutor, database: str, outcome: SqlServerDrillOutcome) -> None:
+def drop(sql: SqlExecutor, database: str, outcome: SqlServerDrillOutcome) -> None:
     clock = time.monotonic()
     try:
         if sql.scalar(DATABASE_EXISTS_SQL, [database]) is not None:
@@ -349,4 +342,6 @@ def drill_record(outcome: SqlServerDrillOutcome, kept_at: str | None = None) -> 
         error="; ".join(outcome.errors) or None,
         kept_at=kept_at,
         engine="sqlserver",
+        reference=outcome.reference,
+        tables=list(outcome.tables),
     )

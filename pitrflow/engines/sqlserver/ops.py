@@ -8,26 +8,22 @@ and the CLI prints it.  Nothing here imports Prefect or pyodbc at import time.
 from __future__ import annotations
 
 import os
-import tempfile
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from pitrflow.config import InstanceConfig
-from pitrflow.drill.record import drill_history, store_evidence, store_record
+from pitrflow.drill.record import drill_history
+from pitrflow.engines.base import RestoreTarget
 from pitrflow.engines.sqlserver import render as _render
 from pitrflow.engines.sqlserver.backup import take_sqlserver_backup
 from pitrflow.engines.sqlserver.catalog import (
+    SqlServerCatalog,
     import_recorded_rows,
     read_sqlserver_catalog,
     recording_path,
 )
 from pitrflow.engines.sqlserver.connection import open_session
-from pitrflow.engines.sqlserver.drill import (
-    QualitySettings,
-    drill_record,
-    run_drill,
-)
 from pitrflow.engines.sqlserver.restore import (
     PreparedRestore,
     dry_run_script,
@@ -60,7 +56,8 @@ def sqlserver_backup(instance_cfg: InstanceConfig, repo: Repository, kind: str,
         take_sqlserver_backup(instance_cfg, repo, kind, allow_full_fallback))
 
 
-def sqlserver_prepare(instance_cfg: InstanceConfig, repo: Repository, target: datetime | None,
+def sqlserver_prepare(instance_cfg: InstanceConfig, repo: Repository,
+                      target: RestoreTarget | datetime | None,
                       new_name: str | None = None, replace: bool = False,
                       now: datetime | None = None) -> PreparedRestore:
     """The plan from the repository's catalog, with names and staging decided; no server."""
@@ -70,7 +67,7 @@ def sqlserver_prepare(instance_cfg: InstanceConfig, repo: Repository, target: da
 
 
 def sqlserver_plan_text(instance_cfg: InstanceConfig, repo: Repository,
-                        target: datetime | None, new_name: str | None = None,
+                        target: RestoreTarget | datetime | None, new_name: str | None = None,
                         replace: bool = False,
                         now: datetime | None = None) -> tuple[str, list[str]]:
     """The dry run: plan text and the T-SQL a restore to ``target`` would run."""
@@ -79,9 +76,11 @@ def sqlserver_plan_text(instance_cfg: InstanceConfig, repo: Repository,
     return render(prepared, statements), statements
 
 
-def sqlserver_restore(instance_cfg: InstanceConfig, repo: Repository, target: datetime | None,
+def sqlserver_restore(instance_cfg: InstanceConfig, repo: Repository,
+                      target: RestoreTarget | datetime | None,
                       new_name: str | None = None, replace: bool = False) -> dict[str, Any]:
-    """Restore to ``target`` (None: the latest) under ``new_name`` (default: a new name)."""
+    """Restore to ``target`` (a time, None for the latest, or any RestoreTarget SQL Server
+    can stop at) under ``new_name`` (default: a new name)."""
     prepared = sqlserver_prepare(instance_cfg, repo, target, new_name, replace)
     with open_session(instance_cfg) as sql:
         outcome = execute_restore(prepared, repo, sql)
@@ -100,22 +99,27 @@ def sqlserver_drill(instance_cfg: InstanceConfig, repo: Repository,
                     keep: bool = False, checks_dir: Path | None = None) -> dict[str, Any]:
     """Restore under a scratch name, check it (CHECKDB, GX suites), drop it, record it.
 
-    ``checks_dir`` holds the team suites (``<instance>/<schema>.<table>.json``); None
-    runs the generated suites only.  The drill record, and GX's evidence next to it,
-    are stored in the repository whatever the verdict; ``ok`` is False on findings.
+    The steps the recovery_drill flow runs, in one call.  ``checks_dir`` holds the
+    team suites (``<instance>/<schema>.<table>.json``); None runs the generated
+    suites only.  The drill record, and GX's evidence next to it, are stored in the
+    repository whatever the verdict; ``ok`` is False on findings.
     """
+    from pitrflow.engines.sqlserver.drill_session import SqlServerDrillSession
+    from pitrflow.engines.sqlserver.restore import execute_restore
+
     _require_sqlserver(instance_cfg)
-    with tempfile.TemporaryDirectory(prefix=f"pitrflow-drill-{instance_cfg.name}-") as tmp:
-        evidence_dir = Path(tmp)
-        outcome = run_drill(instance_cfg, repo, target, scratch_name, keep,
-                            quality=QualitySettings(checks_dir, evidence_dir))
-        kept_at = (f"database {outcome.scratch_name} on {instance_cfg.host},{instance_cfg.port}"
-                   if outcome.kept else None)
-        record = drill_record(outcome, kept_at)
-        if any(path.is_file() for path in evidence_dir.rglob("*")):
-            record.evidence = f"{repo.describe()}/{store_evidence(repo, record, evidence_dir)}"
-        key = store_record(repo, record)
-    return _render.drill_dict(outcome, record, key)
+    session = SqlServerDrillSession(instance_cfg, repo, target, checks_dir, scratch_name)
+    restored: dict[str, Any] | None = None
+    try:
+        with open_session(instance_cfg) as sql:
+            outcome = execute_restore(session.prepared, repo, sql)
+        restored = {"restore_as": session.prepared.new_name, "timings": outcome.timings}
+    except PitrError as exc:
+        session.record_error(f"restore failed: {exc.message}")
+    if restored is not None:
+        session.check_integrity(restored)
+        session.check_quality(restored)
+    return session.finish(restored, keep).data
 
 
 def sqlserver_info(instance_cfg: InstanceConfig, repo: Repository) -> dict[str, Any]:
@@ -144,8 +148,21 @@ def sqlserver_info(instance_cfg: InstanceConfig, repo: Repository) -> dict[str, 
         ],
         "rejected": [{"id": k, "reason": v} for k, v in sorted(catalog.rejected.items())],
         "restorable": windows,
+        "marks": {database: _marks(catalog, database) for database in catalog.databases()},
         "drills": [d.to_dict() for d in drill_history(repo, instance_cfg.name)],
     }
+
+
+def _marks(catalog: SqlServerCatalog, database: str) -> list[dict[str, Any]]:
+    """The marked transactions a restore can name (--target-name), oldest first, each once."""
+    seen: dict[tuple[int, str], dict[str, Any]] = {}
+    for record in catalog.records:
+        for mark in record.marks if record.database == database else ():
+            seen.setdefault((mark.lsn, mark.mark_name), {
+                "name": mark.mark_name, "lsn": str(mark.lsn),
+                "time": mark.mark_time.isoformat(timespec="milliseconds"),
+                "user": mark.user_name, "description": mark.description, "backup": record.id})
+    return [seen[key] for key in sorted(seen)]
 
 
 def sqlserver_import_recorded(path: str | os.PathLike[str], repo: Repository,

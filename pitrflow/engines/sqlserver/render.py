@@ -13,17 +13,12 @@ from typing import Any
 from pitrflow.drill.record import DrillRecord
 from pitrflow.engines.sqlserver.backup import SqlServerBackupOutcome
 from pitrflow.engines.sqlserver.drill import SqlServerDrillOutcome
-from pitrflow.engines.sqlserver.msdb import row_times_utc, time_zone_offset
+from pitrflow.engines.sqlserver.msdb import mark_body, row_times_utc, time_zone_offset
+from pitrflow.engines.sqlserver.plan import SqlServerRestorePlan
 from pitrflow.engines.sqlserver.record import SOURCE_RECORDED
 from pitrflow.engines.sqlserver.restore import PreparedRestore
-
-
-def _bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TB"
+from pitrflow.engines.sqlserver.tsql import stop_option
+from pitrflow.render import human_bytes, verdicts_markdown
 
 
 def _utc(moment: datetime | None) -> str:
@@ -40,12 +35,29 @@ def _offset(time_zone: int) -> str:
     return f"UTC{sign}{hours:02d}:{minutes:02d}"
 
 
+def target_text(plan: SqlServerRestorePlan) -> str:
+    """The target in words: a time in UTC, an LSN, a marked transaction, or an end."""
+    if plan.target_kind == "time" and plan.target_utc is not None:
+        return _utc(plan.target_utc)
+    before = " (exclusive: just before it)" if plan.exclusive else ""
+    if plan.mark is not None:
+        return (f"marked transaction {plan.mark.mark_name!r} (LSN {plan.mark.lsn}, committed "
+                f"{plan.mark.mark_time.isoformat(sep=' ', timespec='milliseconds')} server "
+                f"local time){before}")
+    if plan.target_lsn is not None:
+        return f"LSN {plan.target_lsn}{before}"
+    if plan.target_kind == "immediate":
+        anchor = plan.differential or plan.full
+        return (f"the end of {anchor.kind} backup set {anchor.backup_set_id} "
+                f"(immediate: LSN {anchor.last_lsn})")
+    return "the latest recorded log"
+
+
 def plan_text(prepared: PreparedRestore, statements: list[str]) -> str:
     """The plan a user reads before saying yes: what, from which backups, why, and the T-SQL."""
     plan = prepared.plan
-    target = "the latest recorded log" if plan.target_utc is None else _utc(plan.target_utc)
     lines = [f"SQL Server restore of {prepared.database} (instance {prepared.instance}) "
-             f"to {target}"]
+             f"to {target_text(plan)}"]
     how = ("over the existing database (--replace)" if prepared.replace
            else "a new database")
     lines.append(f"  restore as   {prepared.new_name} ({how})")
@@ -53,6 +65,8 @@ def plan_text(prepared: PreparedRestore, statements: list[str]) -> str:
         stopat = plan.stopat_local.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
         lines.append(f"  STOPAT       '{stopat}' (server local time, "
                      f"{_offset(plan.stopat_time_zone)})")
+    elif (stop := stop_option(plan)) is not None:
+        lines.append(f"  stop         {stop} (on every log restore)")
     lines.append(f"  fork         {plan.recovery_fork}")
     lines.append("  steps")
     by_set = {record.backup_set_id: record for record in prepared.records}
@@ -61,16 +75,17 @@ def plan_text(prepared: PreparedRestore, statements: list[str]) -> str:
         lines.append(
             f"    {index:>2}. {step.kind:<12} backup set {step.backup_set_id:<8} "
             f"{record.id:<28} finished {_utc(step.finish_utc)}  "
-            f"LSN {step.first_lsn} -> {step.last_lsn}  {_bytes(record.size_bytes)}"
+            f"LSN {step.first_lsn} -> {step.last_lsn}  {human_bytes(record.size_bytes)}"
             + (" (bulk-logged)" if step.has_bulk_logged_data else "")
         )
     if prepared.staging_worker is None:
         lines.append(f"  read         {len(prepared.files)} objects, "
-                     f"{_bytes(prepared.size_bytes)}, checked against their SHA-256, then read "
-                     f"by the server from {prepared.staging_server} (RESTORE FROM URL)")
+                     f"{human_bytes(prepared.size_bytes)}, checked against their SHA-256, "
+                     f"then read by the server from {prepared.staging_server} (RESTORE FROM URL)")
     else:
-        lines.append(f"  stage        {len(prepared.files)} files, {_bytes(prepared.size_bytes)}, "
-                     f"from the repository into {prepared.staging_worker}")
+        lines.append(f"  stage        {len(prepared.files)} files, "
+                     f"{human_bytes(prepared.size_bytes)}, from the repository into "
+                     f"{prepared.staging_worker}")
         lines.append(f"               (the server reads them at {prepared.staging_server})")
     where = (f"data_dir_server {prepared.data_dir_server}" if prepared.data_dir_server
              else "the server's default data and log directories")
@@ -94,6 +109,12 @@ def plan_dict(prepared: PreparedRestore, statements: list[str]) -> dict[str, Any
         "restore_as": prepared.new_name,
         "replace": prepared.replace,
         "target": None if plan.target_utc is None else plan.target_utc.isoformat(),
+        "target_kind": plan.target_kind,
+        "target_text": target_text(plan),
+        "target_lsn": None if plan.target_lsn is None else str(plan.target_lsn),
+        "exclusive": plan.exclusive,
+        "mark": None if plan.mark is None else mark_body(plan.mark),
+        "stop": stop_option(plan),
         "stopat_local": None if plan.stopat_local is None else plan.stopat_local.isoformat(),
         "stopat_time_zone": plan.stopat_time_zone,
         "recovery_fork": plan.recovery_fork,
@@ -155,6 +176,8 @@ def drill_dict(outcome: SqlServerDrillOutcome, record: DrillRecord | None = None
         "warnings": list(outcome.warnings),
         "record_key": record_key,
         "evidence": record.evidence if record else None,
+        "reference": outcome.reference,
+        "tables": list(outcome.tables),
     }
 
 
@@ -184,4 +207,62 @@ def drill_markdown(drill: dict[str, Any]) -> str:
         text += "\n### Findings\n\n" + "\n".join(f"- {f}" for f in drill["findings"]) + "\n"
     if drill.get("warnings"):
         text += "\n### Warnings\n\n" + "\n".join(f"- {w}" for w in drill["warnings"]) + "\n"
-    return text
+    return text + verdicts_markdown(drill.get("reference", ""), drill.get("tables", []))
+
+
+def info_text(data: dict[str, Any]) -> str:
+    """`pitr info` for a SQL Server instance: backups, what was rejected, restorable spans,
+    and the marked transactions a restore can name."""
+    lines = [f"instance {data['instance']} (SQL Server)"]
+    if not data["backups"]:
+        lines.append("  no backups")
+    for b in data["backups"]:
+        status = b["verify"]
+        verified = ("verified ok" if status and status.get("ok") else
+                    "VERIFY FAILED" if status else "not verified")
+        lines.append(f"  {b['id']}  {b['type']:<12} {b['database']}  LSN {b['first_lsn']}.."
+                     f"{b['last_lsn']}  {b['size_bytes']} bytes  [{verified}]")
+    for r in data["rejected"]:
+        lines.append(f"  {r['id']}  NOT A BACKUP: {r['reason']}")
+    for database, spans in data["restorable"].items():
+        if isinstance(spans, dict):
+            lines.append(f"restorable {database}: nothing ({spans['problem']})")
+            continue
+        lines.append(f"restorable {database}: " + ", ".join(
+            f"{span['from']} .. {span['to']}" for span in spans))
+    for database, marks in data.get("marks", {}).items():
+        for mark in marks:
+            lines.append(f"mark {database}: {mark['name']!r} LSN {mark['lsn']}, committed "
+                         f"{mark['time']} server local time, in {mark['backup']}")
+    return "\n".join(lines)
+
+
+def backup_markdown(result: dict[str, Any]) -> str:
+    rows = "\n".join(f"| {k} | {result[k]} |" for k in (
+        "id", "type", "database", "backup_set_id", "first_lsn", "last_lsn", "start_time",
+        "stop_time", "size_bytes", "compression", "duration_seconds"))
+    notes = "".join(f"\n> {n}\n" for n in result.get("notes", []))
+    return (f"## SQL Server {result['type']} backup {result['id']}\n\n| | |\n|---|---|\n"
+            f"{rows}\n{notes}")
+
+
+def plan_markdown(prepared: PreparedRestore, statements: list[str]) -> str:
+    """The restore-plan artifact: the plan as a table, then the T-SQL it runs."""
+    from pitrflow.render import markdown_table
+
+    plan = plan_dict(prepared, statements)
+    rows = [("database", f"{plan['database']} restored as {plan['restore_as']}"
+             + (" (replacing it)" if plan["replace"] else "")),
+            ("target", plan["target"] or plan["target_text"]),
+            ("STOPAT", f"{plan['stopat_local']} ({plan['stopat_time_zone']})"
+             if plan["stopat_local"] else "-"),
+            ("stop on each log", plan["stop"] or "-"),
+            ("recovery fork", str(plan["recovery_fork"]))]
+    rows += [(step["kind"], f"{step['backup']} (set {step['backup_set_id']}), LSN "
+              f"{step['first_lsn']} .. {step['last_lsn']}, finished {step['finish']}")
+             for step in plan["steps"]]
+    rows.append(("staged", human_bytes(plan["stage_bytes"])))
+    rows += [("reason", r) for r in plan["reasons"]]
+    script = "\n".join(statements)
+    return (markdown_table("SQL Server restore plan", rows)
+            + f"\n### T-SQL\n\n```sql\n{script}\n```\n")

@@ -29,6 +29,8 @@ from pitrflow.engines.postgres.binaries import PgBinaries, find_binaries
 from pitrflow.engines.postgres.catalog.manifest import BackupManifest, FileEntry, dump_manifest
 from pitrflow.engines.postgres.catalog.snapshot import Catalog, read_catalog
 from pitrflow.engines.postgres.connection import connect, libpq_args, libpq_env
+from pitrflow.engines.postgres.drill.baseline_source import record_backup_baseline
+from pitrflow.engines.postgres.restore.targets import NEXT_XID
 from pitrflow.engines.postgres.wal.slots import ensure_slot
 from pitrflow.errors import BackupRefusedError, CommandFailedError, PitrError
 from pitrflow.storage.base import Repository
@@ -105,6 +107,7 @@ def take_backup(
             parent_manifest_file)
         with connect(instance) as conn:
             stop_time = sql.server_now(conn)
+            next_xid = sql.next_xid(conn)
         manifest = BackupManifest(
             id=backup_id, instance=instance.name, engine="postgresql", type=kind,
             parent=parent.id if parent else None,
@@ -116,8 +119,9 @@ def take_backup(
             duration_seconds=round(time.monotonic() - started, 3),
             compression=compression,
             tool_version=__version__,
-            extra=_extra(bins.major, facts.data_checksums, files, full_size_reference,
-                         encryption_note(repo)),
+            extra={**_extra(bins.major, facts.data_checksums, files, full_size_reference,
+                            encryption_note(repo)),
+                   NEXT_XID: next_xid},
         )
         # The manifest goes last: until it exists, nothing above is a backup.
         repo.put_bytes(manifest_key(instance.name, backup_id), dump_manifest(manifest))
@@ -128,6 +132,7 @@ def take_backup(
         raise
     log.info("backup %s complete: %d files, %d bytes stored", backup_id, len(files),
              manifest.size_bytes)
+    record_backup_baseline(instance, repo, manifest)  # the drill's; never raises
     return BackupOutcome(manifest, time.monotonic() - started)
 
 

@@ -37,6 +37,7 @@ class ExpireResult:
     backups_deleted: list[str] = field(default_factory=list)
     wal_deleted: int = 0
     marks_deleted: int = 0
+    baselines_deleted: int = 0
     bytes_freed: int = 0
     # What the plan deletes but Object Lock still protects: (what, when the lock lapses).
     locked: list[tuple[str, datetime | None]] = field(default_factory=list)
@@ -92,6 +93,9 @@ def execute_expire(repo: Repository, catalog: Catalog, plan: ExpirePlan) -> Expi
             break
         result.bytes_freed += entry.size
         result.wal_deleted += 1
+    for partial in plan.delete_partials:
+        repo.delete(partial.key)
+        result.bytes_freed += partial.size
     for mark in plan.delete_marks:
         try:
             repo.delete(mark.key)
@@ -99,4 +103,9 @@ def execute_expire(repo: Repository, catalog: Catalog, plan: ExpirePlan) -> Expi
             result.locked.append((f"ship marks from {mark.key.rsplit('/', 1)[-1]}", exc.until))
             break
         result.marks_deleted += 1
+    for baseline in plan.delete_baselines:
+        repo.delete(baseline.key)
+        result.baselines_deleted += 1
+    for point in plan.delete_restore_points:
+        repo.delete(point.key)
     return result

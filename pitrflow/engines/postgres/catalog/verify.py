@@ -137,12 +137,16 @@ def _verify_one(repo: Repository, instance: InstanceConfig, catalog: Catalog,
         result.bytes_read += entry.size
         if problem:
             result.problems.append(problem)
-    mark = catalog.newest_mark
+    mark = catalog.newest_mark  # (in follow mode it may lie in a partial segment)
     if mark is not None and mark.lsn > backup.start_lsn:
         path = timeline_path(mark.timeline, catalog.histories)
         for tli, segno, name in required_segments(backup.start_lsn, mark.lsn, path,
                                                   catalog.segment_size):
             entry = catalog.wal.get(tli, {}).get(segno)
+            partial = catalog.partial_for(tli, segno) if entry is None else None
+            if partial is not None and partial.end_lsn >= mark.lsn:
+                # Follow mode: the newest mark may lie in the segment in progress.
+                entry = WalEntry(partial.key, tli, partial.segment, partial.sha256, partial.size)
             if entry is None:
                 result.problems.append(f"WAL segment {name} is missing (needed from "
                                        f"{backup.id} to the newest mark)")

@@ -35,6 +35,7 @@ from pitrflow.engines.postgres.restore.planner import RestorePlan
 from pitrflow.engines.postgres.restore.recovery import (
     RecoverySettings,
     wait_for_promotion,
+    wait_for_standby,
     write_recovery_config,
 )
 from pitrflow.engines.postgres.sysuser import (
@@ -61,6 +62,11 @@ class RestoreRequest:
     recovery_timeout: float = 6 * 3600
     # A scratch instance for checks (the drill): its private socket is trusted.
     scratch: bool = False
+    # A standby: standby.signal, WAL from the repository and streamed from the primary
+    # (primary_conninfo; None: the instance's own connection; "off": the repository
+    # only), never promoted.
+    standby: bool = False
+    primary_conninfo: str | None = None
 
 
 @dataclass
@@ -163,7 +169,8 @@ def _socket_dir(pgdata: Path, port: int) -> Path:
 def _restore_command(request: RestoreRequest, plan: RestorePlan, spool: Path,
                      run_as: str | None) -> tuple[str, str]:
     """The restore_command, and which kind was chosen (and why)."""
-    last = plan.last_segment or ""
+    # A standby goes on reading WAL the ship runs store after the plan was made.
+    last = "" if request.standby else plan.last_segment or ""
     plain = f"ln -f '{spool}/%f' '%p' 2>/dev/null || cp '{spool}/%f' '%p'"
     if request.config_file is None:
         return plain, "spool copy (no configuration file to hand to pitr wal-fetch)"
@@ -246,11 +253,13 @@ def execute_restore(plan: RestorePlan, request: RestoreRequest, repo: Repository
         hba = pgdata / "pitrflow_drill_hba.conf"
         hba.write_text(DRILL_HBA)
         extra = (("hba_file", str(hba)), ("password_encryption", "scram-sha-256"))
+    conninfo = (primary_conninfo(request, pgdata, run_as)
+                if request.standby and request.primary_conninfo != NO_PRIMARY else "")
     settings = RecoverySettings(
         port=checks.port, listen_addresses=request.listen_addresses, socket_dir=socket_dir,
-        restore_command=restore_command, target_time=plan.target.time,
+        restore_command=restore_command, target=plan.target,
         target_timeline=plan.timeline, server_major=plan.backup.server_version // 10000,
-        extra=extra,
+        extra=extra, standby=request.standby, primary_conninfo=conninfo,
     )
     write_recovery_config(pgdata, settings)
     log_dir = pgdata / "log"
@@ -261,9 +270,14 @@ def execute_restore(plan: RestorePlan, request: RestoreRequest, repo: Repository
     started = time.monotonic()
     procs.run(commands.pg_ctl_start_argv(checks.bins, pgdata, log_file), user=run_as,
               timeout=request.recovery_timeout, what="pg_ctl start", check=False)
-    result = wait_for_promotion(pgdata, log_file, request.recovery_timeout)
+    if request.standby:
+        result = wait_for_standby(pgdata, log_file, request.recovery_timeout)
+    else:
+        result = wait_for_promotion(pgdata, log_file, request.recovery_timeout)
     phases["replay_and_start"] = time.monotonic() - started
-    shutil.rmtree(spool, ignore_errors=True)
+    if not request.standby or kind == "pitr wal-fetch":
+        # (A standby whose restore_command is a plain copy still reads the spool.)
+        shutil.rmtree(spool, ignore_errors=True)
     superuser = _bootstrap_superuser(request.instance, socket_dir, checks.port)
     outcome = RestoreOutcome(
         plan=plan, pgdata=pgdata, port=checks.port, socket_dir=socket_dir, run_as=run_as,
@@ -271,6 +285,41 @@ def execute_restore(plan: RestorePlan, request: RestoreRequest, repo: Repository
         stop_reason=result.stop_reason, restore_command_kind=kind, superuser=superuser,
     )
     return outcome
+
+
+STANDBY_PASSFILE = "pitrflow_primary.pgpass"
+# primary_conninfo of a standby that follows the repository only, streaming from nobody.
+NO_PRIMARY = "off"
+
+
+def primary_conninfo(request: RestoreRequest, pgdata: Path, run_as: str | None) -> str:
+    """The standby's primary_conninfo: the given one, or the instance's own connection.
+
+    The password never goes into the conninfo (it would sit in postgresql.auto.conf and
+    in every plan and artifact): it is written to a passfile the server's user alone
+    can read, and the conninfo names that file.
+    """
+    from pitrflow.secrets import instance_password
+
+    instance = request.instance
+    given = (request.primary_conninfo or "").strip()
+    if "password" in given.lower():
+        raise RestoreRefusedError("--primary-conninfo must not hold a password",
+                                  f"set password_env or password_block of instance "
+                                  f"{instance.name}: the standby reads it from a passfile")
+    conninfo = given or (f"host={instance.host} port={instance.port} user={instance.user}")
+    if "application_name" not in conninfo:
+        conninfo += f" application_name=pitrflow_standby_{instance.name}"
+    password = instance_password(instance)
+    if password:
+        passfile = pgdata / STANDBY_PASSFILE
+        escaped = password.replace("\\", "\\\\").replace(":", "\\:")
+        passfile.write_text(f"*:*:*:*:{escaped}\n")
+        os.chmod(passfile, 0o600)
+        if run_as is not None:
+            chown_tree(passfile, run_as)
+        conninfo += f" passfile={passfile}"
+    return conninfo
 
 
 def _bootstrap_superuser(instance: InstanceConfig, socket_dir: Path, port: int) -> str | None:

@@ -1,0 +1,5 @@
+import sys
+
+from pitrflow.cli import main
+
+sys.exit(main())
