@@ -137,7 +137,7 @@ def test_expire_on_locked_objects_reports_and_later_completes(
     assert [b.id for b in catalog.backups] == [old.id, new.id] and not catalog.rejected
 
     until = max(lapse(s3, env, f"main/backups/{old.id}/"), lapse(s3, env, "main/wal/"),
-                lapse(s3, env, "main/marks/"))
+                lapse(s3, env, "main/marks/"), lapse(s3, env, "main/baselines/"))
     time.sleep(max(0.0, (until - datetime.now(UTC)).total_seconds()) + 1.0)
     plan, result = expire(env.instance, env.repo, dry_run=False)
     assert result is not None and result.backups_deleted == [old.id] and not result.locked

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from pitrflow.engines.postgres.catalog.retention import ExpirePlan
 from pitrflow.engines.postgres.catalog.snapshot import Catalog
@@ -69,6 +71,23 @@ def _delete_backup(repo: Repository, catalog: Catalog, backup_id: str) -> int:
     return freed
 
 
+def _delete_oldest_first(repo: Repository, entries: Sequence[Any],
+                         name: Callable[[Any], str], result: ExpireResult) -> tuple[int, int]:
+    """Delete entries oldest first; the first one Object Lock still protects ends the run
+    (newer ones are locked longer still) and is reported with its date.  Returns how many
+    were deleted and the bytes freed."""
+    deleted = freed = 0
+    for entry in entries:
+        try:
+            repo.delete(entry.key)
+        except ObjectLockedError as exc:
+            result.locked.append((name(entry), exc.until))
+            break
+        deleted += 1
+        freed += getattr(entry, "size", 0)
+    return deleted, freed
+
+
 def execute_expire(repo: Repository, catalog: Catalog, plan: ExpirePlan) -> ExpireResult:
     result = ExpireResult()
     for backup_id in [*plan.finish_expiring, *plan.delete_backups]:
@@ -85,27 +104,18 @@ def execute_expire(repo: Repository, catalog: Catalog, plan: ExpirePlan) -> Expi
             result.locked.append((f"backup {backup_id}", exc.until))
             continue
         result.backups_deleted.append(backup_id)
-    for entry in plan.delete_wal:
-        try:
-            repo.delete(entry.key)
-        except ObjectLockedError as exc:  # newer segments are locked longer still
-            result.locked.append((f"WAL from {entry.segment}", exc.until))
-            break
-        result.bytes_freed += entry.size
-        result.wal_deleted += 1
-    for partial in plan.delete_partials:
-        repo.delete(partial.key)
-        result.bytes_freed += partial.size
-    for mark in plan.delete_marks:
-        try:
-            repo.delete(mark.key)
-        except ObjectLockedError as exc:
-            result.locked.append((f"ship marks from {mark.key.rsplit('/', 1)[-1]}", exc.until))
-            break
-        result.marks_deleted += 1
-    for baseline in plan.delete_baselines:
-        repo.delete(baseline.key)
-        result.baselines_deleted += 1
-    for point in plan.delete_restore_points:
-        repo.delete(point.key)
+    result.wal_deleted, freed = _delete_oldest_first(
+        repo, plan.delete_wal, lambda e: f"WAL from {e.segment}", result)
+    result.bytes_freed += freed
+    _, freed = _delete_oldest_first(repo, plan.delete_partials,
+                                    lambda p: f"partial segment {p.segment}", result)
+    result.bytes_freed += freed
+    result.marks_deleted, _ = _delete_oldest_first(
+        repo, plan.delete_marks, lambda m: f"ship marks from {m.key.rsplit('/', 1)[-1]}",
+        result)
+    result.baselines_deleted, _ = _delete_oldest_first(
+        repo, plan.delete_baselines, lambda b: f"drill baselines from {b.key.rsplit('/', 1)[-1]}",
+        result)
+    _delete_oldest_first(repo, plan.delete_restore_points,
+                         lambda p: f"restore point {p.name!r}", result)
     return result
