@@ -7,6 +7,7 @@ server here runs as the system user ``pitrflow``; pgBackRest runs as that user t
     /work/venv/bin/python bench/pg_backup_restore.py                  # ~2.5 GB database
     /work/venv/bin/python bench/pg_backup_restore.py --scale-gb 0.2   # a quick smoke run
     /work/venv/bin/python bench/pg_backup_restore.py --keep           # keep data, repos, logs
+    /work/venv/bin/python bench/pg_backup_restore.py --encryption-only --scale-gb 0.5
 
 What one run does, on the system PostgreSQL 15 (/usr/lib/postgresql/15/bin), in
 /var/tmp/pitrflow-bench (``--work-dir``), with fsync on:
@@ -32,7 +33,11 @@ What one run does, on the system PostgreSQL 15 (/usr/lib/postgresql/15/bin), in
    each round starting with a different tool, and the median is reported; every timed
    step starts after ``sync`` and a short pause, so no step pays for the previous one's
    writeback (measured: that alone moved pitr's CLI fetch between 3 and 10 s).
-4. Prints a table of times, sizes and ratios pitr/pgBackRest against the targets
+4. The encryption case (bench/_encryption.py): the same database backed up and restored by
+   the core calls into an unencrypted and an encrypted repository, against the target
+   "encryption adds at most 10 % to backup and restore time".  ``--encryption-only`` runs
+   just this (and needs no pgBackRest).
+5. Prints a table of times, sizes and ratios pitr/pgBackRest against the targets
    (backup time <= 0.7x, size <= 1.05x, restore time <= 0.8x), plus where pitr's time goes,
    and writes the same as JSON to bench/results-<date>.json.  It also watches /proc for CPU
    used by processes that are not its own during each timed step (another test suite, say)
@@ -80,6 +85,7 @@ from _common import (
     verdict,
     warm_page_cache,
 )
+from _encryption import encryption_case, encryption_lines
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 STANZA = "bench"
@@ -118,13 +124,14 @@ def timed(name: str, func: Callable[[], Any]) -> tuple[float, Any]:
 
 # --------------------------------------------------------------------------- checks
 
-def check_prerequisites(work: Path, scale_gb: float) -> dict[str, str]:
+def check_prerequisites(work: Path, scale_gb: float, pgbackrest: bool = True,
+                        ) -> dict[str, str]:
     """Refuse to start, with one clear message, when something needed is missing."""
     problems: list[str] = []
     for tool in PG_TOOLS:
         if not (PG_BIN / tool).exists():
             problems.append(f"{PG_BIN / tool} is missing (apt-get install -y postgresql-15)")
-    if shutil.which("pgbackrest") is None:
+    if pgbackrest and shutil.which("pgbackrest") is None:
         problems.append("pgbackrest is not on PATH (apt-get install -y pgbackrest)")
     if shutil.which("tar") is None:
         problems.append("tar is not on PATH")
@@ -159,9 +166,9 @@ def check_prerequisites(work: Path, scale_gb: float) -> dict[str, str]:
     if problems:
         raise BenchError("cannot run the benchmark:\n  - " + "\n  - ".join(problems))
     versions = {
-        "postgresql": run([str(PG_BIN / "postgres"), "--version"], what="postgres").stdout,
-        "pgbackrest": run(["pgbackrest", "version"], what="pgbackrest").stdout,
-    }
+        "postgresql": run([str(PG_BIN / "postgres"), "--version"], what="postgres").stdout}
+    if pgbackrest:
+        versions["pgbackrest"] = run(["pgbackrest", "version"], what="pgbackrest").stdout
     from pitrflow import __version__
 
     versions["pitrflow"] = __version__
@@ -444,6 +451,8 @@ def report(results: dict[str, Any]) -> str:
                  f"start + promotion {pr['start_seconds']:.1f}")
     lines.append("  pitr backup objects: " + ", ".join(
         f"{k} {v / mb:.1f} MB" for k, v in b["pitr_core"]["files"].items()))
+    if "encryption" in results:
+        lines += encryption_lines(results["encryption"])
     lines += interference_lines(results.get("interference", {}))
     return "\n".join(lines)
 
@@ -461,10 +470,13 @@ def main() -> int:
                         help="keep the work directory (data, repositories, logs) afterwards")
     parser.add_argument("--work-dir", type=Path, default=Path("/var/tmp/pitrflow-bench"),
                         help="where clusters and repositories live (default %(default)s)")
+    parser.add_argument("--encryption-only", action="store_true",
+                        help="only the encryption case: pitr core backup and restore, "
+                             "unencrypted against encrypted (no pgBackRest needed)")
     args = parser.parse_args()
     work: Path = args.work_dir.absolute()
     try:
-        versions = check_prerequisites(work, args.scale_gb)
+        versions = check_prerequisites(work, args.scale_gb, pgbackrest=not args.encryption_only)
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -484,7 +496,8 @@ def main() -> int:
     MONITOR = Interference(work)
     MONITOR.start()
     try:
-        results = benchmark(work, args.scale_gb, servers, versions, args.restore_rounds)
+        run_it = encryption_only if args.encryption_only else benchmark
+        results = run_it(work, args.scale_gb, servers, versions, args.restore_rounds)
         results["interference"] = MONITOR.summary()
         failed = False
     except BenchError as exc:
@@ -498,11 +511,13 @@ def main() -> int:
             shutil.rmtree(work, ignore_errors=True)
         elif failed:
             print(f"work directory kept for inspection: {work}", file=sys.stderr)
-    print(report(results))
+    print(report(results) if not args.encryption_only else "\n".join(
+        encryption_lines(results["encryption"]) + interference_lines(results["interference"])))
     now = datetime.now(UTC)
-    out = BENCH_DIR / f"results-{now.strftime('%Y-%m-%d')}.json"
+    out = BENCH_DIR / f"results-{'encryption-' if args.encryption_only else ''}" \
+                      f"{now.strftime('%Y-%m-%d')}.json"
     if out.exists():  # never overwrite an earlier run of the same day
-        out = BENCH_DIR / f"results-{now.strftime('%Y-%m-%d-%H%M%S')}.json"
+        out = out.with_name(f"{out.stem}-{now.strftime('%H%M%S')}.json")
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nresults written to {out}; whole run {time.monotonic() - T0:.0f} s")
     return 0
@@ -669,7 +684,9 @@ def benchmark(work: Path, scale_gb: float, servers: Servers,
     }
     if not all(checks.values()):
         raise BenchError(f"a restored server's row counts differ from the source: {checks}")
+    encryption = run_encryption_case(work, port, ports, servers, source_counts, rounds)
     return {
+        "encryption": encryption,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "host": {"cpus": os.cpu_count(), "work_dir": str(work)},
         "versions": versions,
@@ -686,6 +703,41 @@ def benchmark(work: Path, scale_gb: float, servers: Servers,
         "met": {key: ratios[key] is not None and ratios[key] <= target
                 for key, _name, target in ratio_rows},
     }
+
+
+def run_encryption_case(work: Path, port: int, ports: set[int], servers: Servers,
+                        source_counts: dict[str, int], rounds: int) -> dict[str, Any]:
+    def started_port() -> int:
+        return free_port(port + 1, ports)
+
+    def stop(pgdata: Path) -> None:
+        servers.started(pgdata)
+        servers.stop(pgdata)
+
+    return encryption_case(work, port, PG_BIN, source_counts, timed, started_port, stop, rounds)
+
+
+def encryption_only(work: Path, scale_gb: float, servers: Servers, versions: dict[str, str],
+                    rounds: int = 3) -> dict[str, Any]:
+    """Just the encryption case, on a database built as for the whole benchmark."""
+    from pitrflow.devtools.localpg import LocalCluster, world_traversable
+
+    ports: set[int] = set()
+    world_traversable(work)
+    # Away from the whole benchmark's ports, which another run on the host may hold.
+    port = free_port(57000 + os.getpid() % 500 * 4, ports)
+    cluster = LocalCluster(work / "source", port, PG_BIN, run_as=RUN_AS, settings={
+        "fsync": "on", "shared_buffers": "256MB", "max_wal_size": "2GB"})
+    say(f"initdb + start PostgreSQL 15 in {work / 'source'} on port {port} as {RUN_AS}")
+    cluster.init()
+    servers.started(work / "source")
+    cluster.start()
+    database = build_database(cluster, scale_gb, PG_BIN)
+    warm_page_cache(work / "source")
+    encryption = run_encryption_case(work, port, ports, servers, database["row_counts"], rounds)
+    return {"date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "host": {"cpus": os.cpu_count(), "work_dir": str(work)}, "versions": versions,
+            "scale_gb": scale_gb, "database": database, "encryption": encryption}
 
 
 if __name__ == "__main__":
