@@ -7,6 +7,7 @@ server here runs as the system user ``pitrflow``; pgBackRest runs as that user t
     .venv/bin/python bench/pg_backup_restore.py                  # ~2.5 GB database
     .venv/bin/python bench/pg_backup_restore.py --scale-gb 0.2   # a quick smoke run
     .venv/bin/python bench/pg_backup_restore.py --keep           # keep data, repos, logs
+    .venv/bin/python bench/pg_backup_restore.py --encryption-only --scale-gb 0.5
 
 What one run does, on the system PostgreSQL 15 (/usr/lib/postgresql/15/bin), in
 /var/tmp/pitrflow-bench (``--work-dir``), with fsync on:
@@ -95,6 +96,7 @@ from _common import (
     tree_bytes,
     warm_page_cache,
 )
+from _encryption import encryption_case, encryption_lines
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 INSTANCE = "main"
@@ -311,6 +313,10 @@ def main() -> int:
                         help="keep the work directory (data, repositories, logs) afterwards")
     parser.add_argument("--work-dir", type=Path, default=Path("/var/tmp/pitrflow-bench"),
                         help="where clusters and repositories live (default %(default)s)")
+    parser.add_argument("--encryption-only", action="store_true",
+                        help="only the encryption case (bench/_encryption.py): pitr core "
+                             "backup and restore, unencrypted against encrypted, on the same "
+                             "database (no pgBackRest needed)")
     args = parser.parse_args()
     work: Path = args.work_dir.absolute()
     try:
@@ -337,9 +343,13 @@ def main() -> int:
     moto: subprocess.Popen[bytes] | None = None
     try:
         ports: set[int] = set()
-        moto, endpoint = start_moto(work, ports)
-        results = benchmark(work, args.scale_gb, servers, versions, args.restore_rounds,
-                            endpoint, ports)
+        if args.encryption_only:
+            results = encryption_only(work, args.scale_gb, servers, versions,
+                                      args.restore_rounds, ports)
+        else:
+            moto, endpoint = start_moto(work, ports)
+            results = benchmark(work, args.scale_gb, servers, versions, args.restore_rounds,
+                                endpoint, ports)
         results["interference"] = MONITOR.summary()
         failed = False
     except BenchError as exc:
@@ -356,11 +366,15 @@ def main() -> int:
             shutil.rmtree(work, ignore_errors=True)
         elif failed:
             print(f"work directory kept for inspection: {work}", file=sys.stderr)
-    print(report(results))
+    if args.encryption_only:
+        print("\n".join(encryption_lines(results["encryption"])))
+    else:
+        print(report(results))
     now = datetime.now(UTC)
-    out = BENCH_DIR / f"results-{now.strftime('%Y-%m-%d')}.json"
+    kind = "encryption-" if args.encryption_only else ""
+    out = BENCH_DIR / f"results-{kind}{now.strftime('%Y-%m-%d')}.json"
     if out.exists():  # never overwrite an earlier run of the same day
-        out = BENCH_DIR / f"results-{now.strftime('%Y-%m-%d-%H%M%S')}.json"
+        out = BENCH_DIR / f"results-{kind}{now.strftime('%Y-%m-%d-%H%M%S')}.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nresults written to {out}; whole run {time.monotonic() - T0:.0f} s")
     return 0
@@ -588,6 +602,33 @@ def delta_round(work: Path, cluster: Any, config: Path, servers: Servers, ports:
     shutil.rmtree(copy, ignore_errors=True)
     shutil.rmtree(work / "restore-full", ignore_errors=True)
     return result
+
+
+def encryption_only(work: Path, scale_gb: float, servers: Servers, versions: dict[str, str],
+                    rounds: int, ports: set[int]) -> dict[str, Any]:
+    """The encryption case on a database built as for the whole benchmark: the same
+    backups and restores by the core calls, unencrypted against encrypted."""
+    from pitrflow.devtools.localpg import LocalCluster, world_traversable
+
+    world_traversable(work)
+    port = free_port(55440, ports)
+    cluster = LocalCluster(work / "source", port, PG_BIN, run_as=RUN_AS, settings={
+        "fsync": "on", "shared_buffers": "256MB", "max_wal_size": "2GB"})
+    say(f"initdb + start PostgreSQL 15 in {work / 'source'} on port {port} as {RUN_AS}")
+    cluster.init()
+    servers.started(work / "source")
+    cluster.start()
+    database = build_database(cluster, scale_gb, PG_BIN)
+
+    def stop(pgdata: Path) -> None:
+        servers.started(pgdata)
+        servers.stop(pgdata)
+
+    encryption = encryption_case(work, port, PG_BIN, database["row_counts"], timed,
+                                 lambda: free_port(port + 1, ports), stop, rounds)
+    return {"date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "host": {"cpus": os.cpu_count(), "work_dir": str(work)}, "versions": versions,
+            "scale_gb": scale_gb, "database": database, "encryption": encryption}
 
 
 if __name__ == "__main__":

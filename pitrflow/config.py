@@ -17,11 +17,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from pitrflow.config_protection import (
+    EncryptionConfig,
+    ObjectLockConfig,
+    parse_encryption,
+    parse_object_lock,
+)
+from pitrflow.config_schema import REQUIRED as _REQUIRED
+from pitrflow.config_schema import check_table as _check_table
 from pitrflow.errors import ConfigError
 from pitrflow.storage.base import MIB, TransferSettings, default_process_max
 
 CONFIG_ENV = "PITR_CONFIG"
-_REQUIRED = object()
 _INSTANCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 
@@ -38,6 +45,8 @@ class RepositoryConfig:
     process_max: int = field(default_factory=default_process_max)
     bundle_size_mb: int = 32
     frame_size_mb: int = 4
+    encryption: EncryptionConfig | None = None
+    object_lock: ObjectLockConfig | None = None
 
     @property
     def location(self) -> str:
@@ -188,6 +197,8 @@ _REPOSITORY_SCHEMA: dict[str, tuple[type, Any]] = {
     "process_max": (int, None),
     "bundle_size_mb": (int, 32),
     "frame_size_mb": (int, 4),
+    "encryption": (dict, None),
+    "object_lock": (dict, None),
 }
 
 _INSTANCE_SCHEMA: dict[str, tuple[type, Any]] = {
@@ -269,39 +280,6 @@ _TRANSFER_LIMITS = (
 )
 
 
-def _check_table(
-    raw: Any, schema: dict[str, tuple[type, Any]], dotted: str, source: Path
-) -> dict[str, Any]:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{dotted} in {source} must be a table", f"write it as [{dotted}]")
-    for key in raw:
-        if key not in schema:
-            allowed = ", ".join(sorted(schema))
-            raise ConfigError(
-                f"unknown key {dotted}.{key} in {source}", f"known keys: {allowed}"
-            )
-    values: dict[str, Any] = {}
-    for key, (kind, default) in schema.items():
-        if key not in raw:
-            if default is _REQUIRED:
-                raise ConfigError(
-                    f"missing key {dotted}.{key} in {source}",
-                    f"add {key} = ... to [{dotted}]",
-                )
-            values[key] = default
-            continue
-        value = raw[key]
-        # bool is a subclass of int: refuse `port = true` explicitly.
-        wrong = not isinstance(value, kind) or (kind is int and isinstance(value, bool))
-        if wrong:
-            raise ConfigError(
-                f"{dotted}.{key} in {source} must be {kind.__name__}, got {value!r}",
-                f"fix the value of {key} in [{dotted}]",
-            )
-        values[key] = value
-    return values
-
-
 def _repository(raw: Any, source: Path) -> RepositoryConfig:
     values = _check_table(raw, _REPOSITORY_SCHEMA, "repository", source)
     if bool(values["path"]) == bool(values["url"]):
@@ -325,6 +303,11 @@ def _repository(raw: Any, source: Path) -> RepositoryConfig:
             f"repository.frame_size_mb in {source} ({values['frame_size_mb']}) is larger than "
             f"repository.bundle_size_mb ({values['bundle_size_mb']})",
             "a bundle holds whole frames: make bundle_size_mb at least frame_size_mb")
+    if values["encryption"] is not None:
+        values["encryption"] = parse_encryption(values["encryption"], source)
+    if values["object_lock"] is not None:
+        values["object_lock"] = parse_object_lock(values["object_lock"], bool(values["url"]),
+                                                  source)
     path = values.pop("path")
     if path is not None:
         path = Path(path).expanduser()
@@ -441,6 +424,12 @@ def _check_url_instances(config: Config) -> None:
     for instance in config.instances.values():
         if not instance.backup_to_url:
             continue
+        if config.repository.encryption is not None:
+            raise ConfigError(
+                f"instances.{instance.name}.backup_dir_server in {config.source} is a BACKUP TO "
+                "URL location, but the repository is encrypted ([repository.encryption])",
+                "the server would write (and read) its files unencrypted: use a backup_dir_server "
+                "directory with backup_dir_worker, or leave the repository unencrypted")
         bucket, prefix = _backup_url(instance.backup_dir_server,
                                      f"instances.{instance.name}.backup_dir_server",
                                      config.source)

@@ -113,3 +113,14 @@ def drill_history_text(records: list[Any]) -> str:
             f"{(f'{r.data_lag_seconds:.0f}s' if r.data_lag_seconds is not None else '-'):>6}  "
             f"{bar}")
     return "\n".join(lines)
+
+
+def locked_lines(locked: list[tuple[str, datetime | None]]) -> list[str]:
+    """What an expire could not delete yet because of S3 Object Lock, and when it can."""
+    return [f"  LOCKED {what}: Object Lock until {iso(until) or '?'}; the first expire after "
+            "that deletes it" for what, until in locked]
+
+
+def locked_rows(locked: list[tuple[str, datetime | None]]) -> list[dict[str, str | None]]:
+    """The same, as task results and JSON carry it."""
+    return [{"what": what, "locked_until": iso(until)} for what, until in locked]

@@ -1,4 +1,4 @@
-"""Where passwords come from: an environment variable or a registered resolver.
+"""Where secrets come from: an environment variable or a registered resolver.
 
 The core never imports Prefect; the tasks layer registers a resolver for
 Prefect Secret blocks at import time.  A password is only ever handed to
@@ -20,6 +20,15 @@ _block_resolver: Callable[[str], str] | None = None
 def register_block_resolver(resolver: Callable[[str], str]) -> None:
     global _block_resolver
     _block_resolver = resolver
+
+
+def block_secret(block: str, what: str) -> str:
+    """The value of a Prefect Secret block named by config key `what` (dotted)."""
+    if _block_resolver is None:
+        raise ConfigError(
+            f"{what} names Prefect Secret block {block!r}, but Prefect is not loaded here",
+            "run through the pitr commands or the flows, or use the *_env form of the key")
+    return _block_resolver(block)
 
 
 def instance_password(instance: InstanceConfig) -> str | None:

@@ -48,6 +48,9 @@ def restore_target(args: argparse.Namespace) -> RestoreTarget:
 
 def _config(args: argparse.Namespace) -> Config:
     config = load_config(args.config)
+    encryption = config.repository.encryption
+    if encryption and encryption.passphrase_block:
+        import tasks.runtime  # noqa: F401 - registers the Prefect Secret block resolver
     if getattr(args, "instance", None):
         config.instance(args.instance)  # refuses an unknown instance before anything runs
     return config

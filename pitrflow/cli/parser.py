@@ -113,6 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
     cleanup.add_argument("--older-than-hours", type=float, default=24.0,
                          help="leave younger objects alone: a backup may still be writing them")
     cleanup.set_defaults(func=maintenance.cmd_repo_cleanup)
+    rekey = repo_sub.add_parser("rekey", help="wrap the data keys under a new master key "
+                                              "(no data is rewritten; run again to resume)")
+    new_key = rekey.add_mutually_exclusive_group(required=True)
+    new_key.add_argument("--new-passphrase-env", metavar="VAR",
+                         help="environment variable holding the new passphrase")
+    new_key.add_argument("--new-passphrase-block", metavar="NAME",
+                         help="Prefect Secret block holding the new passphrase")
+    new_key.add_argument("--new-kms-key-id", metavar="ID", help="the new AWS KMS key")
+    rekey.set_defaults(func=maintenance.cmd_repo_rekey)
     msdb = repo_sub.add_parser(
         "import-msdb", help="SQL Server: store recorded msdb backup history as planning-only "
                            "backups, to see restore plans and T-SQL (--dry-run) before any backup")

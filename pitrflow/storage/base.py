@@ -60,6 +60,10 @@ class StorageFeatures:
     local_paths: bool
     # Interrupted uploads linger invisibly until aborted (see storage.uploads).
     multipart_uploads: bool = False
+    # Objects are locked for a while after they are written (see storage.locking).
+    object_lock: bool = False
+    # Objects are encrypted by the repository (storage.encrypted; see storage.keys).
+    encrypted: bool = False
 
 
 class AtomicWriter(Protocol):
@@ -91,6 +95,10 @@ class Repository(Protocol):
 
     def read_range(self, key: str, offset: int, length: int) -> bytes:
         """Exactly `length` bytes of the object from `offset` (parallel, ranged restores)."""
+        ...
+
+    def read_upto(self, key: str, offset: int, length: int) -> bytes:
+        """Up to `length` bytes from `offset`: fewer only where the object ends first."""
         ...
 
     def exists(self, key: str) -> bool: ...

@@ -147,6 +147,15 @@ class FsRepository:
             return handle.read()
 
     def read_range(self, key: str, offset: int, length: int) -> bytes:
+        data = self.read_upto(key, offset, length)
+        if len(data) != length:
+            raise RepositoryError(
+                f"object {key} ends before byte {offset + length} (read {len(data)} of "
+                f"{length} bytes from {offset})",
+                "the repository copy is truncated: run pitr verify")
+        return data
+
+    def read_upto(self, key: str, offset: int, length: int) -> bytes:
         try:
             fd = os.open(self.path_of(key), os.O_RDONLY)
         except FileNotFoundError:
@@ -163,11 +172,6 @@ class FsRepository:
                 data += more
         finally:
             os.close(fd)
-        if len(data) != length:
-            raise RepositoryError(
-                f"object {key} ends before byte {offset + length} (read {len(data)} of "
-                f"{length} bytes from {offset})",
-                "the repository copy is truncated: run pitr verify")
         return data
 
     def exists(self, key: str) -> bool:

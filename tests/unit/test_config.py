@@ -393,3 +393,59 @@ def test_long_instance_names_keep_distinct_slot_names() -> None:
     slots = {config.instance(first).slot_name, config.instance(second).slot_name}
     assert len(slots) == 2
     assert all(len(slot) <= 63 for slot in slots)
+
+
+# --- encryption and Object Lock ---
+
+
+def test_encryption_table_names_one_master_key() -> None:
+    config = parse_config(with_repo('[repository.encryption]\npassphrase_env = "PITR_KEY"\n'),
+                          SOURCE)
+    assert config.repository.encryption is not None
+    assert config.repository.encryption.passphrase_env == "PITR_KEY"
+    kms = parse_config(with_repo('[repository.encryption]\nkms_key_id = "alias/backups"\n'
+                                 'kms_region = "eu-west-1"\n'), SOURCE)
+    assert kms.repository.encryption is not None
+    assert kms.repository.encryption.kms_key_id == "alias/backups"
+    assert parse_config(GOOD, SOURCE).repository.encryption is None
+
+
+@pytest.mark.parametrize(("body", "words"), [
+    ("", "needs exactly one of passphrase_env, passphrase_block, kms_key_id"),
+    ('passphrase_env = "A"\nkms_key_id = "k"\n', "not passphrase_env and kms_key_id"),
+    ('passphrase = "hunter2"\n', "unknown key repository.encryption.passphrase"),
+    ('passphrase_env = "A"\nkms_region = "eu-west-1"\n', "kms_region"),
+    ("passphrase_env = 3\n", "repository.encryption.passphrase_env"),
+])
+def test_encryption_mistakes_are_one_line_naming_the_key(body: str, words: str) -> None:
+    error = config_error(with_repo("[repository.encryption]\n" + body))
+    assert words in error.message and str(SOURCE) in error.message
+    assert "hunter2" not in error.message + (error.hint or "")
+
+
+def test_object_lock_on_s3() -> None:
+    config = parse_config('[repository]\nurl = "s3://b/p"\n'
+                          'object_lock = { mode = "COMPLIANCE", days = 35 }\n', SOURCE)
+    lock = config.repository.object_lock
+    assert lock is not None and (lock.mode, lock.days) == ("COMPLIANCE", 35)
+
+
+@pytest.mark.parametrize(("repo", "lock", "words"), [
+    ('path = "/srv/repo"', '{ mode = "COMPLIANCE", days = 7 }', "needs an S3 repository"),
+    ('url = "s3://b"', '{ mode = "compliance", days = 7 }', "repository.object_lock.mode"),
+    ('url = "s3://b"', '{ mode = "GOVERNANCE", days = 0 }', "repository.object_lock.days"),
+    ('url = "s3://b"', '{ mode = "GOVERNANCE" }', "missing key repository.object_lock.days"),
+    ('url = "s3://b"', '{ mode = "GOVERNANCE", days = 7, years = 1 }',
+     "unknown key repository.object_lock.years"),
+])
+def test_object_lock_mistakes(repo: str, lock: str, words: str) -> None:
+    assert words in config_error(f"[repository]\n{repo}\nobject_lock = {lock}\n").message
+
+
+def test_backup_to_url_cannot_be_encrypted() -> None:
+    text = ('[repository]\nurl = "s3://bucket/p"\n[repository.encryption]\n'
+            'passphrase_env = "K"\n[instances.sales]\nengine = "sqlserver"\nhost = "h"\n'
+            'database = "Sales"\nuser = "u"\nbackup_dir_server = "s3://minio:9000/bucket/p"\n')
+    error = config_error(text)
+    assert "instances.sales.backup_dir_server" in error.message
+    assert "encrypted" in error.message

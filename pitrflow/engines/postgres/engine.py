@@ -181,16 +181,18 @@ class PostgresEngine:
 
     def expire(self, repo: Repository, plan: ExpirePlan) -> ExpireResult:
         from pitrflow.engines.postgres.catalog.expire import execute_expire
+        from pitrflow.render import locked_lines, locked_rows
 
         catalog, expire_plan = plan.plan
         result = execute_expire(repo, catalog, expire_plan)
+        text = "\n".join([render.expire_done_text(result), *locked_lines(result.locked)])
         return ExpireResult(
-            instance=self.instance, artifact="expire", text=render.expire_done_text(result),
-            markdown=render.expire_markdown(expire_plan, True),
-            data={"deleted_backups": expire_plan.delete_backups,
+            instance=self.instance, artifact="expire", text=text,
+            markdown=render.expire_markdown(expire_plan, True, result),
+            data={"deleted_backups": list(result.backups_deleted),
                   "planned_deletions": expire_plan.delete_backups,
                   "kept": expire_plan.kept_backups, "wal_deleted": result.wal_deleted,
-                  "bytes_freed": result.bytes_freed},
+                  "bytes_freed": result.bytes_freed, "locked": locked_rows(result.locked)},
             deleted=list(result.backups_deleted), bytes_freed=result.bytes_freed)
 
     def verify(self, repo: Repository, backup_id: str | None) -> VerifyReport:

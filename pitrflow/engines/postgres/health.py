@@ -18,7 +18,7 @@ from pitrflow.engines.postgres.restore.planner import recoverable_window
 from pitrflow.engines.postgres.wal.follow_status import follower_health, read_status
 from pitrflow.engines.postgres.wal.slots import slot_info
 from pitrflow.errors import PitrError
-from pitrflow.health import Check, age_text, drill_check
+from pitrflow.health import Check, age_text, drill_check, protection_checks
 from pitrflow.storage.base import Repository
 
 
@@ -100,6 +100,7 @@ def run_checks(instance: InstanceConfig, repo: Repository, now: datetime) -> lis
         checks.append(Check("repository writable", True, repo.describe()))
     except PitrError as exc:
         checks.append(Check("repository writable", False, hint=exc.message))
+    checks.extend(protection_checks(instance, repo))
     limits = instance.check
     newest = catalog.newest_backup_on()
     if newest is None:

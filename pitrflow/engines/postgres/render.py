@@ -16,7 +16,7 @@ from pitrflow.engines.postgres.restore.planner import RestorePlan, recoverable_w
 from pitrflow.engines.postgres.restore.tail import LatestPoint, latest_point
 from pitrflow.engines.postgres.wal.walnames import format_lsn
 from pitrflow.engines.postgres.wal.walship import ShipOutcome
-from pitrflow.render import human_bytes, iso, markdown_table
+from pitrflow.render import human_bytes, iso, locked_lines, markdown_table
 
 
 def backup_format(b: BackupManifest) -> str:
@@ -33,6 +33,8 @@ def backup_dict(b: BackupManifest) -> dict[str, Any]:
         "database_size_bytes": b.database_size_bytes, "server_version": b.server_version,
         "duration_seconds": b.duration_seconds,
         "format": backup_format(b), "compression": b.compression,
+        # {"cipher", "data_key"} when the repository encrypted it; None: stored unencrypted.
+        "encryption": b.extra.get("encryption"),
     }
 
 
@@ -109,7 +111,8 @@ def info_text(catalog: Catalog, verify: dict[str, Any] | None = None,
             f"  {b.id}  {b.type:<11} {iso(b.stop_time)}  tl {b.timeline}  "
             f"{format_lsn(b.start_lsn)}..{format_lsn(b.stop_lsn)}  "
             f"{human_bytes(b.size_bytes)} (db {human_bytes(b.database_size_bytes)}){chain}"
-            f"  {backup_format(b)}  [{verified}]{keep_text}")
+            f"  {backup_format(b)}  [{verified}]  {_encryption_text(item['encryption'])}"
+            f"{keep_text}")
     for item in data["rejected"]:
         lines.append(f"  {item['id']}  NOT A BACKUP: {item['reason']}")
     wal = data["wal"]
@@ -123,6 +126,12 @@ def info_text(catalog: Catalog, verify: dict[str, Any] | None = None,
         lines += [f"  {p['name']}  {p['time']}  LSN {p['lsn']}  tl {p['timeline']}"
                   for p in data["restore_points"]]
     return "\n".join(lines)
+
+
+def _encryption_text(encryption: dict[str, str] | None) -> str:
+    if not encryption:
+        return "unencrypted"
+    return f"encrypted ({encryption.get('cipher', '?')}, key {encryption.get('data_key', '?')})"
 
 
 def plan_text(plan: RestorePlan) -> str:
@@ -306,6 +315,15 @@ def expire_text(plan: Any) -> str:
     return "\n".join(lines)
 
 
-def expire_markdown(plan: Any, done: bool) -> str:
+def expire_result_text(result: Any) -> str:
+    """What a run deleted, and what Object Lock still protects (with when it lapses)."""
+    lines = [f"deleted {len(result.backups_deleted)} backups, {result.wal_deleted} WAL "
+             f"segments and {result.marks_deleted} marks, {human_bytes(result.bytes_freed)} "
+             "freed"]
+    return "\n".join(lines + locked_lines(result.locked))
+
+
+def expire_markdown(plan: Any, done: bool, result: Any = None) -> str:
     title = "Expired" if done else "Expire plan (dry run)"
-    return f"## {title}: {plan.instance}\n\n```\n{expire_text(plan)}\n```\n"
+    outcome = f"\n```\n{expire_result_text(result)}\n```\n" if result is not None else ""
+    return f"## {title}: {plan.instance}\n\n```\n{expire_text(plan)}\n```\n{outcome}"

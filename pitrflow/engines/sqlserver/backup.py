@@ -66,6 +66,7 @@ from pitrflow.errors import (
     ServerError,
 )
 from pitrflow.storage.base import CHUNK, HashingReader, Repository, sha256_file
+from pitrflow.storage.keyed import encryption_note, start_new_epoch
 
 log = logging.getLogger("pitrflow.sqlserver.backup")
 
@@ -259,6 +260,7 @@ def store_backup_file(
                             family_sequence_number=primary[0].family_sequence_number),),
         compression=compression, checksum=True, duration_seconds=duration_seconds,
         server=dict(server or {}), tool_version=f"pitrflow {_pitrflow_version}",
+        encryption=encryption_note(repo),
         marks=tuple(marks),
     )
     repo.put_bytes(manifest_key(instance.name, kind, backup_id), dump_backup_record(record))
@@ -369,6 +371,8 @@ def _backup(
 ) -> tuple[SqlServerBackupRecord, datetime, datetime, tuple[str, ...]]:
     started = datetime.now(UTC)
     worker_file: Path | None = None
+    if kind == "full":
+        start_new_epoch(repo)  # a fresh data key per full chain (encrypted repositories)
     if instance.backup_to_url:
         backup_id, names = _fresh_url_names(instance, repo, kind, started)
         devices = [server_join(instance.backup_dir_server,

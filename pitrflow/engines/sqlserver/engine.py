@@ -138,12 +138,15 @@ class SqlServerEngine:
         from pitrflow.engines.sqlserver.expire import execute_sqlserver_expire
 
         catalog, expire_plan = plan.plan
+        from pitrflow.render import locked_lines
+
         result = execute_sqlserver_expire(repo, catalog, expire_plan)
+        text = "\n".join([f"deleted {len(result.backups_deleted)} backup sets "
+                          f"({result.logs_deleted} of them log backups), {result.bytes_freed} "
+                          "bytes freed", *locked_lines(result.locked)])
         return ExpireResult(
-            instance=self.instance, artifact="expire",
-            text=f"deleted {len(result.backups_deleted)} backup sets ({result.logs_deleted} "
-                 f"of them log backups), {result.bytes_freed} bytes freed",
-            markdown=maintenance.expire_markdown(expire_plan, True),
+            instance=self.instance, artifact="expire", text=text,
+            markdown=maintenance.expire_markdown(expire_plan, True, result),
             data=maintenance.expire_summary(expire_plan, result),
             deleted=list(result.backups_deleted), bytes_freed=result.bytes_freed)
 

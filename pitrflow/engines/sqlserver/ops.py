@@ -142,7 +142,8 @@ def sqlserver_info(instance_cfg: InstanceConfig, repo: Repository) -> dict[str, 
             {"id": r.id, "type": r.kind, "database": r.database,
              "backup_set_id": r.backup_set_id, "first_lsn": str(r.rows[0].first_lsn),
              "last_lsn": str(r.rows[0].last_lsn), "size_bytes": r.size_bytes,
-             "source": r.source, "verify": verify_status(repo, instance_cfg.name, r.id)}
+             "source": r.source, "verify": verify_status(repo, instance_cfg.name, r.id),
+             "encryption": dict(r.encryption) if r.encryption else None}
             for r in catalog.records
         ],
         "rejected": [{"id": k, "reason": v} for k, v in sorted(catalog.rejected.items())],

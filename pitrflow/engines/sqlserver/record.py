@@ -134,6 +134,8 @@ class SqlServerBackupRecord:
     duration_seconds: float | None = None
     server: Mapping[str, Any] | None = None
     tool_version: str = ""
+    # How the repository encrypted the files ({"cipher", "data_key"}); None: unencrypted.
+    encryption: Mapping[str, str] | None = None
     marks: tuple[MarkRow, ...] = ()
 
     @property
@@ -188,6 +190,7 @@ def dump_backup_record(record: SqlServerBackupRecord) -> bytes:
         "duration_seconds": record.duration_seconds,
         "server": dict(record.server or {}),
         "tool_version": record.tool_version,
+        **({"encryption": dict(record.encryption)} if record.encryption else {}),
     })
 
 
@@ -215,6 +218,7 @@ def load_backup_record(data: bytes, key: str) -> SqlServerBackupRecord:
             compression=doc.get("compression"), checksum=doc.get("backup_checksum"),
             duration_seconds=doc.get("duration_seconds"), server=doc.get("server") or {},
             tool_version=str(doc.get("tool_version", "")), marks=marks,
+            encryption=doc.get("encryption") or None,
         )
     except (KeyError, TypeError, ValueError, MsdbHistoryError) as exc:
         raise RepositoryError(f"{key} lacks a valid field: {exc}",

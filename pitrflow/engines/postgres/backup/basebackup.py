@@ -31,6 +31,7 @@ from pitrflow.engines.postgres.restore.targets import NEXT_XID
 from pitrflow.engines.postgres.wal.slots import ensure_slot
 from pitrflow.errors import BackupRefusedError, CommandFailedError, PitrError
 from pitrflow.storage.base import Repository
+from pitrflow.storage.keyed import encryption_note, start_new_epoch
 from pitrflow.storage.layout import backup_prefix, manifest_key
 
 log = logging.getLogger("pitrflow.backup")
@@ -76,6 +77,10 @@ def take_backup(
     """Run pg_basebackup and publish the result as one backup in the repository."""
     kind = "incremental" if parent is not None else "full"
     started = time.monotonic()
+    if kind == "full":
+        # A fresh data key for each full chain (encrypted repositories; else a no-op).  It
+        # also proves the master key opens the repository before anything is started.
+        start_new_epoch(repo)
     with connect(instance) as conn:
         facts = sql.server_facts(conn)
         if facts.wal_level == "minimal":
@@ -113,7 +118,8 @@ def take_backup(
             duration_seconds=round(time.monotonic() - started, 3),
             compression=produced.compression,
             tool_version=__version__,
-            extra={**_extra(bins.major, facts.data_checksums, files, full_size_reference),
+            extra={**_extra(bins.major, facts.data_checksums, files, full_size_reference,
+                            encryption_note(repo)),
                    NEXT_XID: next_xid},
             layout=produced.layout, index=produced.index,
         )
@@ -131,9 +137,12 @@ def take_backup(
 
 
 def _extra(pg_basebackup_major: int, data_checksums: bool, files: list[FileEntry],
-           full_size_reference: int | None) -> dict[str, object]:
+           full_size_reference: int | None, encryption: dict[str, str] | None,
+           ) -> dict[str, object]:
     extra: dict[str, object] = {"pg_basebackup_major": pg_basebackup_major,
                                 "data_checksums": data_checksums}
+    if encryption is not None:
+        extra["encryption"] = encryption
     if full_size_reference is not None:
         stored = sum(f.size for f in files)
         extra["saved_bytes_vs_full"] = full_size_reference - stored
