@@ -6,7 +6,7 @@ from typing import Any
 from prefect import flow
 
 from flows._limits import destination_lock
-from pitrflow.engines.base import RestoreDestination, RestoreTarget
+from pitrflow.engines.base import RestoreDestination, RestoreTarget, tablespace_pairs
 from tasks.restore import make_restore_plan, restore_instance
 
 
@@ -31,6 +31,9 @@ def restore_to_point(
     primary_conninfo: str | None = None,
     delta: bool = False,
     delta_trust_mtime: bool = False,
+    tablespace_map: dict[str, str] | str | None = None,
+    tablespace_map_all: str | None = None,
+    db_include: list[str] | None = None,
 ) -> dict[str, Any]:
     """Restore INSTANCE to a target: TARGET_TIME (timezone-aware), or TARGET_XID,
     TARGET_LSN, TARGET_NAME (a restore point; SQL Server: a mark), or `immediate` (the
@@ -45,7 +48,11 @@ def restore_to_point(
     `delta` (PostgreSQL) restores into PGDATA when it already holds a data directory of
     the same cluster, with no server running: files that match the backup are kept,
     others rewritten, the rest removed; `delta_trust_mtime` keeps files whose size and
-    modification time match without reading them.  `dry_run` plans and checks only.
+    modification time match without reading them.  TABLESPACE_MAP (PostgreSQL) puts user
+    tablespaces elsewhere than their recorded locations: {"name or OID": "DIR"}, or
+    "NAME=DIR,NAME=DIR"; TABLESPACE_MAP_ALL puts the others in DIR/<name>.  DB_INCLUDE
+    (PostgreSQL) restores only those databases and the system ones; the others come back
+    zero-filled, to be dropped.  `dry_run` plans and checks only.
     `scratch` (used by the recovery drill) marks a throwaway copy its checks may reach
     as superuser.
     """
@@ -56,7 +63,10 @@ def restore_to_point(
     destination = RestoreDestination(pgdata=pgdata, port=port, database_name=database_name,
                                      replace=replace, scratch=scratch, standby=standby,
                                      primary_conninfo=primary_conninfo or None,
-                                     delta=delta, delta_trust_mtime=delta_trust_mtime)
+                                     delta=delta, delta_trust_mtime=delta_trust_mtime,
+                                     tablespace_map=tablespace_pairs(tablespace_map),
+                                     tablespace_map_all=tablespace_map_all or None,
+                                     db_include=tuple(db_include or ()))
     plan = make_restore_plan(instance, target, destination, config_path)
     if dry_run:
         return {"dry_run": True, **plan.data}

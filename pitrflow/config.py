@@ -133,6 +133,9 @@ class InstanceConfig:
     mark_interval: int = 60
     synchronous: bool = False
     follow_dir: Path = Path("/var/tmp/pitrflow-follow")
+    # A cluster with user tablespaces cannot stream as one tar: pg_basebackup writes one
+    # compressed tar per tablespace here, each read into bundles as it is written.
+    staging_dir: Path = Path("/var/tmp/pitrflow-staging")
     drill: DrillConfig = field(default_factory=DrillConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     check: CheckConfig = field(default_factory=CheckConfig)
@@ -225,6 +228,7 @@ _INSTANCE_SCHEMA: dict[str, tuple[type, Any]] = {
     "mark_interval": (int, 60),
     "synchronous": (bool, False),
     "follow_dir": (str, "/var/tmp/pitrflow-follow"),
+    "staging_dir": (str, "/var/tmp/pitrflow-staging"),
     "drill": (dict, None),
     "retention": (dict, None),
     "check": (dict, None),
@@ -366,9 +370,10 @@ def _follow(values: dict[str, Any], dotted: str, source: Path) -> None:
         if not 1 <= values[key] <= top:
             raise ConfigError(f"{dotted}.{key} in {source} must be from 1 to {top} seconds, "
                               f"got {values[key]}", f"e.g. {key} = 10")
-    follow_dir = Path(values["follow_dir"]).expanduser()
-    values["follow_dir"] = follow_dir if follow_dir.is_absolute() else (
-        source.parent / follow_dir).resolve()
+    for key in ("follow_dir", "staging_dir"):
+        directory = Path(values[key]).expanduser()
+        values[key] = directory if directory.is_absolute() else (
+            source.parent / directory).resolve()
     if values["engine"] != "postgresql" and (values["follow"] or values["synchronous"]):
         raise ConfigError(f"{dotted}.follow and synchronous in {source} are for PostgreSQL",
                           "SQL Server ships log backups on the ship_logs schedule")

@@ -18,7 +18,7 @@ from typing import Any
 
 from pitrflow import local
 from pitrflow.config import Config, load_config
-from pitrflow.engines.base import RestoreDestination, RestoreTarget
+from pitrflow.engines.base import RestoreDestination, RestoreTarget, tablespace_pairs
 from pitrflow.errors import CheckFailedError, UsageError
 from pitrflow.orchestrator import RunMode, Urgency, choose_run_mode
 from pitrflow.times import parse_aware
@@ -150,7 +150,12 @@ def cmd_restore(args: argparse.Namespace) -> int:
         pgdata=str(Path(args.pgdata).absolute()) if args.pgdata else "", port=args.port,
         database_name=args.name, replace=args.replace, standby=args.standby,
         primary_conninfo=args.primary_conninfo, delta=args.delta or args.delta_trust_mtime,
-        delta_trust_mtime=args.delta_trust_mtime)
+        delta_trust_mtime=args.delta_trust_mtime,
+        tablespace_map=tuple((key, str(Path(d).absolute()))
+                             for key, d in tablespace_pairs(args.tablespace_map)),
+        tablespace_map_all=(str(Path(args.tablespace_map_all).absolute())
+                            if args.tablespace_map_all else None),
+        db_include=tuple(args.db_include or ()))
     mode = _mode(args, "restore")
     # Plan and check first, whichever way it runs: a refusal is one line and changes nothing.
     plan = local.plan_restore(config, args.instance, target, destination)

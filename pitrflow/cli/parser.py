@@ -66,6 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
                          help="with --standby: the primary to stream from, without a "
                               "password (default: the instance itself; off: none)")
     restore.add_argument("--pgdata", help="new or empty data directory (PostgreSQL)")
+    restore.add_argument("--tablespace-map", action="append", metavar="NAME_OR_OID=DIR",
+                         help="PostgreSQL: put this user tablespace in DIR (new or empty) "
+                              "instead of its recorded location; repeatable")
+    restore.add_argument("--tablespace-map-all", metavar="DIR",
+                         help="PostgreSQL: put every other user tablespace in DIR/<name>")
+    restore.add_argument("--db-include", action="append", metavar="NAME",
+                         help="PostgreSQL: restore only this database (and the system ones); "
+                              "the others come back zero-filled, to drop; repeatable")
     restore.add_argument("--name", help="SQL Server: restore under this database name")
     restore.add_argument("--replace", action="store_true",
                          help="SQL Server: allow restoring over an existing database")

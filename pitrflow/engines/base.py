@@ -11,6 +11,7 @@ opaquely, so a plan made by one call is what the next call carries out.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -133,13 +134,49 @@ class RestoreDestination:
     # what differs from the backup (delta_trust_mtime: size and mtime suffice).
     delta: bool = False
     delta_trust_mtime: bool = False
+    # PostgreSQL: where user tablespaces go, as (NAME_OR_OID, DIR) pairs; the others under
+    # tablespace_map_all/<name>; without either, their recorded locations.
+    tablespace_map: tuple[tuple[str, str], ...] = ()
+    tablespace_map_all: str | None = None
+    # PostgreSQL: restore only these databases (and the system ones); the others come
+    # back as zero-filled files, to be dropped.
+    db_include: tuple[str, ...] = ()
 
     def flow_parameters(self) -> dict[str, Any]:
         """The restore_to_point parameters that describe this destination."""
         return {"pgdata": self.pgdata, "port": self.port, "database_name": self.database_name,
                 "replace": self.replace, "scratch": self.scratch, "standby": self.standby,
                 "primary_conninfo": self.primary_conninfo, "delta": self.delta,
-                "delta_trust_mtime": self.delta_trust_mtime}
+                "delta_trust_mtime": self.delta_trust_mtime,
+                "tablespace_map": dict(self.tablespace_map) or None,
+                "tablespace_map_all": self.tablespace_map_all,
+                "db_include": list(self.db_include) or None}
+
+
+def tablespace_pairs(value: Mapping[str, str] | Sequence[str] | str | None
+                     ) -> tuple[tuple[str, str], ...]:
+    """(NAME_OR_OID, DIR) pairs from a mapping, NAME=DIR items, or one string of them
+    separated by commas or new lines (a flow parameter typed in the UI)."""
+    if not value:
+        return ()
+    if isinstance(value, Mapping):
+        items = [(str(k), str(v)) for k, v in value.items()]
+    else:
+        texts = value.replace("\n", ",").split(",") if isinstance(value, str) else list(value)
+        items = []
+        for text in (t.strip() for t in texts):
+            if not text:
+                continue
+            key, sep, directory = text.partition("=")
+            if not sep:
+                raise UsageError(f"tablespace map {text!r} is not NAME_OR_OID=DIR",
+                                 "e.g. --tablespace-map ts_orders=/srv/restore/ts_orders")
+            items.append((key.strip(), directory.strip()))
+    for key, directory in items:
+        if not key or not directory:
+            raise UsageError(f"tablespace map {key}={directory} needs a name (or OID) and a "
+                             "directory", "e.g. --tablespace-map ts_orders=/srv/restore/ts")
+    return tuple(items)
 
 
 @dataclass

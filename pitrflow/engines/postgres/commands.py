@@ -39,19 +39,23 @@ def basebackup_argv(
     incremental_manifest: Path | None = None,
     max_rate: str = "",
     manifest_checksums: str | None = None,
+    wal_method: str | None = None,
 ) -> list[str]:
     """pg_basebackup into a directory, or as one tar on stdout when target_dir is None.
 
     WAL needed to reach consistency travels inside the backup either way, so
     every backup restores on its own even if WAL shipping lagged: streamed
     beside it into a directory, fetched into the tar on stdout (where the
-    owned slot keeps it on the server until fetched).
+    owned slot keeps it on the server until fetched).  `wal_method="fetch"`
+    puts it in base.tar in a directory too.
     """
+    if wal_method is None:
+        wal_method = "stream" if target_dir is not None else "fetch"
     argv = [
         bins.tool("pg_basebackup"), *conn_args,
         "-D", str(target_dir) if target_dir is not None else "-",
         "--format=tar",
-        "--wal-method=stream" if target_dir is not None else "--wal-method=fetch",
+        f"--wal-method={wal_method}",
         "--checkpoint=fast",
         "--label", label,
         "--verbose",
@@ -108,12 +112,18 @@ def verifybackup_argv(bins: PgBinaries, data_dir: Path, manifest: Path | None = 
 
 
 def combinebackup_argv(bins: PgBinaries, backups: list[Path], output: Path,
-                       copy_mode: str | None) -> list[str]:
+                       copy_mode: str | None,
+                       tablespaces: list[tuple[Path, Path]] | None = None) -> list[str]:
+    """`tablespaces`: (directory in the newest backup, directory in the result) pairs."""
     # No fsync here: recovery from a backup syncs the whole data directory
     # at start-up anyway (recovery_init_sync_method), so syncing twice only costs.
     argv = [bins.tool("pg_combinebackup"), "--no-sync", "-o", str(output)]
     if copy_mode:
         argv.append(f"--{copy_mode}")
+    for old, new in tablespaces or []:
+        # pg_combinebackup reads "=" as the separator and "\=" as a literal "=".
+        argv.append("--tablespace-mapping=" + str(old).replace("=", "\\=") + "="
+                    + str(new).replace("=", "\\="))
     return [*argv, *map(str, backups)]
 
 

@@ -124,7 +124,13 @@ class PostgresEngine:
                               scratch=destination.scratch, standby=destination.standby,
                               primary_conninfo=destination.primary_conninfo,
                               delta=destination.delta,
-                              delta_trust_mtime=destination.delta_trust_mtime)
+                              delta_trust_mtime=destination.delta_trust_mtime,
+                              tablespace_map=tuple((k, str(Path(d).absolute()))
+                                                   for k, d in destination.tablespace_map),
+                              tablespace_map_all=(str(Path(destination.tablespace_map_all)
+                                                      .absolute())
+                                                  if destination.tablespace_map_all else None),
+                              db_include=tuple(destination.db_include))
 
     def plan_restore(self, repo: Repository, target: RestoreTarget,
                      destination: RestoreDestination) -> RestorePlan:
@@ -135,11 +141,14 @@ class PostgresEngine:
         request = self._request(destination)
         plan = plan_restore(read_catalog(repo, self.instance), target)
         checks = preflight(plan, request)
+        placed = render.placement_lines(checks.tablespaces, checks.excluded)
         return RestorePlan(
-            instance=self.instance, artifact="restore-plan", text=render.plan_text(plan),
-            markdown=render.plan_markdown(plan),
+            instance=self.instance, artifact="restore-plan",
+            text="\n".join([render.plan_text(plan), *placed]),
+            markdown=render.plan_markdown(plan, placed),
             data={"plan": render.plan_dict(plan), "port": checks.port,
-                  "free_bytes": checks.free_bytes},
+                  "free_bytes": checks.free_bytes,
+                  **render.placement_dict(checks.tablespaces, checks.excluded)},
             plan=plan, target=target,
             destination=replace(destination, pgdata=str(request.pgdata)),
             lock=str(request.pgdata))
@@ -152,6 +161,7 @@ class PostgresEngine:
         data = {
             "pgdata": str(outcome.pgdata), "port": outcome.port,
             "socket_dir": str(outcome.socket_dir), "run_as": outcome.run_as,
+            **render.placement_dict(outcome.tablespaces, outcome.excluded),
             "last_transaction": outcome.last_transaction, "phases": outcome.phases,
             "chain": [b.id for b in plan.plan.chain], "wal_segments": len(plan.plan.wal),
             "server_version": plan.plan.backup.server_version, "summary": summary,

@@ -9,9 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from pitrflow.engines.postgres.backup.basebackup import BackupOutcome
+from pitrflow.engines.postgres.catalog.cluster import Database
 from pitrflow.engines.postgres.catalog.manifest import LAYOUT_BUNDLES, BackupManifest
 from pitrflow.engines.postgres.catalog.snapshot import Catalog
 from pitrflow.engines.postgres.restore.executor import RestoreOutcome
+from pitrflow.engines.postgres.restore.placement import TablespacePlacement
 from pitrflow.engines.postgres.restore.planner import RestorePlan, recoverable_window
 from pitrflow.engines.postgres.restore.tail import LatestPoint, latest_point
 from pitrflow.engines.postgres.wal.walnames import format_lsn
@@ -193,8 +195,31 @@ def plan_rows(plan: RestorePlan) -> list[tuple[str, str]]:
     return rows
 
 
-def plan_markdown(plan: RestorePlan) -> str:
-    return markdown_table("Restore plan", plan_rows(plan))
+def plan_markdown(plan: RestorePlan, placed: list[str] | None = None) -> str:
+    rows = plan_rows(plan) + [("destination", line.strip()) for line in placed or []]
+    return markdown_table("Restore plan", rows)
+
+
+def placement_lines(tablespaces: tuple[TablespacePlacement, ...],
+                    excluded: tuple[Database, ...]) -> list[str]:
+    """Where the user tablespaces go, and which databases a --db-include restore leaves out."""
+    lines = [f"  tablespace {p.describe()}" for p in tablespaces]
+    if excluded:
+        lines.append("  databases left out (zero-filled, not fetched): "
+                     + ", ".join(d.name for d in excluded))
+    return lines
+
+
+def placement_dict(tablespaces: tuple[TablespacePlacement, ...],
+                   excluded: tuple[Database, ...]) -> dict[str, Any]:
+    return {"tablespaces": [{"oid": p.tablespace.oid, "name": p.tablespace.name,
+                             "recorded_location": p.tablespace.location,
+                             "directory": str(p.target)} for p in tablespaces],
+            "databases_left_out": [d.name for d in excluded]}
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 def backup_markdown(outcome: BackupOutcome, notes: list[str] | None = None) -> str:
@@ -257,6 +282,12 @@ def restore_text(outcome: RestoreOutcome) -> str:
     ]
     if outcome.stop_reason:
         lines.append(f"  recovery stopped at: {outcome.stop_reason}")
+    lines += placement_lines(outcome.tablespaces, outcome.excluded)
+    if outcome.excluded:
+        # One -c each: DROP DATABASE cannot run inside the transaction one -c string makes.
+        drops = " ".join(f"-c 'DROP DATABASE {_quoted(d.name)}'" for d in outcome.excluded)
+        lines.append(f"  the databases left out cannot be connected to: drop them with "
+                     f"{outcome.connect_hint} {drops}")
     if outcome.delta is not None:
         d = outcome.delta
         lines.append(f"  delta: {d['kept']} files kept, {d['fetched_whole']} fetched whole, "

@@ -127,3 +127,21 @@ def databases_size(conn: psycopg.Connection) -> int:
     except psycopg.Error:
         return 0  # only an estimate for progress: never a reason to fail a backup
     return int(row[0]) if row else 0
+
+
+# What a backup records of the cluster's layout (both catalogs are readable by any role).
+USER_TABLESPACES = """
+SELECT oid::bigint, spcname, pg_tablespace_location(oid)
+  FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global') ORDER BY oid
+"""
+
+DATABASES = "SELECT oid::bigint, datname FROM pg_database ORDER BY oid"
+
+
+def user_tablespaces(conn: psycopg.Connection) -> list[tuple[int, str, str]]:
+    """(OID, name, location) of every tablespace outside the data directory's own two."""
+    return [(int(r[0]), str(r[1]), str(r[2])) for r in conn.execute(USER_TABLESPACES)]
+
+
+def databases(conn: psycopg.Connection) -> list[tuple[int, str]]:
+    return [(int(r[0]), str(r[1])) for r in conn.execute(DATABASES)]

@@ -83,6 +83,11 @@ class SqlServerEngine:
             raise UsageError(f"instance {self.instance} is SQL Server: a restore as a standby "
                              "is PostgreSQL's", "restore a SQL Server database without "
                              "--standby")
+        if destination.tablespace_map or destination.tablespace_map_all or (
+                destination.db_include):
+            raise UsageError(f"instance {self.instance} is SQL Server: tablespace maps and "
+                             "--db-include are PostgreSQL's", "a SQL Server restore restores "
+                             "one database, its files where data_dir_server says")
         prepared = ops.sqlserver_prepare(self.settings, repo, target,
                                          destination.database_name, destination.replace)
         statements = dry_run_script(prepared)

@@ -3,6 +3,9 @@
 Two ways to produce one (chosen by the instance's `compress`): the v2 layout,
 cut into independently compressed bundles by the worker (bundled.py, the
 default), or v1 with zstd on the database host into staging (staged.py).
+A cluster with user tablespaces always gets v2, from one compressed archive
+per tablespace (tablespaced.py).  Every backup records the cluster's
+tablespaces and databases (catalog/cluster.py).
 Either way every object is stored and checksummed first and the manifest is
 written last.  Any failure removes what was stored, and a killed run leaves
 objects without a manifest, which no reader accepts as a backup.
@@ -22,7 +25,9 @@ from pitrflow.engines.postgres import sql
 from pitrflow.engines.postgres.backup.bundled import produce_bundled
 from pitrflow.engines.postgres.backup.produce import Produced, Run
 from pitrflow.engines.postgres.backup.staged import produce_staged
+from pitrflow.engines.postgres.backup.tablespaced import produce_tablespaced
 from pitrflow.engines.postgres.binaries import find_binaries
+from pitrflow.engines.postgres.catalog.cluster import Tablespace, layout_extra, merge_databases
 from pitrflow.engines.postgres.catalog.manifest import BackupManifest, FileEntry, dump_manifest
 from pitrflow.engines.postgres.catalog.snapshot import Catalog, read_catalog
 from pitrflow.engines.postgres.connection import connect, libpq_env
@@ -93,6 +98,8 @@ def take_backup(
         ensure_slot(conn, instance.slot_name)
         start_time = facts.now
         size_estimate = sql.databases_size(conn)
+        tablespaces_at_start = sql.user_tablespaces(conn)
+        databases_at_start = sql.databases(conn)
     bins = find_binaries(facts.major, instance.bin_dir)
     catalog = read_catalog(repo, instance.name)
     backup_id = new_backup_id(start_time, kind, catalog)
@@ -100,13 +107,17 @@ def take_backup(
     published: list[str] = []
     label = f"pitrflow {backup_id}"
     run = Run(instance, repo, bins, facts.major, backup_id, label, env, secrets, published,
-              parent_manifest_file, size_estimate)
+              parent_manifest_file, size_estimate,
+              tuple(Tablespace(*row) for row in tablespaces_at_start))
     try:
         produced = _produce(run)
         files, pg_facts = produced.files, produced.pg_facts
         with connect(instance) as conn:
             stop_time = sql.server_now(conn)
             next_xid = sql.next_xid(conn)
+            # A database created while the backup ran may have files in it: named too.
+            cluster = layout_extra(produced.tablespaces,
+                                   merge_databases(databases_at_start, sql.databases(conn)))
         manifest = BackupManifest(
             id=backup_id, instance=instance.name, engine="postgresql", type=kind,
             parent=parent.id if parent else None,
@@ -120,7 +131,7 @@ def take_backup(
             tool_version=__version__,
             extra={**_extra(bins.major, facts.data_checksums, files, full_size_reference,
                             encryption_note(repo)),
-                   NEXT_XID: next_xid},
+                   NEXT_XID: next_xid, **cluster},
             layout=produced.layout, index=produced.index,
         )
         # The manifest goes last: until it exists, nothing above is a backup.
@@ -161,6 +172,13 @@ _NO_SERVER_COMPRESSION = "does not support compression"
 def _produce(run: Run) -> Produced:
     """Run pg_basebackup the way the instance asks for; objects land in `run.published`."""
     instance = run.instance
+    if run.tablespaces:
+        # pg_basebackup's stdout carries one tablespace only: one archive each, staged.
+        produced = produce_tablespaced(run)
+        if instance.compress == "server":
+            produced.notes.append("the cluster has user tablespaces: this backup is in layout "
+                                  "v2 (compressed by the worker), not the server's v1")
+        return produced
     if instance.compress != "server":
         return produce_bundled(run)
     # Server-side zstd needs local staging on the repository's file system; an

@@ -8,6 +8,7 @@ from pathlib import Path
 from pitrflow.config import InstanceConfig
 from pitrflow.engines.postgres.backup.pgmanifest import PgManifestFacts
 from pitrflow.engines.postgres.binaries import PgBinaries
+from pitrflow.engines.postgres.catalog.cluster import Tablespace
 from pitrflow.engines.postgres.catalog.manifest import FileEntry
 from pitrflow.storage.base import Repository
 
@@ -26,6 +27,8 @@ class Run:
     published: list[str]
     parent_manifest_file: Path | None
     size_estimate: int = 0
+    # The server's user tablespaces when the backup started: none streams one tar.
+    tablespaces: tuple[Tablespace, ...] = ()
 
 
 @dataclass
@@ -36,3 +39,5 @@ class Produced:
     layout: str
     index: str | None = None
     notes: list[str] = field(default_factory=list)
+    # The user tablespaces whose files the backup holds (their archives were stored).
+    tablespaces: tuple[Tablespace, ...] = ()

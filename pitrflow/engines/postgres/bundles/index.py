@@ -10,6 +10,14 @@ bytes in the object's tar stream, the SHA-256 of the stored frame, and the
 CRC32C of the file data it holds (a delta restore re-fetches only the
 frames of a large file that differ).
 
+A backup of a cluster with user tablespaces lists each tablespace (OID,
+name, location at backup time); its files are entries under
+`pg_tblspc/<oid>/`, as in PostgreSQL's backup_manifest, and no
+`pg_tblspc/<oid>` symlink is stored: a restore makes it, pointing where it
+puts the tablespace.  Such an index is version 2, so a pitrflow that knows
+only version 1 refuses it instead of restoring the tablespaces inside the
+data directory.
+
 The index is stored as one zstd-compressed JSON object beside the bundles;
 its SHA-256 is in the backup's manifest, which stays the truth of a backup.
 """
@@ -22,10 +30,12 @@ from typing import Any
 
 import zstandard
 
+from pitrflow.engines.postgres.catalog.cluster import Tablespace
 from pitrflow.errors import RepositoryError
 
 INDEX_NAME = "index.json.zst"
 INDEX_VERSION = 1
+INDEX_VERSION_TABLESPACES = 2
 CHECKSUM_ALGORITHM = "CRC32C"
 
 
@@ -86,11 +96,21 @@ class FileIndex:
     objects: tuple[ObjectRecord, ...]
     frame_size: int
     bundle_size: int
-    version: int = INDEX_VERSION
+    tablespaces: tuple[Tablespace, ...] = ()
     by_path: dict[str, IndexEntry] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         self.by_path.update((e.path, e) for e in self.entries)
+
+    @property
+    def version(self) -> int:
+        return INDEX_VERSION_TABLESPACES if self.tablespaces else INDEX_VERSION
+
+    def tablespace_of(self, path: str) -> Tablespace | None:
+        """The user tablespace a path lies in (None: the data directory itself)."""
+        if not path.startswith("pg_tblspc/"):
+            return None
+        return next((t for t in self.tablespaces if path.startswith(t.path_prefix)), None)
 
     def entry(self, path: str) -> IndexEntry | None:
         return self.by_path.get(path)
@@ -127,6 +147,9 @@ def index_to_json(index: FileIndex) -> bytes:
                      "kind": o.kind} for o in index.objects],
         "entries": [_entry_doc(e) for e in index.entries],
     }
+    if index.tablespaces:
+        doc["tablespaces"] = [{"oid": t.oid, "name": t.name, "location": t.location}
+                              for t in index.tablespaces]
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
@@ -154,7 +177,7 @@ def load_index(data: bytes, key: str) -> FileIndex:
         doc = json.loads(zstandard.ZstdDecompressor().decompress(data))
         if doc.get("format") != "pitrflow-file-index":
             raise ValueError("not a pitrflow file index")
-        if doc.get("version") != INDEX_VERSION:
+        if doc.get("version") not in (INDEX_VERSION, INDEX_VERSION_TABLESPACES):
             raise RepositoryError(f"file index {key} is version {doc.get('version')}",
                                   "was it written by a newer pitrflow?")
         return FileIndex(
@@ -163,6 +186,8 @@ def load_index(data: bytes, key: str) -> FileIndex:
                                        int(o["raw_size"]), str(o["kind"]))
                           for o in doc["objects"]),
             frame_size=int(doc["frame_size"]), bundle_size=int(doc["bundle_size"]),
+            tablespaces=tuple(Tablespace(int(t["oid"]), str(t["name"]), str(t["location"]))
+                              for t in doc.get("tablespaces", [])),
         )
     except RepositoryError:
         raise

@@ -6,7 +6,9 @@ one ranged read then fetches one file.  A larger file gets an object of its
 own, cut into `frame_size` chunks; its first frame also holds its header and
 its last one the tar padding, so every object decompresses to whole tar
 members.  A bundle stays open across large files, so large files do not
-leave a trail of tiny bundles behind them.
+leave a trail of tiny bundles behind them.  The members of a user
+tablespace go to objects of their own, named after it (`switch`), so each
+object still unpacks by hand into one directory.
 """
 
 from __future__ import annotations
@@ -37,8 +39,13 @@ class Placement:
     closes: tuple[str, ...] = ()
 
 
-def object_name(kind: str, number: int) -> str:
-    return f"{kind}-{number:06d}.tar.zst"
+def object_name(kind: str, number: int, prefix: str = "") -> str:
+    return f"{prefix}{kind}-{number:06d}.tar.zst"
+
+
+def tablespace_object_prefix(oid: int) -> str:
+    """Objects holding a user tablespace's files: `tblspc-<oid>-bundle-NNNNNN.tar.zst`."""
+    return f"tblspc-{oid}-"
 
 
 @dataclass
@@ -48,11 +55,18 @@ class BundlePlanner:
     _count: int = 0
     _bundle: str | None = None
     _bundle_raw: int = 0
+    _prefix: str = ""
     open_objects: list[str] = field(default_factory=list)
+
+    def switch(self, prefix: str) -> tuple[str, ...]:
+        """Objects from here on are named with `prefix`; returns the bundle this closes."""
+        closed = self.finish() if prefix != self._prefix else ()
+        self._prefix = prefix
+        return closed
 
     def _new(self, kind: str) -> str:
         self._count += 1
-        name = object_name(kind, self._count)
+        name = object_name(kind, self._count, self._prefix)
         self.open_objects.append(name)
         return name
 

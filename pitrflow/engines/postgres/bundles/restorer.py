@@ -8,6 +8,11 @@ file's offset, so a large file is written by several threads at once.
 The control file comes last, after one sync of the file system: a
 directory left half-written by a failure can never be started.  Recorded
 modes and mtimes are set at the end (a delta restore trusts them later).
+
+A user tablespace is written through its pg_tblspc/<oid> symlink, made
+first and pointing where the caller puts the tablespace.  Files the caller
+zeroes (the databases a one-database restore leaves out) are made sparse,
+of their recorded size, and never fetched.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import logging
 import os
 import shutil
 import threading
+from collections.abc import Mapping
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -246,22 +252,74 @@ def _set_attributes(index: FileIndex, dest: Path, wanted: Wanted | None) -> None
         os.utime(path, (entry.mtime, entry.mtime))
 
 
+def link_tablespaces(index: FileIndex, dest: Path, targets: Mapping[int, Path],
+                     owner: Owner | None) -> None:
+    """pg_tblspc/<oid> -> each tablespace's directory (made if missing, owned by `owner`)."""
+    if not index.tablespaces:
+        return
+    missing = [t.name for t in index.tablespaces if t.oid not in targets]
+    if missing:
+        raise ValueError(f"no directory given for tablespaces {missing}")
+    _make_dirs(str(dest), "pg_tblspc", owner, set())
+    for t in index.tablespaces:
+        target = targets[t.oid]
+        if not target.is_dir():
+            target.mkdir(parents=True, mode=0o700)
+        os.chmod(target, 0o700)
+        if owner is not None:
+            os.chown(target, owner.uid, owner.gid)
+        link = dest / "pg_tblspc" / str(t.oid)
+        if os.path.islink(link) and os.readlink(link) == str(target):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(link)
+        os.symlink(str(target), link)
+        if owner is not None:
+            os.lchown(link, owner.uid, owner.gid)
+
+
+def _make_zeroed(index: FileIndex, dest: Path, zeroed: frozenset[str], owner: Owner | None
+                 ) -> None:
+    """Sparse files of their recorded size: nothing fetched, nothing written but the size."""
+    for path in sorted(zeroed):
+        entry = index.entry(path)
+        assert entry is not None and entry.type == "file"
+        fd = os.open(dest / path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.ftruncate(fd, entry.size)
+            if owner is not None:
+                os.fchown(fd, owner.uid, owner.gid)
+        finally:
+            os.close(fd)
+
+
 def restore_files(repo: Repository, prefix: str, index: FileIndex, dest: Path, *,
                   user: str | None, threads: int, wanted: Wanted | None = None,
-                  progress_what: str = "restore") -> RestoredFiles:
+                  progress_what: str = "restore",
+                  tablespaces: Mapping[int, Path] | None = None,
+                  zeroed: frozenset[str] = frozenset()) -> RestoredFiles:
     """Write every file of `index` (or only `wanted` files or frames, plus the control
     file) to `dest`, which must exist.  Files outside `wanted` are left as they are, and
-    files with only some frames wanted are patched in place (a delta restore)."""
+    files with only some frames wanted are patched in place (a delta restore).  User
+    tablespaces go to `tablespaces` (OID -> directory); `zeroed` files are made sparse."""
     owner = Owner.of(user)
+    if zeroed:
+        assert wanted is None, "a delta restore zeroes nothing"
+        wanted = {e.path: None for e in index.entries
+                  if e.type == "file" and e.path not in zeroed}
     plan = plan_fetch(index, None if wanted is None else {**wanted, PG_CONTROL: None})
     # An existing control file goes first: until the last step, this is no data directory.
     with contextlib.suppress(FileNotFoundError):
         (dest / PG_CONTROL).unlink()
+    link_tablespaces(index, dest, tablespaces or {}, owner)
     _make_tree(index, dest, owner, wanted)
+    _make_zeroed(index, dest, zeroed, owner)
     progress = Progress(progress_what, plan.data_bytes)
     worker = _Worker(repo, prefix, dest, index, owner, progress)
     _run_reads(worker, plan.reads, threads)
     _set_attributes(index, dest, wanted)
+    for t in index.tablespaces:  # another file system, perhaps: synced on its own
+        syncfs(dest / "pg_tblspc" / str(t.oid))
     syncfs(dest)
     _write_control_file(worker, plan, index, dest, owner)
     progress.finish()

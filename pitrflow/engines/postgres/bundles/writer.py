@@ -13,6 +13,11 @@ whatever the database size:
 Each object ends with a small frame holding the two end-of-archive blocks,
 so `zstd -d < object | tar -x` unpacks it by hand.  pg_basebackup's own
 backup_manifest (the stream's last member) is kept apart for the caller.
+
+A cluster with user tablespaces comes as several archives, one per
+tablespace (`write_archives`): their members are indexed under
+`pg_tblspc/<oid>/` and stored in objects of their own, byte for byte as
+pg_basebackup wrote them.
 """
 
 from __future__ import annotations
@@ -22,9 +27,9 @@ import hashlib
 import logging
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import BinaryIO
 
 import crc32c
@@ -90,6 +95,17 @@ class WrittenBundles:
     index: FileIndex
     pg_manifest: bytes
     raw_bytes: int
+
+
+@dataclass(frozen=True)
+class TarSource:
+    """One tar archive to store; `path_prefix` goes before its members' paths in the index
+    and `object_prefix` before the names of the objects holding them."""
+
+    stream: BinaryIO
+    where: str
+    path_prefix: str = ""
+    object_prefix: str = ""
 
 
 _local = threading.local()
@@ -201,6 +217,20 @@ def write_bundles(source: BinaryIO, repo: Repository, prefix: str, settings: Tra
     caller can delete them if anything fails later; objects still open when
     this fails are aborted here.
     """
+    index, pg_manifest, raw_bytes = write_archives([TarSource(source, where)], repo, prefix,
+                                                   settings, level, published, progress)
+    if pg_manifest is None:
+        raise TarFormatError(f"{where}: the stream held no backup_manifest",
+                             "use pg_basebackup 13 or newer")
+    return WrittenBundles(index, pg_manifest, raw_bytes)
+
+
+def write_archives(sources: Iterable[TarSource], repo: Repository, prefix: str,
+                   settings: TransferSettings, level: int, published: list[str],
+                   progress: Progress | None = None
+                   ) -> tuple[FileIndex, bytes | None, int]:
+    """Store each archive in turn (`sources` may yield each one once it can be read);
+    returns the index, the backup_manifest found in an archive (if any) and raw bytes."""
     end_frame = zstandard.ZstdCompressor(level=level, write_content_size=True,
                                          write_checksum=True).compress(END_OF_ARCHIVE)
     objects = ObjectSink(repo, prefix, published, end_frame)
@@ -211,41 +241,42 @@ def write_bundles(source: BinaryIO, repo: Repository, prefix: str, settings: Tra
     raw_bytes = 0
     try:
         job = _Job()
-        while (member := next_member(source, where)) is not None:
-            if member.name == PG_MANIFEST and member.type == "file":
-                data = bytearray(member.size + member.padding)
-                read_exact(source, memoryview(data), f"{where} ({member.name})")
-                pg_manifest = bytes(data[:member.size])
-                continue
-            entry = _Entry(member)
-            entries.append(entry)
-            placement = planner.place(len(member.header), member.size)
-            for frame in _cut(source, member, entry, placement, where):
-                job.frames.append(frame)
-                job.raw_bytes += len(frame.raw)
-                raw_bytes += len(frame.raw)
-                if job.raw_bytes >= JOB_BYTES:
-                    pipeline.submit(job)
-                    job = _Job()
-            # An object closes after its last frame: with this job, or the next one.
-            job.closes.extend(placement.closes)
+        for tar in sources:
+            job.closes.extend(planner.switch(tar.object_prefix))
+            source, where = tar.stream, tar.where
+            while (member := next_member(source, where)) is not None:
+                if member.name == PG_MANIFEST and member.type == "file" and not tar.path_prefix:
+                    data = bytearray(member.size + member.padding)
+                    read_exact(source, memoryview(data), f"{where} ({member.name})")
+                    pg_manifest = bytes(data[:member.size])
+                    continue
+                if tar.path_prefix:
+                    member = replace(member, name=tar.path_prefix + member.name)
+                entry = _Entry(member)
+                entries.append(entry)
+                placement = planner.place(len(member.header), member.size)
+                for frame in _cut(source, member, entry, placement, where):
+                    job.frames.append(frame)
+                    job.raw_bytes += len(frame.raw)
+                    raw_bytes += len(frame.raw)
+                    if job.raw_bytes >= JOB_BYTES:
+                        pipeline.submit(job)
+                        job = _Job()
+                # An object closes after its last frame: with this job, or the next one.
+                job.closes.extend(placement.closes)
+            if source.read(1):
+                raise TarFormatError(f"{where}: bytes after the end of the tar archive",
+                                     "the stream is not one tar archive from pg_basebackup")
         job.closes.extend(planner.finish())
         if job.frames or job.closes:
             pipeline.submit(job)
-        if source.read(1):
-            raise TarFormatError(f"{where}: bytes after the end of the tar archive",
-                                 "the stream is not one tar archive from pg_basebackup")
         pipeline.finish()
         records = objects.records()
     except BaseException:
         pipeline.abandon()
         raise
-    if pg_manifest is None:
-        raise TarFormatError(f"{where}: the stream held no backup_manifest",
-                             "use pg_basebackup 13 or newer")
     index = FileIndex(entries=tuple(e.freeze() for e in entries),
                       objects=tuple(sorted(records, key=lambda o: o.name)),
                       frame_size=settings.frame_size,
                       bundle_size=settings.bundle_size)
-    return WrittenBundles(index, pg_manifest, raw_bytes)
-
+    return index, pg_manifest, raw_bytes

@@ -4,8 +4,10 @@ For each chosen backup: every object against its recorded size and SHA-256
 (for v2 backups also every frame against its own, decompressed, and every
 file's CRC32C recomputed: bundles/check.py); the WAL from the backup's start
 to the newest mark (present, checksummed, whole segments); and PostgreSQL's
-own pg_verifybackup over the unpacked backup against its backup_manifest.
-Results are stored in the repository so `pitr info` can show them.
+own pg_verifybackup over the unpacked backup against its backup_manifest
+(user tablespaces unpacked beside it in the temporary directory, which
+pg_verifybackup reaches through the pg_tblspc symlinks).  Results are
+stored in the repository so `pitr info` can show them.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pitrflow.config import InstanceConfig
 from pitrflow.engines.postgres import commands
 from pitrflow.engines.postgres.binaries import find_binaries
 from pitrflow.engines.postgres.bundles.check import check_objects
+from pitrflow.engines.postgres.catalog.cluster import tablespaces_of
 from pitrflow.engines.postgres.catalog.manifest import LAYOUT_BUNDLES, BackupManifest
 from pitrflow.engines.postgres.catalog.snapshot import Catalog, read_catalog
 from pitrflow.engines.postgres.restore.unpack import load_backup_index, unpack_backup
@@ -95,7 +98,9 @@ def _pg_verifybackup(repo: Repository, instance: InstanceConfig, backup: BackupM
         return f"skipped: {exc.message}"
     work = Path(tempfile.mkdtemp(prefix="pitrflow-verify-", dir=scratch_root))
     try:
-        unpack_backup(repo, backup, work / "data", None)
+        unpack_backup(repo, backup, work / "data", None,
+                      tablespaces={t.oid: work / "tablespaces" / str(t.oid)
+                                   for t in tablespaces_of(backup)})
         result = procs.run(commands.verifybackup_argv(bins, work / "data"), check=False,
                            what="pg_verifybackup")
         if result.returncode != 0:

@@ -43,6 +43,8 @@ class DrillContext:
     target: DrillTarget
     scratch: Path
     evidence_dir: Path
+    # User tablespaces go under here (<name> each): never onto the source's locations.
+    tablespaces: Path
     live: Baseline | None = None
     neighbourhood: Neighbourhood = field(default_factory=Neighbourhood)
     reference: DrillReference | None = None
@@ -84,7 +86,8 @@ def prepare(config: Config, instance: str, spec: str) -> DrillContext:
     base.mkdir(parents=True, exist_ok=True)
     base.chmod(0o755)
     return DrillContext(instance, record, target, base / f"{instance}-{stamp}",
-                        base / f"{instance}-{stamp}-evidence", live, neighbourhood)
+                        base / f"{instance}-{stamp}-evidence",
+                        base / f"{instance}-{stamp}-tablespaces", live, neighbourhood)
 
 
 def _access(settings: InstanceConfig, restored: dict[str, Any]) -> ScratchAccess:
@@ -148,6 +151,8 @@ def teardown(config: Config, ctx: DrillContext, restored: dict[str, Any] | None,
     if keep or (failed and settings.drill.keep_on_failure):
         if ctx.scratch.exists():
             log.info("keeping the scratch instance in %s", ctx.scratch)
+            if ctx.tablespaces.exists():
+                log.info("and its tablespaces in %s", ctx.tablespaces)
             return str(ctx.scratch)
     if (ctx.scratch / "postmaster.pid").exists():
         major = int(restored["server_version"]) // 10000 if restored else 18
@@ -156,6 +161,7 @@ def teardown(config: Config, ctx: DrillContext, restored: dict[str, Any] | None,
                                            needs=("pg_ctl",)), run_as)
         stop_instance(ctx.scratch, bins, run_as)
     shutil.rmtree(ctx.scratch, ignore_errors=True)
+    shutil.rmtree(ctx.tablespaces, ignore_errors=True)
     return None
 
 

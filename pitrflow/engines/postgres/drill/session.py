@@ -46,7 +46,9 @@ class PostgresDrillSession:
         self.ctx = ctx
         self.instance = settings.name
         self.target = RestoreTarget(ctx.target.time)
-        self.destination = RestoreDestination(pgdata=str(ctx.scratch), scratch=True)
+        # Tablespaces under the scratch area too: a drill never writes where the source is.
+        self.destination = RestoreDestination(pgdata=str(ctx.scratch), scratch=True,
+                                              tablespace_map_all=str(ctx.tablespaces))
 
     @classmethod
     def prepare(cls, config: Config, settings: InstanceConfig, repo: Repository,

@@ -3,6 +3,12 @@
 Each link is unpacked into a scratch directory on the target's file system,
 then pg_combinebackup writes the synthetic full backup and pg_verifybackup
 checks it against the newest link's manifest before recovery may start.
+
+User tablespaces: each link's are unpacked into scratch directories of
+their own (never the recorded locations), and pg_combinebackup writes the
+result where the restore puts them (-T scratch=target).  The databases a
+`--db-include` restore leaves out are rebuilt with the rest (every link
+must be whole for pg_combinebackup) and zero-filled once verified.
 """
 
 from __future__ import annotations
@@ -13,13 +19,16 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from pitrflow import procs
 from pitrflow.engines.postgres import commands
 from pitrflow.engines.postgres.binaries import PgBinaries
+from pitrflow.engines.postgres.catalog.cluster import Database, tablespaces_of
 from pitrflow.engines.postgres.catalog.manifest import BackupManifest
+from pitrflow.engines.postgres.restore.placement import zero_excluded
 from pitrflow.engines.postgres.restore.unpack import unpack_backup
 from pitrflow.engines.postgres.sysuser import chown_tree
 from pitrflow.storage.base import Repository
@@ -66,9 +75,18 @@ def _combine_line(line: str) -> None:
         log.info("pg_combinebackup: %s", line)
 
 
+def _device(path: Path) -> int:
+    while not path.exists():
+        path = path.parent
+    return path.stat().st_dev
+
+
 def combine_chain(repo: Repository, chain: list[BackupManifest], pgdata: Path,
-                  bins: PgBinaries, run_as: str | None) -> dict[str, float]:
+                  bins: PgBinaries, run_as: str | None,
+                  tablespaces: Mapping[int, Path] | None = None,
+                  excluded: Sequence[Database] = ()) -> dict[str, float]:
     phases: dict[str, float] = {}
+    targets = dict(tablespaces or {})
     scratch = pgdata.parent / f".pitrflow-combine-{uuid.uuid4().hex[:8]}"
     scratch.mkdir(mode=0o700)
     try:
@@ -76,10 +94,15 @@ def combine_chain(repo: Repository, chain: list[BackupManifest], pgdata: Path,
             chown_tree(scratch, run_as)
         started = time.monotonic()
         dirs = [scratch / backup.id for backup in chain]
+        # Each link's tablespaces in scratch directories of its own.
+        link_spaces = [{t.oid: scratch / f"{backup.id}-tblspc" / str(t.oid)
+                        for t in tablespaces_of(backup)} for backup in chain]
         # Links unpack independently: two at a time keeps both cores busy.
         with ThreadPoolExecutor(max_workers=2) as pool:
-            for future in [pool.submit(unpack_backup, repo, backup, target, run_as)
-                           for backup, target in zip(chain, dirs, strict=True)]:
+            for future in [pool.submit(unpack_backup, repo, backup, target, run_as,
+                                       tablespaces=spaces)
+                           for backup, target, spaces in zip(chain, dirs, link_spaces,
+                                                             strict=True)]:
                 future.result()
         for target in dirs:
             os.chmod(target, 0o700)
@@ -88,12 +111,16 @@ def combine_chain(repo: Repository, chain: list[BackupManifest], pgdata: Path,
         # pg_combinebackup accepts an existing empty output directory, which
         # lets it run as the server's user under a parent that user cannot write.
         mode = copy_mode(bins.major, scratch)
-        procs.run(commands.combinebackup_argv(bins, dirs, pgdata, mode), user=run_as,
+        if any(_device(t) != scratch.stat().st_dev for t in targets.values()):
+            mode = None  # hard links and reflinks stay on one file system: plain copies
+        mapping = [(link_spaces[-1][oid], target) for oid, target in sorted(targets.items())]
+        procs.run(commands.combinebackup_argv(bins, dirs, pgdata, mode, mapping), user=run_as,
                   what="pg_combinebackup", line_sink=_combine_line)
         phases["rebuild"] = time.monotonic() - started
         started = time.monotonic()
         procs.run(commands.verifybackup_argv(bins, pgdata), user=run_as, what="pg_verifybackup")
         phases["verify"] = time.monotonic() - started
+        zero_excluded(pgdata, excluded)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return phases

@@ -27,6 +27,7 @@ from pitrflow import procs
 from pitrflow.config import InstanceConfig
 from pitrflow.engines.postgres import commands
 from pitrflow.engines.postgres.binaries import PgBinaries, find_binaries, reachable_for
+from pitrflow.engines.postgres.catalog.cluster import Database
 from pitrflow.engines.postgres.drill.access import DRILL_HBA
 from pitrflow.engines.postgres.restore.combine import combine_chain
 from pitrflow.engines.postgres.restore.delta import check_delta_target, finish_delta, start_delta
@@ -34,6 +35,14 @@ from pitrflow.engines.postgres.restore.fetch import (
     check_restorable_layout,
     prefetch_wal,
     verify_backup_objects,
+)
+from pitrflow.engines.postgres.restore.placement import (
+    TablespacePlacement,
+    decide_placement,
+    drop_tablespace_map,
+    make_tablespace_dirs,
+    new_targets,
+    wipe_tablespaces,
 )
 from pitrflow.engines.postgres.restore.planner import RestorePlan
 from pitrflow.engines.postgres.restore.recovery import (
@@ -76,6 +85,12 @@ class RestoreRequest:
     # only), never promoted.
     standby: bool = False
     primary_conninfo: str | None = None
+    # User tablespaces: (NAME_OR_OID, DIR) pairs, else DIR/<name> under tablespace_map_all,
+    # else their recorded locations.
+    tablespace_map: tuple[tuple[str, str], ...] = ()
+    tablespace_map_all: str | None = None
+    # Only these databases (and the system ones); the others come back zero-filled.
+    db_include: tuple[str, ...] = ()
 
 
 @dataclass
@@ -92,6 +107,9 @@ class RestoreOutcome:
     superuser: str | None = None
     # A delta restore's counts: files kept, fetched whole, patched, paths removed, bytes.
     delta: dict[str, int] | None = None
+    tablespaces: tuple[TablespacePlacement, ...] = ()
+    # Left out by --db-include: zero-filled, to be dropped.
+    excluded: tuple[Database, ...] = ()
 
     @property
     def connect_hint(self) -> str:
@@ -132,6 +150,8 @@ class Preflight:
     bins: PgBinaries
     run_as: str | None
     free_bytes: int
+    tablespaces: tuple[TablespacePlacement, ...] = ()
+    excluded: tuple[Database, ...] = ()
 
 
 def preflight(plan: RestorePlan, request: RestoreRequest) -> Preflight:
@@ -150,6 +170,9 @@ def preflight(plan: RestorePlan, request: RestoreRequest) -> Preflight:
             )
     for backup in plan.chain:
         check_restorable_layout(backup)
+    tablespaces, excluded = decide_placement(
+        plan.backup, pgdata, request.tablespace_map, request.tablespace_map_all,
+        request.db_include, delta=request.delta, standby=request.standby)
     free = shutil.disk_usage(_existing_ancestor(pgdata)).free
     # A delta restore reuses what is there: how much it will write is known only later.
     if free < plan.disk_bytes_needed and not request.delta:
@@ -170,7 +193,7 @@ def preflight(plan: RestorePlan, request: RestoreRequest) -> Preflight:
         ensure_system_user(run_as)
     bins = reachable_for(find_binaries(major, request.instance.bin_dir, exact=True, needs=needs),
                          run_as)
-    return Preflight(port, bins, run_as, free)
+    return Preflight(port, bins, run_as, free, tablespaces, excluded)
 
 
 def _socket_dir(pgdata: Path, port: int) -> Path:
@@ -229,13 +252,18 @@ def execute_restore(plan: RestorePlan, request: RestoreRequest, repo: Repository
     if run_as is not None:
         ensure_system_user(run_as)
     created = not pgdata.exists()
+    created_tablespaces = new_targets(checks.tablespaces)
     pgdata.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(pgdata, 0o700)
     if run_as is not None:
         chown_tree(pgdata, run_as)
     try:
         check_reachable(pgdata, run_as)
+        make_tablespace_dirs(checks.tablespaces, run_as)
+        for placed in checks.tablespaces:
+            check_reachable(placed.target, run_as)
         delta = _fill(plan, request, repo, checks, phases)
+        drop_tablespace_map(pgdata)
     except BaseException as exc:
         if request.delta:
             # The marker and the missing control file keep it from starting; a rerun finishes.
@@ -246,6 +274,7 @@ def execute_restore(plan: RestorePlan, request: RestoreRequest, repo: Repository
             raise
         # Nothing of the source's data may be half-left in a directory we filled.
         _wipe(pgdata, remove_dir=created)
+        wipe_tablespaces(checks.tablespaces, created_tablespaces)
         raise
     spool = pgdata / SPOOL_DIR
     socket_dir = _socket_dir(pgdata, checks.port)
@@ -290,7 +319,7 @@ def execute_restore(plan: RestorePlan, request: RestoreRequest, repo: Repository
         plan=plan, pgdata=pgdata, port=checks.port, socket_dir=socket_dir, run_as=run_as,
         phases=phases, last_transaction=result.last_transaction,
         stop_reason=result.stop_reason, restore_command_kind=kind, superuser=superuser,
-        delta=delta,
+        delta=delta, tablespaces=checks.tablespaces, excluded=checks.excluded,
     )
     return outcome
 
@@ -304,7 +333,9 @@ def _fill(plan: RestorePlan, request: RestoreRequest, repo: Repository, checks: 
     started = time.monotonic()
     if len(plan.chain) > 1:
         # pg_combinebackup wants its output directory empty: the spool comes after.
-        phases.update(combine_chain(repo, plan.chain, pgdata, checks.bins, run_as))
+        phases.update(combine_chain(repo, plan.chain, pgdata, checks.bins, run_as,
+                                    {p.tablespace.oid: p.target for p in checks.tablespaces},
+                                    checks.excluded))
         phases["wal_fetch"] = _fetch_wal(repo, plan, request, spool, run_as)
         return None
     delta = None
@@ -323,7 +354,9 @@ def _fill(plan: RestorePlan, request: RestoreRequest, repo: Repository, checks: 
         try:
             unpack_backup(repo, plan.backup, pgdata, run_as, what=what,
                           wanted=delta.plan.wanted() if delta else None,
-                          index=delta.index if delta else None)
+                          index=delta.index if delta else None,
+                          tablespaces={p.tablespace.oid: p.target for p in checks.tablespaces},
+                          excluded=checks.excluded)
         except BaseException:
             with contextlib.suppress(BaseException):
                 wal.result()  # let it stop before the caller cleans up

@@ -5,11 +5,16 @@ v2 ("bundles") backups are written file by file on `process_max` threads
 (bundles.restorer), after their file index is fetched and checked against
 the SHA-256 their manifest recorded.  Either way the directory ends with
 PostgreSQL's backup_manifest, which pg_combinebackup and pg_verifybackup read.
+A backup with user tablespaces is unpacked only with a directory named for
+each (never, by default, into the locations it was taken from), and ends
+as pg_basebackup's plain format would: pg_tblspc/<oid> symlinks to them,
+and the backup's own tablespace_map, which pg_verifybackup checks.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from pitrflow.engines.postgres.bundles.fetchplan import Wanted
@@ -17,9 +22,11 @@ from pitrflow.engines.postgres.bundles.fsutil import Owner
 from pitrflow.engines.postgres.bundles.index import FileIndex, load_index
 from pitrflow.engines.postgres.bundles.restorer import restore_files
 from pitrflow.engines.postgres.bundles.writer import PG_MANIFEST
+from pitrflow.engines.postgres.catalog.cluster import Database
 from pitrflow.engines.postgres.catalog.manifest import LAYOUT_BUNDLES, BackupManifest
 from pitrflow.engines.postgres.restore.fetch import extract_backup
-from pitrflow.errors import RepositoryError
+from pitrflow.engines.postgres.restore.placement import zeroed_paths
+from pitrflow.errors import RepositoryError, RestoreRefusedError
 from pitrflow.storage.base import HashingReader, Repository
 from pitrflow.storage.layout import backup_object, backup_prefix
 
@@ -48,21 +55,29 @@ def load_backup_index(repo: Repository, manifest: BackupManifest) -> FileIndex:
 
 def unpack_backup(repo: Repository, manifest: BackupManifest, dest: Path, user: str | None, *,
                   wanted: Wanted | None = None, index: FileIndex | None = None,
-                  what: str | None = None) -> None:
+                  what: str | None = None, tablespaces: Mapping[int, Path] | None = None,
+                  excluded: Sequence[Database] = ()) -> None:
     """Unpack into `dest` (created if missing); `wanted` limits a v2 restore to some files
-    (and frames of them)."""
+    (and frames of them); user tablespaces go to `tablespaces` (OID -> directory), and
+    the files of `excluded` databases come back sparse and zero-filled."""
     if manifest.layout != LAYOUT_BUNDLES:
         extract_backup(repo, manifest, dest, user)
         return
+    index = index or load_backup_index(repo, manifest)
+    unplaced = [t.name for t in index.tablespaces if t.oid not in (tablespaces or {})]
+    if unplaced:
+        raise RestoreRefusedError(f"backup {manifest.id} holds tablespaces "
+                                  f"{', '.join(unplaced)} and no directory was chosen for them",
+                                  "pass --tablespace-map or --tablespace-map-all")
     owner = Owner.of(user)
     if not dest.exists():
         dest.mkdir(parents=True, mode=0o700)
         if owner is not None:
             os.chown(dest, owner.uid, owner.gid)
-    index = index or load_backup_index(repo, manifest)
     restore_files(repo, backup_prefix(manifest.instance, manifest.id), index, dest, user=user,
                   threads=repo.transfer.process_max, wanted=wanted,
-                  progress_what=what or f"restore of {manifest.instance} ({manifest.id})")
+                  progress_what=what or f"restore of {manifest.instance} ({manifest.id})",
+                  tablespaces=tablespaces, zeroed=zeroed_paths(index, excluded))
     target = dest / PG_MANIFEST
     target.write_bytes(read_checked(repo, manifest, PG_MANIFEST))
     if owner is not None:
