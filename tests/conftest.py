@@ -23,6 +23,7 @@ from pitrflow.devtools.localpg import (
     system_pg15_bin_dir,
     world_traversable,
 )
+from pitrflow.engines.postgres.sysuser import chown_tree
 from pitrflow.storage import open_repository
 from pitrflow.storage.base import Repository
 
@@ -79,6 +80,58 @@ def pg15_cluster(work_root: Path) -> Iterator[LocalCluster | None]:
     cluster = _cluster(work_root, "pg15", bin_dir)
     yield cluster
     cluster.remove()
+
+
+@dataclass
+class TablespaceCluster:
+    """A cluster with two user tablespaces, ts_a and ts_b, at `locations`."""
+
+    cluster: LocalCluster
+    locations: dict[str, Path]
+
+
+def _tablespace_cluster(root: Path, name: str, bin_dir: Path,
+                        **kwargs: object) -> TablespaceCluster:
+    cluster = _cluster(root, name, bin_dir, **kwargs)
+    locations = {}
+    for space in ("ts_a", "ts_b"):
+        location = root / f"{name}-{space}"
+        location.mkdir(mode=0o700)
+        if cluster.user:
+            chown_tree(location, cluster.user)
+        with cluster.connect() as conn:
+            conn.execute(f"CREATE TABLESPACE {space} LOCATION '{location}'")
+        locations[space] = location
+    return TablespaceCluster(cluster, locations)
+
+
+@pytest.fixture(scope="session")
+def ts18(work_root: Path) -> Iterator[TablespaceCluster]:
+    found = _tablespace_cluster(work_root, "ts18", default_bin_dir(),
+                                settings={"summarize_wal": "on"})
+    yield found
+    found.cluster.remove()
+
+
+@pytest.fixture(scope="session")
+def ts15(work_root: Path) -> Iterator[TablespaceCluster | None]:
+    bin_dir = system_pg15_bin_dir()
+    if bin_dir is None:
+        yield None
+        return
+    found = _tablespace_cluster(work_root, "ts15", bin_dir)
+    yield found
+    found.cluster.remove()
+
+
+@pytest.fixture(params=["18", "15"], ids=["pg18", "pg15"])
+def ts_pg(request: pytest.FixtureRequest) -> TablespaceCluster:
+    if request.param == "18":
+        return request.getfixturevalue("ts18")
+    found = request.getfixturevalue("ts15")
+    if found is None:
+        pytest.skip("system PostgreSQL 15 binaries are not installed (/usr/lib/postgresql/15)")
+    return found
 
 
 @pytest.fixture(params=["18", "15"], ids=["pg18", "pg15"])

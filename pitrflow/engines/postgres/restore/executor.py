@@ -157,6 +157,9 @@ class Preflight:
 def preflight(plan: RestorePlan, request: RestoreRequest) -> Preflight:
     """Every check that can refuse a restore, without changing anything."""
     pgdata = request.pgdata
+    tablespaces, excluded = decide_placement(
+        plan.backup, pgdata, request.tablespace_map, request.tablespace_map_all,
+        request.db_include, delta=request.delta, standby=request.standby)
     if request.delta:
         check_delta_target(plan.chain, pgdata)
     elif pgdata.exists():
@@ -170,9 +173,6 @@ def preflight(plan: RestorePlan, request: RestoreRequest) -> Preflight:
             )
     for backup in plan.chain:
         check_restorable_layout(backup)
-    tablespaces, excluded = decide_placement(
-        plan.backup, pgdata, request.tablespace_map, request.tablespace_map_all,
-        request.db_include, delta=request.delta, standby=request.standby)
     free = shutil.disk_usage(_existing_ancestor(pgdata)).free
     # A delta restore reuses what is there: how much it will write is known only later.
     if free < plan.disk_bytes_needed and not request.delta:
