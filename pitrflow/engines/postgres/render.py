@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from pitrflow.engines.postgres.backup.basebackup import BackupOutcome
-from pitrflow.engines.postgres.catalog.cluster import Database
+from pitrflow.engines.postgres.catalog.cluster import Database, tablespaces_of
 from pitrflow.engines.postgres.catalog.manifest import LAYOUT_BUNDLES, BackupManifest
 from pitrflow.engines.postgres.catalog.snapshot import Catalog
 from pitrflow.engines.postgres.restore.executor import RestoreOutcome
@@ -37,6 +37,8 @@ def backup_dict(b: BackupManifest) -> dict[str, Any]:
         "format": backup_format(b), "compression": b.compression,
         # {"cipher", "data_key"} when the repository encrypted it; None: stored unencrypted.
         "encryption": b.extra.get("encryption"),
+        "tablespaces": [{"oid": t.oid, "name": t.name, "location": t.location}
+                        for t in tablespaces_of(b)],
     }
 
 
@@ -114,7 +116,7 @@ def info_text(catalog: Catalog, verify: dict[str, Any] | None = None,
             f"{format_lsn(b.start_lsn)}..{format_lsn(b.stop_lsn)}  "
             f"{human_bytes(b.size_bytes)} (db {human_bytes(b.database_size_bytes)}){chain}"
             f"  {backup_format(b)}  [{verified}]  {_encryption_text(item['encryption'])}"
-            f"{keep_text}")
+            f"{keep_text}{_tablespaces_text(b)}")
     for item in data["rejected"]:
         lines.append(f"  {item['id']}  NOT A BACKUP: {item['reason']}")
     wal = data["wal"]
@@ -128,6 +130,12 @@ def info_text(catalog: Catalog, verify: dict[str, Any] | None = None,
         lines += [f"  {p['name']}  {p['time']}  LSN {p['lsn']}  tl {p['timeline']}"
                   for p in data["restore_points"]]
     return "\n".join(lines)
+
+
+def _tablespaces_text(b: BackupManifest) -> str:
+    spaces = tablespaces_of(b)
+    return ("  tablespaces " + ", ".join(f"{t.name}={t.location}" for t in spaces)
+            if spaces else "")
 
 
 def _encryption_text(encryption: dict[str, str] | None) -> str:

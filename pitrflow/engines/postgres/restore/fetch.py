@@ -36,7 +36,7 @@ _BASE_TARS = ("base.tar", "base.tar.zst")
 def check_restorable_layout(manifest: BackupManifest) -> None:
     names = {f.name for f in manifest.files}
     if manifest.layout == LAYOUT_BUNDLES:
-        # pg_basebackup's stdout tar cannot carry tablespaces: v2 holds the main one only.
+        # Tablespaces, if any, are in the file index (and named in the manifest).
         if manifest.index not in names or "backup_manifest" not in names:
             raise RestoreRefusedError(f"backup {manifest.id} lists no file index",
                                       "the backup is damaged; choose another")
@@ -44,10 +44,10 @@ def check_restorable_layout(manifest: BackupManifest) -> None:
     extra = names - set(_WAL_TARS) - set(_BASE_TARS) - {"backup_manifest"}
     if extra:
         raise RestoreRefusedError(
-            f"backup {manifest.id} holds tablespaces ({', '.join(sorted(extra))}), "
-            "which this version cannot restore",
-            "restore it with pg_basebackup-compatible tools, or move the tablespaces into "
-            "the default one",
+            f"backup {manifest.id} is a single-stream (v1) backup holding tablespaces "
+            f"({', '.join(sorted(extra))}), which pitrflow restores from v2 backups only",
+            "restore to a time covered by a newer full backup (pitrflow now backs up "
+            "tablespaces in layout v2), or unpack its tar files by hand",
         )
     if not names & set(_BASE_TARS):
         raise RestoreRefusedError(f"backup {manifest.id} has no base.tar",
