@@ -220,6 +220,13 @@ def test_an_incremental_chain_with_tablespaces_and_one_database(
     assert ids(port, "k", keep) == list(range(1, 351))
     with pytest.raises(psycopg.OperationalError):
         ids(port, "d", drop)
+    manifest = read_catalog(env.repo, "main").backup(incremental.backup_id)
+    assert manifest is not None
+    drop_oid = next(d["oid"] for d in manifest.extra["databases"] if d["name"] == drop)
+    zeroed = list((env.root / "spaces" / "ts_a").glob(f"*/{drop_oid}/*"))
+    zeroed += list((Path(restored.data["pgdata"]) / "base" / str(drop_oid)).iterdir())
+    assert any(p.stat().st_size > 0 for p in zeroed)
+    assert all(p.read_bytes() == bytes(p.stat().st_size) for p in zeroed)
     with psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres",
                          autocommit=True) as conn:
         conn.execute(f"DROP DATABASE {drop}")

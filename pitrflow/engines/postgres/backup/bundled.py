@@ -92,5 +92,9 @@ def produce_bundled(run: Run) -> Produced:
 
 
 def _failed(tail: list[str], code: int) -> CommandFailedError:
-    return CommandFailedError(f"pg_basebackup failed: {procs.most_telling_line(tail) or code}",
-                              "see the log for its full output")
+    line = procs.most_telling_line(tail) or str(code)
+    if "single tablespace" in line:
+        # A tablespace created after the backup looked: the next run takes the staged path.
+        return CommandFailedError(f"pg_basebackup failed: {line}",
+                                  "a tablespace was created as the backup started: run it again")
+    return CommandFailedError(f"pg_basebackup failed: {line}", "see the log for its full output")

@@ -17,6 +17,7 @@ server's backup_manifest lists is then checked as on the streamed path.
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -70,7 +71,8 @@ def staging_compressions(server_major: int, workers: int, compress: str) -> list
 
 def produce_tablespaced(run: Run) -> Produced:
     instance = run.instance
-    run.instance.staging_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    instance.staging_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _remove_stale(instance.staging_dir, instance.name, instance.backup_timeout_seconds)
     tried: list[str] = []
     for method in staging_compressions(run.server_major, instance.compress_workers,
                                        instance.compress):
@@ -93,6 +95,16 @@ def produce_tablespaced(run: Run) -> Produced:
         f"compressed with none of: {', '.join(tried)}",
         "use a pg_basebackup built with zstd or zlib (bin_dir): a cluster with tablespaces is "
         "never staged uncompressed")
+
+
+def _remove_stale(staging_dir: Path, instance: str, timeout: int) -> None:
+    """What a killed run left: older than any backup may run, so no running backup's."""
+    cutoff = time.time() - timeout
+    ours = re.compile(rf"{re.escape(instance)}-\d{{8}}T\d{{6}}Z-[FI]\d*")
+    for left in staging_dir.iterdir():
+        if ours.fullmatch(left.name) and left.is_dir() and left.stat().st_mtime < cutoff:
+            log.info("removing %s, left by an interrupted backup", left)
+            shutil.rmtree(left, ignore_errors=True)
 
 
 class _Unsupported(Exception):
