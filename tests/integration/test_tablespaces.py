@@ -272,3 +272,23 @@ def test_a_new_user_backs_up_ships_and_restores_to_a_time_remapped(
     assert a[-1] == last_a and b == list(range(1, by_then["in_b"][-1] + 1))
     assert a == list(range(1, last_a + 1)) and later["in_a"][0] not in a
     assert locations(port) == {"ts_a": str(spaces / "orders"), "ts_b": str(spaces / "ts_b")}
+
+
+def test_tablespaces_on_an_encrypted_s3_repository(ts18: TablespaceCluster,
+                                                   make_s3_env) -> None:  # type: ignore[no-untyped-def]
+    """The staged archives go the same way as any v2 backup: to S3, encrypted, and back."""
+    env = make_s3_env(ts18.cluster, repo_extra='[repository.encryption]\n'
+                                               'passphrase_env = "PITR_TEST_PASSPHRASE"')
+    os.environ["PITR_TEST_PASSPHRASE"] = "tablespaces on s3"
+    try:
+        make_tables(env)
+        rows = commit_all(env, 3)
+        backup = local.backup(env.config, "main", "full")
+        local.ship(env.config, "main")
+        assert backup.data["encryption"] is not None
+        restored = restore(env, "from-s3", tablespace_map_all=str(env.root / "spaces"))
+        port = restored.data["port"]
+        assert ids(port, "in_a") == rows["in_a"] and ids(port, "in_b") == rows["in_b"]
+        stop(env, restored)
+    finally:
+        os.environ.pop("PITR_TEST_PASSPHRASE", None)
