@@ -134,8 +134,10 @@ def _produce_with(run: Run, method: str, staging: Path) -> Produced:
             index, _, _ = write_archives(_archives(writer, seen), repo, prefix, settings, level,
                                          run.published, progress)
         except CommandFailedError:
-            if proc.poll() is None:
-                raise  # ours, not pg_basebackup's (which is said below, in its own words)
+            # Still running, or exited 0: the failure is ours (a 0 exit would otherwise
+            # fall through with no index); a failed pg_basebackup is said below instead.
+            if proc.poll() in (None, 0):
+                raise
         code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
     # Out of the block, stderr is drained to its end.
     if code != 0 and not seen and any(_UNSUPPORTED in line for line in tail):
