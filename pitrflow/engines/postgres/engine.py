@@ -91,7 +91,7 @@ class PostgresEngine:
                   "segments": outcome.segments_shipped,
                   "lag_seconds": outcome.lag.total_seconds(),
                   "slot_retained_bytes": outcome.slot.retained_bytes if outcome.slot else None},
-            recoverable_to=mark_time)
+            recoverable_to=mark_time, size_bytes=outcome.bytes_stored)
 
     # --- restores ---
 
