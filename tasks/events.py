@@ -25,9 +25,11 @@ WAL_SHIPPED = "pitrflow.wal.shipped"
 DRILL_PASSED = "pitrflow.drill.passed"
 DRILL_FAILED = "pitrflow.drill.failed"
 CHECK_FAILED = "pitrflow.check.failed"
-# Emitted by `pitr deploy` for an instance it starts to watch: the silence alerts'
-# first window counts from there, so an instance that never succeeds is noticed too.
+# Emitted by `pitr deploy` for every configured instance: it opens a silence window
+# for an instance not yet watched, so one that never succeeds is noticed too; and for
+# an instance removed from the config, whose window it closes without an alert.
 INSTANCE_DEPLOYED = "pitrflow.instance.deployed"
+INSTANCE_REMOVED = "pitrflow.instance.removed"
 # Findings are summarized: an event is a notification, the artifact holds the details.
 _MAX_FINDINGS = 5
 
@@ -80,3 +82,7 @@ def check_failed(report: CheckReport, engine: str) -> None:
 
 def instance_deployed(instance: str, engine: str) -> None:
     _emit(INSTANCE_DEPLOYED, instance_resource(instance, engine), {})
+
+
+def instance_removed(instance: str) -> None:
+    _emit(INSTANCE_REMOVED, instance_resource(instance), {})
