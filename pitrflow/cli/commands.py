@@ -52,7 +52,11 @@ def _mode(args: argparse.Namespace, urgency: Urgency) -> RunMode:
     mode = choose_run_mode(urgency, getattr(args, "local", False))
     if mode.note:
         print(mode.note, file=sys.stderr)
-    if not mode.use_prefect:
+    if mode.use_prefect:
+        from pitrflow.cli.flowrun import load_block_resolvers
+
+        load_block_resolvers()
+    else:
         log_to_stderr()
     return mode
 
