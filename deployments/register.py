@@ -26,11 +26,13 @@ from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterTag
 from prefect.client.schemas.objects import ConcurrencyLimitStrategy, ConcurrencyOptions
 from prefect.client.schemas.responses import DeploymentResponse
 from prefect.client.schemas.schedules import RRuleSchedule
+from prefect.exceptions import PrefectHTTPStatusError
 
 from deployments.desired import MANAGED_TAG, Deployment, instance_tag
 from deployments.specs import FLOWS, FlowSpec
 
 _PAGE = 200  # the server's largest page
+_DELETE_BATCH = 50  # the most /deployments/bulk_delete takes at once
 
 
 @dataclass
@@ -118,6 +120,23 @@ def _ours(found: DeploymentResponse, flow_names: dict[UUID, str]) -> bool:
     return found.flow_id in flow_names and instance_tag(found.name) in found.tags
 
 
+def delete_deployments(client: SyncPrefectClient, ids: list[UUID]) -> None:
+    """Delete IDS fifty at a time (one request and one transaction each, instead of one of
+    each per deployment); one by one on a server older than the bulk endpoint."""
+    for start in range(0, len(ids), _DELETE_BATCH):
+        batch = ids[start:start + _DELETE_BATCH]
+        try:
+            client.request(  # type: ignore[call-overload]
+                "POST", "/deployments/bulk_delete",
+                json={"deployments": {"id": {"any_": [str(i) for i in batch]}},
+                      "limit": _DELETE_BATCH})
+        except PrefectHTTPStatusError as exc:
+            if exc.response.status_code not in (404, 405):
+                raise
+            for deployment_id in batch:
+                client.delete_deployment(deployment_id)
+
+
 def register(client: SyncPrefectClient, wanted: list[Deployment],
              schemas: dict[str, dict[str, Any]]) -> RegisterReport:
     """Make the server's pitrflow deployments exactly WANTED; say what it changed."""
@@ -135,8 +154,9 @@ def register(client: SyncPrefectClient, wanted: list[Deployment],
             continue
         _send(client, flow_id, deployment, schema, version)
         (report.updated if found is not None else report.created).append(deployment.key)
-    for (flow_id, name), found in sorted(existing.items(), key=lambda item: item[0][1]):
-        if _ours(found, flow_names):
-            client.delete_deployment(found.id)
-            report.removed.append(f"{flow_names.get(flow_id, flow_id)}/{name}")
+    stale = [found for (_, name), found in sorted(existing.items(), key=lambda item: item[0][1])
+             if _ours(found, flow_names)]
+    delete_deployments(client, [found.id for found in stale])
+    report.removed = [f"{flow_names.get(found.flow_id, found.flow_id)}/{found.name}"
+                      for found in stale]
     return report

@@ -88,7 +88,7 @@ def instance_limits(instances: list[str]) -> list[str]:
     return [limit_name(kind, instance) for instance in sorted(instances) for kind in KINDS]
 
 
-def _read_limits(client: SyncPrefectClient) -> list[GlobalConcurrencyLimit]:
+def read_limits(client: SyncPrefectClient) -> list[GlobalConcurrencyLimit]:
     found: list[GlobalConcurrencyLimit] = []
     while True:
         page = client.read_global_concurrency_limits(limit=_PAGE, offset=len(found))
@@ -105,7 +105,7 @@ def sync_limits(client: SyncPrefectClient, instances: list[str]) -> tuple[int, l
     """Make every instance's limits exist with one active slot; remove the free limits
     of instances no longer configured.  Returns (limits in place, names removed)."""
     wanted = set(instance_limits(instances))
-    existing = {limit.name: limit for limit in _read_limits(client)}
+    existing = {limit.name: limit for limit in read_limits(client)}
     for name in sorted(wanted):
         found = existing.get(name)
         if found is None:

@@ -47,9 +47,9 @@ class Stack:
     def config(self) -> str:
         return str(self.env.config_path)
 
-    def deploy(self, config: str | None = None, **options: Any) -> list[str]:
-        """`pitr deploy` of CONFIG (default: the stack's own) with the stack's pool."""
-        return deploy_all(config or self.config, POOL, "UTC", **{"notify": NOTIFY, **options})
+    def deploy(self, config: str | None = None, pool: str = POOL, **options: Any) -> list[str]:
+        """`pitr deploy` of CONFIG (default: the stack's own), by default to the stack's pool."""
+        return deploy_all(config or self.config, pool, "UTC", **{"notify": NOTIFY, **options})
 
     def run(self, name: str, timeout: float = 150, **parameters: Any) -> FlowRun:
         """Trigger deployment NAME through the API and wait for its final state."""

@@ -22,7 +22,7 @@ from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFi
 from deployments.alerts import ship_silence
 from deployments.desired import MANAGED_TAG
 from deployments.register import read_tagged
-from deployments.setup import setup
+from deployments.setup import read_limits, setup
 from flows._limits import destination_lock_name, limit_name
 from tasks.events import instance_resource
 from tests.conftest import free_port, restored_ids
@@ -261,8 +261,8 @@ def _registered() -> dict[str, Any]:
         automations = {a.name: (a.id, a.model_dump(mode="json")) for a in client.read_automations()}
         deployments = {f"{d.flow_id}/{d.name}": (d.id, d.updated, [s.id for s in d.schedules])
                        for d in read_tagged(client)}
-        limits = {c.name: (c.id, c.limit) for c in client.read_global_concurrency_limits(
-            limit=200) if c.name.startswith("pitrflow-")}
+        limits = {c.name: (c.id, c.limit) for c in read_limits(client)
+                  if c.name.startswith("pitrflow-")}
         queues = {q.name: (q.id, q.priority) for q in client.read_work_queues(
             work_pool_name=POOL)}
     return {"automations": automations, "deployments": deployments, "limits": limits,
