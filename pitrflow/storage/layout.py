@@ -32,6 +32,13 @@ def instance_prefix(instance: str) -> str:
     return f"{instance}/"
 
 
+def catalog_prefixes(instance: str, marks: bool = True) -> list[str]:
+    """What a catalog lists: backups, WAL, timeline histories and (unless MARKS is off) the
+    marks.  Drill and verify records, and the drills' evidence, are never part of it."""
+    parts = ["backups", "marks", "timelines", "wal"] if marks else ["backups", "timelines", "wal"]
+    return [f"{instance}/{part}/" for part in parts]
+
+
 def backup_prefix(instance: str, backup_id: str) -> str:
     return f"{instance}/backups/{backup_id}/"
 
