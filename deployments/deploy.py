@@ -19,13 +19,18 @@ from pathlib import Path
 
 from deployments.desired import PROJECT_ROOT, desired_deployments
 from deployments.register import RegisterReport, parameter_schemas, register
-from deployments.setup import require_server, setup
+from deployments.setup import remove_limits, require_server, setup
 from deployments.specs import DEFAULT_POOL, DEFAULT_TIMEZONE
 from pitrflow.config import Config, load_config
 from pitrflow.errors import PitrError
 
 
-def _announce(config: Config, report: RegisterReport) -> None:
+def removed_instances(config: Config, report: RegisterReport) -> list[str]:
+    """Instances whose deployments this deploy removed and the config no longer names."""
+    return sorted({key.partition("/")[2] for key in report.removed} - set(config.instances))
+
+
+def _announce(config: Config, removed: list[str]) -> None:
     """Open a silence window for every configured instance not yet watched, and close
     those of removed instances (see deployments.alerts)."""
     from prefect.events.worker import EventsWorker
@@ -34,7 +39,7 @@ def _announce(config: Config, report: RegisterReport) -> None:
 
     for name in sorted(config.instances):
         events.instance_deployed(name, config.instances[name].engine)
-    for name in sorted({key.partition("/")[2] for key in report.removed} - set(config.instances)):
+    for name in removed:
         events.instance_removed(name)
     EventsWorker.drain_all()
 
@@ -59,9 +64,13 @@ def deploy_all(config_path: str | None, pool: str = DEFAULT_POOL,
                                  worker_config=worker_config)
     done = setup(config_path, pool, notify)
     with get_client(sync_client=True) as client:
-        report = register(client, wanted, parameter_schemas())
-    _announce(config, report)
+        report = register(client, wanted, parameter_schemas(), pool)
+        removed = removed_instances(config, report)
+        limits = remove_limits(client, removed)
+    _announce(config, removed)
     done += report.lines()
+    done.append(f"instances removed: {', '.join(removed) or 'none'} "
+                f"({len(limits)} concurrency limits removed)")
     done.append(f"{len(config.instances)} instances in {time.monotonic() - started:.1f} s")
     return done
 

@@ -8,7 +8,9 @@ deployment carries a fingerprint of everything registered for it (in its
 `version`); the server's deployments are read in pages, and only a missing or
 different one is sent.  A second run with the same config sends nothing.
 Deployments tagged `pitrflow-managed` (or registered by an earlier pitrflow
-under an instance's tag) that the config no longer names are deleted.
+under an instance's tag) in the config's work pool that the config no longer
+names are deleted: a config owns its pool, so two configs (two teams) can share a
+server with a pool each.
 """
 
 from __future__ import annotations
@@ -138,8 +140,11 @@ def delete_deployments(client: SyncPrefectClient, ids: list[UUID]) -> None:
 
 
 def register(client: SyncPrefectClient, wanted: list[Deployment],
-             schemas: dict[str, dict[str, Any]]) -> RegisterReport:
-    """Make the server's pitrflow deployments exactly WANTED; say what it changed."""
+             schemas: dict[str, dict[str, Any]], pool: str) -> RegisterReport:
+    """Make the server's pitrflow deployments in POOL exactly WANTED; say what it changed.
+
+    A wanted deployment registered in another pool is moved (updated) into POOL.
+    """
     flow_ids = {spec.flow: client.create_flow_from_name(spec.flow) for spec in FLOWS}
     flow_names = {flow_id: name for name, flow_id in flow_ids.items()}
     existing = {(d.flow_id, d.name): d for d in read_tagged(client)}
@@ -155,7 +160,7 @@ def register(client: SyncPrefectClient, wanted: list[Deployment],
         _send(client, flow_id, deployment, schema, version)
         (report.updated if found is not None else report.created).append(deployment.key)
     stale = [found for (_, name), found in sorted(existing.items(), key=lambda item: item[0][1])
-             if _ours(found, flow_names)]
+             if _ours(found, flow_names) and found.work_pool_name == pool]
     delete_deployments(client, [found.id for found in stale])
     report.removed = [f"{flow_names.get(found.flow_id, found.flow_id)}/{found.name}"
                       for found in stale]

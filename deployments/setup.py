@@ -11,7 +11,7 @@
   notification block (Slack, e-mail, a webhook...).
 
 Running it again changes nothing that is already right: limits are matched by
-name (those of instances no longer in the config are removed when free),
+name (`pitr deploy` removes those of the instances whose deployments it removed),
 automations by name and left untouched when they already say the same (an
 update would restart every instance's silence window), updated in place
 otherwise, keeping a pause set in the UI and their notification routing when
@@ -97,13 +97,8 @@ def read_limits(client: SyncPrefectClient) -> list[GlobalConcurrencyLimit]:
             return found
 
 
-def _instance_limit(name: str) -> bool:
-    return any(name.startswith(f"pitrflow-{kind}-") for kind in KINDS)
-
-
-def sync_limits(client: SyncPrefectClient, instances: list[str]) -> tuple[int, list[str]]:
-    """Make every instance's limits exist with one active slot; remove the free limits
-    of instances no longer configured.  Returns (limits in place, names removed)."""
+def sync_limits(client: SyncPrefectClient, instances: list[str]) -> int:
+    """Make every instance's limits exist with one active slot; returns how many."""
     wanted = set(instance_limits(instances))
     existing = {limit.name: limit for limit in read_limits(client)}
     for name in sorted(wanted):
@@ -114,13 +109,20 @@ def sync_limits(client: SyncPrefectClient, instances: list[str]) -> tuple[int, l
         elif found.limit != 1 or not found.active:
             client.update_global_concurrency_limit(
                 name, GlobalConcurrencyLimitUpdate(limit=1, active=True))
+    return len(wanted)
+
+
+def remove_limits(client: SyncPrefectClient, instances: list[str]) -> list[str]:
+    """Delete the limits of INSTANCES (removed from the config) that no run holds now;
+    a slot still held belongs to a run in progress, and the next deploy removes it."""
+    existing = {limit.name: limit for limit in read_limits(client)}
     removed = []
-    for name, found in sorted(existing.items()):
-        # A slot still held belongs to a run in progress: leave it for the next deploy.
-        if _instance_limit(name) and name not in wanted and not found.active_slots:
+    for name in instance_limits(instances):
+        found = existing.get(name)
+        if found is not None and not found.active_slots:
             client.delete_global_concurrency_limit_by_name(name)
             removed.append(name)
-    return len(wanted), removed
+    return removed
 
 
 def register_block_types(client: SyncPrefectClient) -> list[str]:
@@ -211,9 +213,8 @@ def setup(config_path: str | None, pool: str = DEFAULT_POOL, notify: str | None 
         ensure_work_pool(client, pool)
         ensure_restore_queue(client, pool)
         done.append(f"work pool {pool} (process), queue {RESTORE_QUEUE} at priority 1")
-        count, removed = sync_limits(client, instances)
-        done.append(f"concurrency limits: {count} in place (1 slot each), "
-                    f"{len(removed)} removed")
+        done.append(f"concurrency limits: {sync_limits(client, instances)} in place "
+                    "(1 slot each)")
         done.append("block types: " + ", ".join(register_block_types(client)))
         block = resolve_notify_block(client, notify) if notify else None
         wanted = desired_automations(block, backup_margin)

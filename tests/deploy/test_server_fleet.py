@@ -10,7 +10,8 @@ slower than the registration itself.  The time of the first `pitr deploy` is pri
 -s to see it) rather than asserted: it depends on the machine, and what must
 hold is that everything is there, once, and that a second run sends nothing.
 This module sorts after the other end-to-end ones; it puts the stack's config
-back when it is done and deploys it again, which removes the 198.
+back when it is done and deploys it again, to the fleet's pool (which removes
+the 198: a config owns its pool) and then to the stack's.
 """
 
 from __future__ import annotations
@@ -53,8 +54,11 @@ def fleet(stack: Stack) -> Iterator[Path]:
     finally:
         config.write_text(original)
         with stack.worker_paused():
-            said = stack.deploy()
-    assert "deployments: 0 created, 16 updated, 0 unchanged, 1576 removed" in said, said
+            # A config owns its pool: the 198 go when the stack's config is deployed there.
+            said = stack.deploy(pool=FLEET_POOL)
+            back = stack.deploy()
+    assert "deployments: 0 created, 0 updated, 16 unchanged, 1576 removed" in said, said
+    assert "deployments: 0 created, 16 updated, 0 unchanged, 0 removed" in back, back
 
 
 def test_two_hundred_instances_register_once_change_nothing_then_lose_one(
@@ -91,6 +95,7 @@ def test_two_hundred_instances_register_once_change_nothing_then_lose_one(
                     [n for n in EXTRA if n != GONE])
     said = stack.deploy(pool=FLEET_POOL)
     assert "deployments: 0 created, 0 updated, 1592 unchanged, 8 removed" in said, said
+    assert f"instances removed: {GONE} (2 concurrency limits removed)" in said, said
     with get_client(sync_client=True) as client:
         for spec in FLOWS:
             with pytest.raises(ObjectNotFound):
