@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from deployments.specs import FLOWS, STRICT_ENV, FlowSpec, instance_offset
+from deployments.specs import FLOWS, FOLLOW, STRICT_ENV, FlowSpec, instance_offset
 from pitrflow.config import Config
 from pitrflow.errors import UsageError
 
@@ -107,7 +107,8 @@ def desired_deployments(config: Config, *, pool: str, timezone: str,
     for name in sorted(config.instances):
         check_name("instance", name)
         offset = instance_offset(name, spread)
-        for spec in FLOWS:
+        # A follower only for instances in follow mode (see deployments.specs.FOLLOW).
+        for spec in FLOWS + ((FOLLOW,) if config.instances[name].follow else ()):
             wanted.append(Deployment(spec, name, pool, timezone, config_path, str(project_root),
                                      offset, ("pitrflow", MANAGED_TAG, instance_tag(name))))
     return wanted

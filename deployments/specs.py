@@ -117,6 +117,14 @@ CHECK = FlowSpec("check", "flows/check.py:check", Cadence(_HOUR, (timedelta(minu
                  "Hourly: server, slot, repository, ages of backups, marks and drills.")
 
 FLOWS: tuple[FlowSpec, ...] = (FULL, INCREMENTAL, SHIP, DRILL, RESTORE, EXPIRE, VERIFY, CHECK)
+# Follow mode (instances with follow = true): one long-running run streams WAL.  The schedule
+# is a watchdog: with one concurrent run allowed and new runs cancelled, it only starts a
+# follower when none is running (after a crash, a cancel or a worker restart).
+# Follow mode's long-running receiver, for instances with follow = true: the schedule is
+# a watchdog that restarts a follower that ended; one that still runs cancels the new run.
+FOLLOW = FlowSpec("follow_wal", "flows/follow_wal.py:follow_wal", Cadence(timedelta(minutes=5)),
+                  "Follow mode: stream WAL continuously (runs until cancelled).",
+                  cancel_overlaps=True)
 BACKUP_FLOWS = (FULL.flow, INCREMENTAL.flow)
 
 # How often a success is expected; the silence alerts are derived from these.

@@ -17,10 +17,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from pitrflow.config_protection import (
+    EncryptionConfig,
+    ObjectLockConfig,
+    parse_encryption,
+    parse_object_lock,
+)
+from pitrflow.config_schema import REQUIRED as _REQUIRED
+from pitrflow.config_schema import check_table as _check_table
 from pitrflow.errors import ConfigError
+from pitrflow.storage.base import MIB, TransferSettings, default_process_max
 
 CONFIG_ENV = "PITR_CONFIG"
-_REQUIRED = object()
 _INSTANCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 
@@ -34,10 +42,21 @@ class RepositoryConfig:
     sse: str | None = None
     sse_kms_key_id: str | None = None
     credentials_block: str | None = None
+    process_max: int = field(default_factory=default_process_max)
+    bundle_size_mb: int = 32
+    frame_size_mb: int = 4
+    encryption: EncryptionConfig | None = None
+    object_lock: ObjectLockConfig | None = None
 
     @property
     def location(self) -> str:
         return self.url if self.url else str(self.path)
+
+    @property
+    def transfer(self) -> TransferSettings:
+        return TransferSettings(process_max=self.process_max,
+                                bundle_size=self.bundle_size_mb * MIB,
+                                frame_size=self.frame_size_mb * MIB)
 
 
 @dataclass(frozen=True)
@@ -51,6 +70,9 @@ class DrillConfig:
     freshness: dict[str, str] = field(default_factory=dict)
     checks_dir: Path | None = None
     timeout_seconds: int = 6 * 3600
+    # Ship runs and backups record each table's row count exactly when it is
+    # smaller than this (estimates above it); 0 records estimates only.
+    exact_count_max_mb: float = 16.0
 
 
 @dataclass(frozen=True)
@@ -73,6 +95,9 @@ class CheckConfig:
     max_mark_age_minutes: float = 30.0
     max_drill_age_hours: float = 26.0
     max_slot_retained_mb: float = 10240.0
+    # Follow mode: the follower's recovery point may trail the server by this much (and
+    # its heartbeat may be this old) before ship_logs and pitr check call it behind or gone.
+    max_follower_lag_seconds: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -89,7 +114,9 @@ class InstanceConfig:
     connection_block: str | None = None
     bin_dir: Path | None = None
     slot: str = ""
-    compress: str = "server"  # server | client | none
+    # worker (= client): v2 bundles compressed by pitrflow's threads; server: v1, zstd on
+    # the database host into staging (one stream to restore); none: v2 at zstd level 1.
+    compress: str = "worker"
     compress_level: int = 3
     compress_workers: int = 2
     run_as: str = "pitrflow"
@@ -98,6 +125,16 @@ class InstanceConfig:
     ship_timeout_seconds: int = 1800
     wal_fetch_parallel: int = 4
     max_rate: str = ""  # pg_basebackup --max-rate, e.g. "50M": spares a busy server's disks
+    # Follow mode (pitr ship --follow): pg_receivewal runs continuously; the segment in
+    # progress is uploaded every partial_interval seconds and a mark written every
+    # mark_interval seconds.  `follow` declares that a follower is meant to run, so the
+    # batch ship_logs checks it instead of shipping.  synchronous: the receiver is a
+    # synchronous standby (application_name = the slot name).
+    follow: bool = False
+    partial_interval: int = 10
+    mark_interval: int = 60
+    synchronous: bool = False
+    follow_dir: Path = Path("/var/tmp/pitrflow-follow")
     drill: DrillConfig = field(default_factory=DrillConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     check: CheckConfig = field(default_factory=CheckConfig)
@@ -168,6 +205,11 @@ _REPOSITORY_SCHEMA: dict[str, tuple[type, Any]] = {
     "sse": (str, None),
     "sse_kms_key_id": (str, None),
     "credentials_block": (str, None),
+    "process_max": (int, None),
+    "bundle_size_mb": (int, 32),
+    "frame_size_mb": (int, 4),
+    "encryption": (dict, None),
+    "object_lock": (dict, None),
 }
 
 _INSTANCE_SCHEMA: dict[str, tuple[type, Any]] = {
@@ -181,7 +223,7 @@ _INSTANCE_SCHEMA: dict[str, tuple[type, Any]] = {
     "connection_block": (str, None),
     "bin_dir": (str, None),
     "slot": (str, ""),
-    "compress": (str, "server"),
+    "compress": (str, "worker"),
     "compress_level": (int, 3),
     "compress_workers": (int, 2),
     "run_as": (str, "pitrflow"),
@@ -190,6 +232,11 @@ _INSTANCE_SCHEMA: dict[str, tuple[type, Any]] = {
     "ship_timeout_seconds": (int, 1800),
     "wal_fetch_parallel": (int, 4),
     "max_rate": (str, ""),
+    "follow": (bool, False),
+    "partial_interval": (int, 10),
+    "mark_interval": (int, 60),
+    "synchronous": (bool, False),
+    "follow_dir": (str, "/var/tmp/pitrflow-follow"),
     "drill": (dict, None),
     "retention": (dict, None),
     "check": (dict, None),
@@ -220,6 +267,7 @@ _CHECK_SCHEMA: dict[str, tuple[type, Any]] = {
     "max_mark_age_minutes": (float, 30.0),
     "max_drill_age_hours": (float, 26.0),
     "max_slot_retained_mb": (float, 10240.0),
+    "max_follower_lag_seconds": (float, 60.0),
 }
 
 
@@ -238,44 +286,18 @@ _DRILL_SCHEMA: dict[str, tuple[type, Any]] = {
     "freshness": (dict, None),
     "checks_dir": (str, None),
     "timeout_seconds": (int, 6 * 3600),
+    "exact_count_max_mb": (float, 16.0),
 }
 
 _ENGINES = ("postgresql", "sqlserver")
 _PASSWORD_SOURCES = ("password_env", "password_block", "connection_block")
-_COMPRESS = ("server", "client", "none")
-
-
-def _check_table(
-    raw: Any, schema: dict[str, tuple[type, Any]], dotted: str, source: Path
-) -> dict[str, Any]:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{dotted} in {source} must be a table", f"write it as [{dotted}]")
-    for key in raw:
-        if key not in schema:
-            allowed = ", ".join(sorted(schema))
-            raise ConfigError(
-                f"unknown key {dotted}.{key} in {source}", f"known keys: {allowed}"
-            )
-    values: dict[str, Any] = {}
-    for key, (kind, default) in schema.items():
-        if key not in raw:
-            if default is _REQUIRED:
-                raise ConfigError(
-                    f"missing key {dotted}.{key} in {source}",
-                    f"add {key} = ... to [{dotted}]",
-                )
-            values[key] = default
-            continue
-        value = raw[key]
-        # bool is a subclass of int: refuse `port = true` explicitly.
-        wrong = not isinstance(value, kind) or (kind is int and isinstance(value, bool))
-        if wrong:
-            raise ConfigError(
-                f"{dotted}.{key} in {source} must be {kind.__name__}, got {value!r}",
-                f"fix the value of {key} in [{dotted}]",
-            )
-        values[key] = value
-    return values
+_COMPRESS = ("worker", "client", "server", "none")
+# (key, lowest, highest, what it is): sizes in MiB.
+_TRANSFER_LIMITS = (
+    ("process_max", 1, 256, "threads that compress backups and fetch restores"),
+    ("frame_size_mb", 1, 256, "MiB of raw data per zstd frame"),
+    ("bundle_size_mb", 1, 4096, "MiB of small files per bundle"),
+)
 
 
 def _repository(raw: Any, source: Path) -> RepositoryConfig:
@@ -290,6 +312,22 @@ def _repository(raw: Any, source: Path) -> RepositoryConfig:
             f"repository.url in {source} must start with s3://, got {values['url']!r}",
             "for a local directory use repository.path",
         )
+    if values["process_max"] is None:
+        values["process_max"] = default_process_max()
+    for key, low, high, what in _TRANSFER_LIMITS:
+        if not low <= values[key] <= high:
+            raise ConfigError(f"repository.{key} in {source} is {values[key]}, outside "
+                              f"{low}..{high}", f"{key} is the number of {what}")
+    if values["frame_size_mb"] > values["bundle_size_mb"]:
+        raise ConfigError(
+            f"repository.frame_size_mb in {source} ({values['frame_size_mb']}) is larger than "
+            f"repository.bundle_size_mb ({values['bundle_size_mb']})",
+            "a bundle holds whole frames: make bundle_size_mb at least frame_size_mb")
+    if values["encryption"] is not None:
+        values["encryption"] = parse_encryption(values["encryption"], source)
+    if values["object_lock"] is not None:
+        values["object_lock"] = parse_object_lock(values["object_lock"], bool(values["url"]),
+                                                  source)
     path = values.pop("path")
     if path is not None:
         path = Path(path).expanduser()
@@ -328,6 +366,7 @@ def _instance(name: str, raw: Any, source: Path) -> InstanceConfig:
                           'use kilobytes per second, or a k/M suffix: "32000", "50M"')
     if values["bin_dir"]:
         values["bin_dir"] = Path(values["bin_dir"])
+    _follow(values, dotted, source)
     values["drill"] = _drill(values["drill"] or {}, f"{dotted}.drill", source)
     retention = _check_table(_floats(values["retention"] or {}, _RETENTION_SCHEMA),
                              _RETENTION_SCHEMA, f"{dotted}.retention", source)
@@ -345,6 +384,19 @@ def _instance(name: str, raw: Any, source: Path) -> InstanceConfig:
     elif values["backup_dir_worker"] is not None:
         values["backup_dir_worker"] = Path(values["backup_dir_worker"])
     return InstanceConfig(name=name, **values)
+
+
+def _follow(values: dict[str, Any], dotted: str, source: Path) -> None:
+    for key, top in (("partial_interval", 3600), ("mark_interval", 86400)):
+        if not 1 <= values[key] <= top:
+            raise ConfigError(f"{dotted}.{key} in {source} must be from 1 to {top} seconds, "
+                              f"got {values[key]}", f"e.g. {key} = 10")
+    follow_dir = Path(values["follow_dir"]).expanduser()
+    values["follow_dir"] = follow_dir if follow_dir.is_absolute() else (
+        source.parent / follow_dir).resolve()
+    if values["engine"] != "postgresql" and (values["follow"] or values["synchronous"]):
+        raise ConfigError(f"{dotted}.follow and synchronous in {source} are for PostgreSQL",
+                          "SQL Server ships log backups on the ship_logs schedule")
 
 
 _SQLSERVER_REQUIRED = (
@@ -397,6 +449,12 @@ def _check_url_instances(config: Config) -> None:
     for instance in config.instances.values():
         if not instance.backup_to_url:
             continue
+        if config.repository.encryption is not None:
+            raise ConfigError(
+                f"instances.{instance.name}.backup_dir_server in {config.source} is a BACKUP TO "
+                "URL location, but the repository is encrypted ([repository.encryption])",
+                "the server would write (and read) its files unencrypted: use a backup_dir_server "
+                "directory with backup_dir_worker, or leave the repository unencrypted")
         bucket, prefix = _backup_url(instance.backup_dir_server,
                                      f"instances.{instance.name}.backup_dir_server",
                                      config.source)
@@ -414,12 +472,15 @@ def _check_url_instances(config: Config) -> None:
 
 
 def _drill(raw: Any, dotted: str, source: Path) -> DrillConfig:
-    if isinstance(raw, dict) and isinstance(raw.get("row_count_tolerance"), int):
-        raw = {**raw, "row_count_tolerance": float(raw["row_count_tolerance"])}
-    values = _check_table(raw, _DRILL_SCHEMA, dotted, source)
+    values = _check_table(_floats(raw, _DRILL_SCHEMA), _DRILL_SCHEMA, dotted, source)
     if not 0.0 <= values["row_count_tolerance"] < 1.0:
         raise ConfigError(f"{dotted}.row_count_tolerance in {source} must be in [0, 1)",
-                          "0.2 accepts a restored table with 80% of the source's rows")
+                          "0.2 widens an estimated row count by 20% either way, and accepts "
+                          "80% of the source's rows where no baseline precedes the target")
+    if not 0.0 <= values["exact_count_max_mb"] <= 1024 * 1024:
+        raise ConfigError(f"{dotted}.exact_count_max_mb in {source} must be from 0 to 1048576",
+                          "tables smaller than this many megabytes are counted exactly at each "
+                          "ship run and backup; 0 records estimates only")
     freshness = values["freshness"] or {}
     for table, column in freshness.items():
         if "." not in table or not isinstance(column, str):

@@ -8,6 +8,8 @@ says what to do.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 
 class PitrError(Exception):
     """Base of every error pitrflow reports to a user."""
@@ -72,6 +74,34 @@ class ObjectNotFoundError(RepositoryError):
     code = "object-not-found"
 
 
+class ObjectAuthError(ChecksumMismatchError):
+    """An encrypted object fails authentication: altered, truncated, or another object's bytes."""
+
+    code = "authentication-failed"
+
+
+class ObjectLockedError(RepositoryError):
+    """A delete inside an S3 Object Lock retention period; `until` says when it lapses."""
+
+    code = "object-locked"
+
+    def __init__(self, message: str, hint: str | None = None, until: datetime | None = None,
+                 ) -> None:
+        super().__init__(message, hint)
+        self.until = until
+
+
+class EncryptionKeyError(PitrError):
+    """The configured passphrase or KMS key does not open the repository's data keys.
+
+    Not a RepositoryError: a reader that skips damaged objects (the catalog) must
+    not mistake a wrong key for one damaged backup.
+    """
+
+    code = "encryption-key"
+    exit_status = 12
+
+
 class WalGapError(PitrError):
     code = "wal-gap"
     exit_status = 7
@@ -128,3 +158,10 @@ def describe_error(exc: BaseException) -> str:
     if isinstance(exc, PitrError):
         return exc.message
     return f"{type(exc).__name__}: {exc}"
+
+
+class FollowerError(PitrError):
+    """Follow mode: the follower is behind, gone, or cannot run."""
+
+    code = "follower"
+    exit_status = 15

@@ -15,7 +15,9 @@ from typing import Any
 
 from pitrflow.config import InstanceConfig
 from pitrflow.drill.record import drill_history
+from pitrflow.errors import PitrError
 from pitrflow.storage.base import Repository
+from pitrflow.storage.locking import LockStatus
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,44 @@ def drill_check(instance: InstanceConfig, repo: Repository, now: datetime) -> Ch
                  now - last <= timedelta(hours=instance.check.max_drill_age_hours),
                  age_text(now, last), f"the newest passing drill is {age_text(now, last)}",
                  critical=False)
+
+
+def protection_checks(instance: InstanceConfig, repo: Repository) -> list[Check]:
+    """Encryption (does the master key open the data keys) and Object Lock (is the bucket
+    versioned and lockable, do the locks outlast the retention window)."""
+    checks: list[Check] = []
+    if repo.features.encrypted:
+        try:
+            summary = repo.encryption_summary()  # type: ignore[attr-defined]
+        except PitrError as exc:
+            checks.append(Check("encryption", False, hint=exc.message))
+        else:
+            checks.append(Check("encryption", True, summary))
+    if repo.features.object_lock:
+        checks.append(_lock_check(instance, repo.lock_status()))  # type: ignore[attr-defined]
+    return checks
+
+
+def _lock_check(instance: InstanceConfig, status: LockStatus) -> Check:
+    def warn(hint: str) -> Check:
+        return Check("object lock", False, hint=hint, critical=False)
+
+    if status.problem:
+        return warn(status.problem)
+    if not status.bucket_lock:
+        return warn("the bucket has no Object Lock configuration, so locked writes fail: "
+                    "create it with Object Lock enabled (infra/terraform: object_lock_enabled)")
+    if status.versioning != "Enabled":
+        return warn(f"the bucket's versioning is {status.versioning or 'off'}: Object Lock "
+                    "needs it enabled")
+    window = instance.retention.window_days
+    if window is not None and status.days < window:
+        return warn(f"objects are locked for {status.days} days, less than the {window:g}-day "
+                    "retention window: an attacker could delete backups the window still "
+                    "needs; set object_lock.days to the window plus the interval between "
+                    "full backups plus a margin")
+    return Check("object lock", True, f"{status.mode}, {status.days} days, bucket versioned "
+                 "with Object Lock")
 
 
 def render_lines(checks: list[Check]) -> str:

@@ -117,11 +117,17 @@ def kill_group(proc: subprocess.Popen[bytes], grace: float = _TERM_GRACE_SECONDS
 
 def _drain(stream: IO[bytes], sink: Callable[[str], None], tail: deque[str],
            secrets: Sequence[str]) -> None:
+    # pg_receivewal and pg_basebackup say some things twice (the leader and its WAL
+    # child, or the end of streaming reported on two paths): a line the child just
+    # said is kept in the tail but logged once.
+    recent: deque[str] = deque(maxlen=8)
     for raw in iter(stream.readline, b""):
         line = redact(raw.decode("utf-8", "replace").rstrip(), secrets)
         if line:
             tail.append(line)
-            sink(line)
+            if line not in recent:
+                sink(line)
+            recent.append(line)
     stream.close()
 
 

@@ -50,9 +50,30 @@ def drill_markdown(record: Any, kept_at: str | None = None) -> str:
     if record.quality_failures:
         text += "\n### Failed expectations\n\n" + "\n".join(
             f"- {f}" for f in record.quality_failures) + "\n"
+    text += verdicts_markdown(getattr(record, "reference", ""), getattr(record, "tables", []))
     return text
 
 
+def verdicts_markdown(reference: str, tables: list[dict[str, str]]) -> str:
+    """The drill's reference sentence and one row per table and check."""
+    if not reference and not tables:
+        return ""
+    text = "\n### Verdict by table\n\n"
+    if reference:
+        text += f"Reference: {reference}.\n\n"
+    if tables:
+        text += ("| table | check | reference | bounds | restored | result | why |\n"
+                 "|---|---|---|---|---|---|---|\n")
+        text += "\n".join(
+            "| " + " | ".join(_cell(row.get(k, "")) for k in
+                              ("table", "check", "reference", "bounds", "restored", "result",
+                               "why")) + " |"
+            for row in tables) + "\n"
+    return text
+
+
+def _cell(value: object) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ") or "-"
 def markdown_table(title: str, rows: list[tuple[str, str]]) -> str:
     """A titled two-column markdown table: long values wrap in the Prefect UI, where a
     preformatted block would be cut off at the right edge."""
@@ -67,7 +88,8 @@ def drill_checks_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The drill-checks-<instance> table (one row per GX expectation), for every engine."""
     return [{"suite": r["suite"], "expectation": r["expectation_type"],
              "column": r["column"] or "", "result": "pass" if r["success"] else "FAIL",
-             "observed": r["observed"]}
+             "observed": r["observed"], "expected": r.get("bounds", ""),
+             "reference": r.get("baseline", "")}
             for r in rows]
 
 
@@ -91,3 +113,14 @@ def drill_history_text(records: list[Any]) -> str:
             f"{(f'{r.data_lag_seconds:.0f}s' if r.data_lag_seconds is not None else '-'):>6}  "
             f"{bar}")
     return "\n".join(lines)
+
+
+def locked_lines(locked: list[tuple[str, datetime | None]]) -> list[str]:
+    """What an expire could not delete yet because of S3 Object Lock, and when it can."""
+    return [f"  LOCKED {what}: Object Lock until {iso(until) or '?'}; the first expire after "
+            "that deletes it" for what, until in locked]
+
+
+def locked_rows(locked: list[tuple[str, datetime | None]]) -> list[dict[str, str | None]]:
+    """The same, as task results and JSON carry it."""
+    return [{"what": what, "locked_until": iso(until)} for what, until in locked]

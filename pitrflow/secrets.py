@@ -1,4 +1,4 @@
-"""Where passwords come from: an environment variable or a registered resolver.
+"""Where secrets come from: an environment variable or a registered resolver.
 
 The core never imports Prefect; the tasks layer registers resolvers for
 Prefect Secret blocks and for pitrflow's connection blocks at import time.
@@ -74,6 +74,13 @@ def _from_connection_block(instance: InstanceConfig) -> str:
             "block's username",
         )
     return login.password
+def block_secret(block: str, what: str) -> str:
+    """The value of a Prefect Secret block named by config key `what` (dotted)."""
+    if _block_resolver is None:
+        raise ConfigError(
+            f"{what} names Prefect Secret block {block!r}, but Prefect is not loaded here",
+            "run through the pitr commands or the flows, or use the *_env form of the key")
+    return _block_resolver(block)
 
 
 def instance_password(instance: InstanceConfig) -> str | None:

@@ -8,7 +8,7 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from pitrflow.engines.base import RestoreDestination, RestorePlan, RestoreTarget
-from tasks.runtime import core_logs_to_run_log, engine_of, flow_result, publish
+from tasks.runtime import core_logs_to_run_log, engine_of, flow_result, progress_artifact, publish
 
 
 @task(name="plan-restore", cache_policy=NONE)
@@ -26,7 +26,8 @@ def make_restore_plan(instance: str, target: RestoreTarget, destination: Restore
 @task(name="restore-instance", cache_policy=NONE)
 def restore_instance(plan: RestorePlan, config_path: str | None) -> dict[str, Any]:
     engine, repo = engine_of(plan.instance, config_path)
-    with core_logs_to_run_log():
+    with core_logs_to_run_log(), progress_artifact("restore", plan.instance,
+                                                   f"restore of {plan.instance}"):
         result = engine.restore(repo, plan)
     publish(result, f"restore of {plan.instance}")
     return flow_result(result)

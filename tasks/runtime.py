@@ -148,6 +148,34 @@ def engine_of(instance: str, config_path: str | None) -> tuple[Engine, Repositor
     return engine_for(config, instance), open_repository(config.repository)
 
 
+@contextlib.contextmanager
+def progress_artifact(kind: str, instance: str, description: str) -> Iterator[None]:
+    """Long core work inside this block shows as one Prefect progress artifact, updated in
+    place (created on the first report, so work that reports nothing leaves none)."""
+    from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+    from pitrflow.progress import ProgressState, progress_sink
+
+    created: list[Any] = []
+    last = [-1]
+
+    def report(state: ProgressState) -> None:
+        percent = float(state.percent)
+        if percent == last[0]:
+            return
+        last[0] = int(percent)
+        if not created:
+            created.append(create_progress_artifact(
+                progress=percent, key=artifact_key(f"{kind}-progress", instance),
+                description=description))
+        else:
+            update_progress_artifact(created[0], progress=percent,
+                                     description=f"{description}: {state.line()}")
+
+    with progress_sink(report):
+        yield
+
+
 def flow_result(outcome: Outcome) -> dict[str, Any]:
     """A flow's return value: the outcome's data, and the text the CLI prints for it."""
     return {**outcome.data, "summary": outcome.text}

@@ -20,3 +20,12 @@ def ship_wal_segments(instance: str, config_path: str | None) -> dict[str, Any]:
     publish(result, f"log shipping of {instance}")
     events.wal_shipped(result, engine.name)
     return flow_result(result)
+
+
+@task(name="follow-wal", cache_policy=NONE)
+def follow_wal_stream(instance: str, config_path: str | None) -> dict[str, Any]:
+    """Follow mode: no retries here; the deployment's schedule restarts an ended follower."""
+    engine, repo = engine_of(instance, config_path)
+    with core_logs_to_run_log():
+        result = engine.follow(repo)
+    return flow_result(result)

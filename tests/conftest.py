@@ -129,11 +129,14 @@ class Env:
         return int(row[0]), after[0]
 
 
-def write_config(root: Path, cluster: LocalCluster, slot: str, extra: str = "") -> Config:
+def write_config(root: Path, cluster: LocalCluster, slot: str, extra: str = "",
+                 repo_extra: str = "") -> Config:
+    """`extra` lines go into [instances.main], `repo_extra` lines into [repository]."""
     root.mkdir(parents=True, exist_ok=True)
     text = f"""
 [repository]
 path = "{root / 'repo'}"
+{repo_extra}
 
 [instances.main]
 engine = "postgresql"
@@ -160,12 +163,12 @@ def drop_slot(cluster: LocalCluster, slot: str) -> None:
 def make_env(work_root: Path) -> Iterator:  # type: ignore[type-arg]
     created: list[tuple[LocalCluster, str, str]] = []
 
-    def factory(cluster: LocalCluster, extra: str = "") -> Env:
+    def factory(cluster: LocalCluster, extra: str = "", repo_extra: str = "") -> Env:
         n = next(_names)
         slot = f"pitrflow_test_{n}"
         table = "items"
         root = work_root / f"t{n}"
-        config = write_config(root, cluster, slot, extra)
+        config = write_config(root, cluster, slot, extra, repo_extra)
         with cluster.connect() as conn:
             conn.execute(f"DROP TABLE IF EXISTS {table}")
             conn.execute(f"CREATE TABLE {table} (id bigserial PRIMARY KEY, note text, "

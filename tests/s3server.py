@@ -335,10 +335,18 @@ class S3Server:
                             config=Config(s3={"addressing_style": "path"},
                                           retries={"mode": "standard", "max_attempts": 2}))
 
-    def new_bucket(self) -> str:
+    def new_bucket(self, object_lock: bool = False) -> str:
+        """A fresh bucket; with `object_lock`, versioned and Object Lock enabled."""
         name = f"pitrflow-{uuid.uuid4().hex[:12]}"
-        self.client().create_bucket(Bucket=name)
+        self.client().create_bucket(Bucket=name, ObjectLockEnabledForBucket=object_lock)
         return name
+
+    def kms_key(self) -> str:
+        """A new key in moto's KMS (served on the same endpoint as its S3)."""
+        import boto3
+
+        kms = boto3.client("kms", endpoint_url=self.url, region_name="us-east-1")
+        return str(kms.create_key(Description="pitrflow test")["KeyMetadata"]["KeyId"])
 
 
 def start_moto(port: int, log: Path, extra_env: dict[str, str] | None = None,
@@ -415,8 +423,9 @@ def bucket_of(env: Env) -> str:
 
 @pytest.fixture
 def make_s3_env(make_env: Callable[..., Env], s3: S3Server) -> Callable[..., Env]:
-    def factory(cluster: Any, extra: str = "", *, via_proxy: bool = True) -> Env:
-        env = make_env(cluster, extra)
+    def factory(cluster: Any, extra: str = "", *, via_proxy: bool = True,
+                repo_extra: str = "") -> Env:
+        env = make_env(cluster, extra, repo_extra)
         return use_s3_repository(env, s3.new_bucket(), s3.proxy.url if via_proxy else s3.url)
 
     return factory

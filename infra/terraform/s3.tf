@@ -1,6 +1,23 @@
 resource "aws_s3_bucket" "backups" {
   bucket = var.bucket_name
   tags   = var.tags
+  # Object Lock can only be turned on when the bucket is created (it needs versioning,
+  # which is on below).  pitrflow then locks every object it writes for
+  # object_lock_days (repository.object_lock in its config); the default retention below
+  # also covers objects written by others (SQL Server BACKUP TO URL).
+  object_lock_enabled = var.object_lock_enabled
+}
+
+resource "aws_s3_bucket_object_lock_configuration" "backups" {
+  count  = var.object_lock_enabled ? 1 : 0
+  bucket = aws_s3_bucket.backups.id
+  rule {
+    default_retention {
+      mode = var.object_lock_mode
+      days = var.object_lock_days
+    }
+  }
+  depends_on = [aws_s3_bucket_versioning.backups]
 }
 
 resource "aws_s3_bucket_ownership_controls" "backups" {

@@ -19,7 +19,7 @@ from typing import Any
 from pitrflow import local
 from pitrflow.config import Config, load_config
 from pitrflow.engines.base import RestoreDestination, RestoreTarget
-from pitrflow.errors import CheckFailedError
+from pitrflow.errors import CheckFailedError, UsageError
 from pitrflow.orchestrator import RunMode, Urgency, choose_run_mode
 from pitrflow.times import parse_aware
 
@@ -28,24 +28,63 @@ def parse_target(text: str) -> RestoreTarget:
     return RestoreTarget(None if text == "latest" else parse_aware(text, "--to"))
 
 
+def restore_target(args: argparse.Namespace) -> RestoreTarget:
+    """The one target the restore flags name (`--to latest` when only --exclusive or a
+    timeline is given is refused by RestoreTarget itself)."""
+    kinds = [args.to is not None, args.target_xid is not None, args.target_lsn is not None,
+             args.target_name is not None, args.immediate]
+    if not any(kinds):
+        raise UsageError("pitr restore needs a target",
+                         "give --to TIME|latest, --target-xid, --target-lsn, --target-name "
+                         "or --immediate")
+    time = parse_aware(args.to, "--to") if args.to not in (None, "latest") else None
+    if args.to == "latest" and sum(kinds) > 1:
+        raise UsageError("a restore has one target, got --to latest and another",
+                         "give one target")
+    return RestoreTarget(time=time, xid=args.target_xid, lsn=args.target_lsn,
+                         name=args.target_name, immediate=args.immediate,
+                         exclusive=args.exclusive, timeline=args.target_timeline)
+
+
 def _config(args: argparse.Namespace) -> Config:
     config = load_config(args.config)
+    encryption = config.repository.encryption
+    if encryption and encryption.passphrase_block:
+        import tasks.runtime  # noqa: F401 - registers the Prefect Secret block resolver
     if getattr(args, "instance", None):
         config.instance(args.instance)  # refuses an unknown instance before anything runs
     return config
 
 
+class _TerminalLines(logging.StreamHandler):  # type: ignore[type-arg]
+    """Log lines on a terminal that also shows a progress bar: each line first clears the
+    bar's line, and progress lines are left to the bar, so nothing shows twice."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name == "pitrflow.progress":
+            return
+        self.stream.write("\r\x1b[K")
+        super().emit(record)
+
+
 def log_to_stderr() -> None:
-    """The core's progress lines on stderr, once each: only when no flow run forwards them
-    to Prefect's console already."""
+    """The core's log lines on stderr, once each, and a progress bar on a terminal: only
+    when no flow run forwards them to Prefect's console already."""
     core = logging.getLogger("pitrflow")
     core.setLevel(logging.INFO)
-    if not any(getattr(h, "pitrflow_cli", False) for h in core.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-        handler.pitrflow_cli = True  # type: ignore[attr-defined]
-        core.addHandler(handler)
-        core.propagate = False
+    if any(getattr(h, "pitrflow_cli", False) for h in core.handlers):
+        return
+    tty = sys.stderr.isatty()
+    handler = _TerminalLines(sys.stderr) if tty else logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    handler.pitrflow_cli = True  # type: ignore[attr-defined]
+    core.addHandler(handler)
+    core.propagate = False
+    if tty:
+        from pitrflow.progress import progress_sink, terminal_bar
+
+        # For the rest of this command: the CLI process ends with it.
+        progress_sink(terminal_bar(sys.stderr)).__enter__()
 
 
 def _mode(args: argparse.Namespace, urgency: Urgency) -> RunMode:
@@ -94,6 +133,13 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 def cmd_ship(args: argparse.Namespace) -> int:
     config = _config(args)
+    if args.follow:  # a long-running service: the core follower, never a Prefect flow
+        from pitrflow.engines.registry import engine_for
+        from pitrflow.storage import open_repository
+
+        log_to_stderr()
+        print(engine_for(config, args.instance).follow(open_repository(config.repository)).text)
+        return 0
     if _mode(args, "scheduled").use_prefect:
         print(_flow("ship_logs", "ship_logs", "ship", args, config)["summary"])
         return 0
@@ -103,17 +149,19 @@ def cmd_ship(args: argparse.Namespace) -> int:
 
 def cmd_restore(args: argparse.Namespace) -> int:
     config = _config(args)
-    target = parse_target(args.to)
+    target = restore_target(args)
     destination = RestoreDestination(
         pgdata=str(Path(args.pgdata).absolute()) if args.pgdata else "", port=args.port,
-        database_name=args.name, replace=args.replace)
+        database_name=args.name, replace=args.replace, standby=args.standby,
+        primary_conninfo=args.primary_conninfo, delta=args.delta or args.delta_trust_mtime,
+        delta_trust_mtime=args.delta_trust_mtime)
     mode = _mode(args, "restore")
     # Plan and check first, whichever way it runs: a refusal is one line and changes nothing.
     plan = local.plan_restore(config, args.instance, target, destination)
     print(plan.text)
     if mode.use_prefect:
         result = _flow("restore_to_point", "restore_to_point", "restore", args, config,
-                       target_time=target.time, dry_run=args.dry_run,
+                       dry_run=args.dry_run, **target.flow_parameters(),
                        **plan.destination.flow_parameters())
         if not args.dry_run:
             print(result["summary"])
@@ -202,6 +250,18 @@ def cmd_check(args: argparse.Namespace) -> int:
     report = local.check(config, args.instance)
     _print_checks(args.instance, report.data["checks"], args.json)
     return 1 if report.failed else 0
+
+
+def cmd_mark(args: argparse.Namespace) -> int:
+    """A named restore point, recorded in the repository (no flow: one statement)."""
+    from pitrflow.engines.registry import engine_for
+    from pitrflow.storage import open_repository
+
+    config = _config(args)
+    log_to_stderr()
+    engine = engine_for(config, args.instance)
+    print(engine.mark(open_repository(config.repository), args.name).text)
+    return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:

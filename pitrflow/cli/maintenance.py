@@ -41,6 +41,22 @@ def cmd_repo_cleanup(args: argparse.Namespace) -> int:
     return 1 if result.failed else 0
 
 
+def cmd_repo_rekey(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if args.new_passphrase_block:
+        import tasks.runtime  # noqa: F401 - registers the Prefect Secret block resolver
+    from pitrflow.storage.rekey import rekey_lines, rekey_repository
+
+    result = rekey_repository(config.repository, passphrase_env=args.new_passphrase_env,
+                              passphrase_block=args.new_passphrase_block,
+                              kms_key_id=args.new_kms_key_id)
+    new = (f"passphrase_env = \"{args.new_passphrase_env}\"" if args.new_passphrase_env else
+           f"passphrase_block = \"{args.new_passphrase_block}\"" if args.new_passphrase_block
+           else f"kms_key_id = \"{args.new_kms_key_id}\"")
+    print("\n".join(rekey_lines(result, new)))
+    return 0
+
+
 def cmd_deploy(args: argparse.Namespace) -> int:
     config = _config(args)
     from deployments.deploy import deploy_all
@@ -62,7 +78,8 @@ def cmd_wal_fetch(args: argparse.Namespace) -> int:
             from pitrflow.storage import open_repository
 
             config = load_config(args.config)
-            if config.repository.credentials_block:
+            encryption = config.repository.encryption
+            if config.repository.credentials_block or (encryption and encryption.passphrase_block):
                 import tasks.runtime  # noqa: F401 - registers the Prefect block resolvers
             repo = open_repository(config.repository)
         return wal_fetch(repo, args.instance, args.file, Path(args.dest),

@@ -37,12 +37,34 @@ def build_parser() -> argparse.ArgumentParser:
 
     ship = sub.add_parser("ship", help="ship WAL up to now and record a mark")
     ship.add_argument("instance")
+    ship.add_argument("--follow", action="store_true",
+                      help="stream WAL continuously until SIGTERM (follow mode)")
     _local_flag(ship)
     ship.set_defaults(func=commands.cmd_ship)
 
     restore = sub.add_parser("restore", help="restore to a point in time")
     restore.add_argument("instance")
-    restore.add_argument("--to", required=True, help="ISO 8601 time with offset, or latest")
+    restore.add_argument("--to", help="ISO 8601 time with offset, or latest")
+    restore.add_argument("--target-xid", type=int, help="stop at this transaction's commit")
+    restore.add_argument("--target-lsn", help="stop at this log position (0/16B3748)")
+    restore.add_argument("--target-name",
+                         help="stop at this restore point (pitr mark; SQL Server: a mark)")
+    restore.add_argument("--immediate", action="store_true",
+                         help="stop at the end of the backup, as soon as it is consistent")
+    restore.add_argument("--exclusive", action="store_true",
+                         help="stop just before the target instead of just after it")
+    restore.add_argument("--target-timeline", help="latest, current or a timeline number")
+    restore.add_argument("--delta", action="store_true",
+                         help="PostgreSQL: into an existing data directory of the same "
+                              "cluster, no server running; rewrite only what differs")
+    restore.add_argument("--delta-trust-mtime", action="store_true",
+                         help="with --delta: keep files whose size and mtime match, unread")
+    restore.add_argument("--standby", action="store_true",
+                         help="PostgreSQL: restore a standby that follows the repository "
+                              "and the primary; never promoted")
+    restore.add_argument("--primary-conninfo",
+                         help="with --standby: the primary to stream from, without a "
+                              "password (default: the instance itself; off: none)")
     restore.add_argument("--pgdata", help="new or empty data directory (PostgreSQL)")
     restore.add_argument("--name", help="SQL Server: restore under this database name")
     restore.add_argument("--replace", action="store_true",
@@ -51,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--dry-run", action="store_true", help="show the plan only")
     _local_flag(restore)
     restore.set_defaults(func=commands.cmd_restore)
+
+    mark = sub.add_parser("mark", help="create a named restore point and record it")
+    mark.add_argument("instance")
+    mark.add_argument("--name", required=True, help="the restore point's name (unique)")
+    mark.set_defaults(func=commands.cmd_mark)
 
     drill = sub.add_parser("drill", help="restore to a scratch instance and check it")
     drill.add_argument("instance")
@@ -86,6 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
     cleanup.add_argument("--older-than-hours", type=float, default=24.0,
                          help="leave younger objects alone: a backup may still be writing them")
     cleanup.set_defaults(func=maintenance.cmd_repo_cleanup)
+    rekey = repo_sub.add_parser("rekey", help="wrap the data keys under a new master key "
+                                              "(no data is rewritten; run again to resume)")
+    new_key = rekey.add_mutually_exclusive_group(required=True)
+    new_key.add_argument("--new-passphrase-env", metavar="VAR",
+                         help="environment variable holding the new passphrase")
+    new_key.add_argument("--new-passphrase-block", metavar="NAME",
+                         help="Prefect Secret block holding the new passphrase")
+    new_key.add_argument("--new-kms-key-id", metavar="ID", help="the new AWS KMS key")
+    rekey.set_defaults(func=maintenance.cmd_repo_rekey)
     msdb = repo_sub.add_parser(
         "import-msdb", help="SQL Server: store recorded msdb backup history as planning-only "
                            "backups, to see restore plans and T-SQL (--dry-run) before any backup")

@@ -1,8 +1,12 @@
 """The README's demo: a real PostgreSQL 18, real backups, a restore to a timestamp.
 
-Runs everything through the `pitr` command, so each backup, ship and restore
-is a Prefect flow run (on Prefect's ephemeral API unless PREFECT_API_URL
-points at a server).
+It shows both sides of pitrflow.  The scheduled work runs as the Prefect flows
+themselves, in this process, on Prefect's ephemeral API (one start-up for the
+whole demo; a server if PREFECT_API_URL points at one), each publishing its
+artifacts.  Beside them, the `pitr` command does the same work the way an
+operator would at a terminal: with no Prefect server configured it runs the
+core steps directly, so a restore needs nothing but the repository, the
+config and the binaries.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -73,6 +78,43 @@ def pitr(config: Path, *args: str) -> None:
     subprocess.run(command, check=True)
 
 
+def run_flow(name: str, **params: object) -> Any:
+    """Run one of pitrflow's flows in this process, as a deployment would run it."""
+    import importlib
+
+    shown = ", ".join(f"{k}={v!r}" for k, v in params.items() if k != "config_path")
+    print(f">>> flow {name}({shown})", flush=True)
+    flow = getattr(importlib.import_module(f"flows.{name}"), name)
+    return flow(**params)
+
+
+def show_artifacts(prefect_home: Path) -> None:
+    """Where the flow runs' artifacts are, and what the newest of each says first."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    async def read() -> list[Any]:
+        async with get_client() as client:
+            return list(await client.read_artifacts(sort=ArtifactSort.CREATED_DESC, limit=50))
+
+    newest: dict[str, Any] = {}
+    for artifact in asyncio.run(read()):
+        if artifact.key and artifact.key not in newest:
+            newest[artifact.key] = artifact
+    for key in sorted(newest):
+        first = str(newest[key].data or "").strip().splitlines()
+        print(f"  {key:<22} {newest[key].type:<9} {first[0][:70] if first else ''}")
+    where = os.environ.get("PREFECT_API_URL")
+    if where:
+        print(f"they are in the Prefect server at {where} (UI: Artifacts)")
+    else:
+        print(f"they are in Prefect's database under PREFECT_HOME={prefect_home}; to browse "
+              f"them: PREFECT_HOME={prefect_home} prefect server start, then open "
+              "http://127.0.0.1:4200/artifacts")
+
+
 def insert_orders(conn: psycopg.Connection, n: int) -> list[int]:
     ids = []
     for i in range(n):
@@ -93,6 +135,11 @@ def main() -> int:
         shutil.rmtree(work)
     work.mkdir(parents=True)
     world_traversable(work)
+    # The flows' runs and artifacts go to a Prefect database of the demo's own, unless a
+    # server is configured; the CLI below finds no server and runs without Prefect.
+    prefect_home = work / "prefect"
+    if not os.environ.get("PREFECT_API_URL"):
+        os.environ["PREFECT_HOME"] = str(prefect_home)
     step(f"starting an embedded PostgreSQL 18 in {work}/source")
     source = LocalCluster(work / "source", _free_port(55432), default_bin_dir(),
                           settings={"summarize_wal": "on", "fsync": "on"})
@@ -115,7 +162,6 @@ scratch_dir = "{work / 'drills'}"
 checks_dir = "{_checks_dir(work)}"
 freshness = {{ "public.orders" = "created_at" }}
 max_lag_seconds = 3600
-row_count_tolerance = 0.5
 """)
     print(config.read_text())
     restored_port = _free_port(source.port + 1)
@@ -125,13 +171,15 @@ row_count_tolerance = 0.5
                          " amount numeric NOT NULL, created_at timestamptz NOT NULL "
                          "DEFAULT clock_timestamp())")
             insert_orders(conn, 50)
-            step("00:00 full backup (the seed's schedule, in compressed time)")
-            pitr(config, "backup", "full", "main")
-            step("workload, WAL shipped every '15 minutes'")
+            flow_args = {"instance": "main", "config_path": str(config)}
+            step("00:00 full backup: the backup_full flow, as its deployment runs it "
+                 "(the seed's schedule, in compressed time; Prefect starts once, here)")
+            run_flow("backup_full", **flow_args)
+            step("workload, WAL shipped every '15 minutes' (the ship_logs flow)")
             insert_orders(conn, 20)
-            pitr(config, "ship", "main")
-            step("06:00 incremental backup")
-            pitr(config, "backup", "incremental", "main")
+            run_flow("ship_logs", **flow_args)
+            step("06:00 incremental backup (the backup_incremental flow)")
+            run_flow("backup_incremental", **flow_args)
             before = insert_orders(conn, 20)
             row = conn.execute("SELECT clock_timestamp()").fetchone()
             assert row is not None
@@ -139,19 +187,21 @@ row_count_tolerance = 0.5
             print(f"target time: {target.isoformat()} (after order {before[-1]})")
             time.sleep(0.2)
             insert_orders(conn, 10)
+            step("the same work from a terminal: `pitr` finds no Prefect server configured "
+                 "and runs the same steps directly")
             pitr(config, "ship", "main")
-            step("12:00 incremental backup")
+            step("12:00 incremental backup, from the terminal too")
             pitr(config, "backup", "incremental", "main")
             step("a bad change: DELETE a third of the orders, then more workload")
             conn.execute("DELETE FROM orders WHERE id % 3 = 0")
             insert_orders(conn, 10)
-            pitr(config, "ship", "main")
-        step("what the repository holds")
-        pitr(config, "info", "main")
-        step("restore to the target time, between the two incrementals (dry run, then real)")
+            run_flow("ship_logs", **flow_args)
+        step("restore to the target time, between the two incrementals: the plan as the "
+             "restore_to_point flow's dry run (its restore-plan artifact), then the restore "
+             "from the terminal")
         pgdata = work / "restored"
-        pitr(config, "restore", "main", "--to", target.isoformat(), "--pgdata", str(pgdata),
-             "--dry-run")
+        run_flow("restore_to_point", target_time=target, pgdata=str(pgdata), dry_run=True,
+                 **flow_args)
         pitr(config, "restore", "main", "--to", target.isoformat(), "--pgdata", str(pgdata),
              "--port", str(restored_port))
         with psycopg.connect(host="127.0.0.1", port=restored_port, user="postgres",
@@ -163,9 +213,15 @@ row_count_tolerance = 0.5
             return 1
         print(f"\nrestored orders 1..{before[-1]}: exactly the rows committed by the target.")
         _stop_leftovers(work, only=pgdata)
-        step("nightly recovery drill: a random point, pg_amcheck, pg_dump, Great Expectations")
-        pitr(config, "drill", "main", "--to", "random")
+        step("nightly recovery drill (the recovery_drill flow): a random point, pg_amcheck, "
+             "pg_dump, Great Expectations")
+        drill = run_flow("recovery_drill", to="random", **flow_args)
+        print(drill["summary"])
+        step("re-read every backup and the WAL it needs, then what the repository holds")
+        pitr(config, "verify", "main")
         pitr(config, "info", "main")
+        step("the artifacts the flow runs published")
+        show_artifacts(prefect_home)
         step("what a failing drill looks like: a team suite the data cannot meet")
         impossible = work / "checks" / "main" / "public.orders.json"
         impossible.write_text(IMPOSSIBLE_SUITE)
@@ -174,8 +230,8 @@ row_count_tolerance = 0.5
         if failing.returncode == 0:
             print("MISMATCH: the impossible expectation passed")
             return 1
-        print(f"\nthe failing drill exited with status {failing.returncode}; its artifacts and "
-              "evidence are kept (see the error line above)")
+        print(f"\nthe failing drill exited with status {failing.returncode}; its drill record "
+              "and evidence are kept in the repository (see the error line above)")
         print("demo passed")
         return 0
     finally:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from pitrflow.engines.postgres.binaries import (
     tool_major,
 )
 from pitrflow.engines.postgres.sysuser import chown_tree, ensure_system_user, needs_run_as
+from pitrflow.errors import CommandFailedError
 
 DEFAULT_SETTINGS = {
     "wal_level": "replica",
@@ -79,7 +81,7 @@ class LocalCluster:
             argv.append("--data-checksums")
         elif (tool_major(self.tool("initdb")) or 0) >= 18:
             argv.append("--no-data-checksums")  # on by default since 18
-        procs.run(argv, user=self.user, what="initdb")
+        self._run(argv, "initdb")
         merged = {**DEFAULT_SETTINGS, "port": str(self.port),
                   "unix_socket_directories": f"'{self.socket_dir}'", **self.settings}
         with open(self.data_dir / "postgresql.auto.conf", "a") as handle:
@@ -88,13 +90,55 @@ class LocalCluster:
             handle.write("host replication all 127.0.0.1/32 trust\n")
 
     def start(self) -> None:
-        procs.run([self.tool("pg_ctl"), "start", "-D", str(self.data_dir), "-w", "-t", "60",
-                   "-l", str(self.data_dir / "server.log")], user=self.user, what="pg_ctl")
+        log = self.data_dir / "server.log"
+        try:
+            self._run([self.tool("pg_ctl"), "start", "-D", str(self.data_dir), "-w", "-t", "60",
+                       "-l", str(log)], "pg_ctl start")
+        except CommandFailedError as exc:
+            why = server_log_reason(log)
+            if why:
+                exc.message += f"; the server log says: {why}"
+            raise
+
+    def _run(self, argv: list[str], what: str) -> None:
+        """Run a server program as the cluster's user; a failure says why, in its own words.
+
+        The error carries the program's last stderr lines (initdb's reason, or
+        runuser's "Permission denied" when the user cannot reach the binary).
+        """
+        result = procs.run(argv, user=self.user, what=what, check=False)
+        if result.returncode != 0:
+            said = " | ".join(line.strip() for line in result.stderr_tail[-6:] if line.strip())
+            raise CommandFailedError(
+                f"{what} for {self.data_dir} as user {self.user or 'the current user'} exited "
+                f"with status {result.returncode}: {said or 'no output'}",
+                f"binaries {self.bin_dir}; the user must be able to reach them and "
+                f"{self.data_dir.parent}")
 
     def stop(self, mode: str = "fast") -> None:
         if (self.data_dir / "postmaster.pid").exists():
             procs.run([self.tool("pg_ctl"), "stop", "-D", str(self.data_dir), "-m", mode,
                        "-w", "-t", "60"], user=self.user, what="pg_ctl", check=False)
+
+    def postmaster_pid(self) -> int | None:
+        try:
+            return int((self.data_dir / "postmaster.pid").read_text().split()[0])
+        except (FileNotFoundError, IndexError, ValueError):
+            return None
+
+    def kill(self) -> None:
+        """SIGKILL the postmaster and every one of its processes at once: a crash, not a stop."""
+        pid = self.postmaster_pid()
+        if pid is None:
+            return
+        victims = [pid] + _children(pid)
+        for victim in victims:
+            try:
+                os.kill(victim, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for victim in victims:
+            _wait_gone(victim)
 
     def connect(self, dbname: str = "postgres") -> psycopg.Connection:
         return psycopg.connect(host=self.host, port=self.port, user=self.superuser,
@@ -103,6 +147,41 @@ class LocalCluster:
     def remove(self) -> None:
         self.stop("immediate")
         shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+def server_log_reason(log: Path, lines: int = 40) -> str | None:
+    """The line of a server log that says why it stopped (FATAL, PANIC, ERROR), if any."""
+    try:
+        tail = log.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return None
+    return procs.most_telling_line([line for line in tail if line.strip()])
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, IndexError, ProcessLookupError):
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def _wait_gone(pid: int, seconds: float = 10.0) -> None:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        if Path(f"/proc/{pid}/stat").exists() and " Z " in Path(f"/proc/{pid}/stat").read_text():
+            return  # a zombie: dead, waiting for a parent to reap it
+        time.sleep(0.02)
 
 
 def default_bin_dir() -> Path:

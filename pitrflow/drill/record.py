@@ -41,6 +41,11 @@ class DrillRecord:
     evidence: str | None = None
     # Records written before SQL Server drills existed have no engine: PostgreSQL.
     engine: str = "postgresql"
+    # What the generated checks were judged against, in words (which baselines,
+    # or the fallback and why), and one row per table and check: reference,
+    # bounds, restored value, result (pitrflow.drill.verdicts).
+    reference: str = ""
+    tables: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:

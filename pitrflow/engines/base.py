@@ -30,9 +30,26 @@ BackupKind = Literal["full", "incremental", "log"]
 
 @dataclass(frozen=True)
 class RestoreTarget:
-    """Where recovery stops: a timezone-aware time, or None for the newest point ("latest")."""
+    """Where recovery stops.  At most one kind is given; none means the newest point.
+
+    - `time`: a timezone-aware moment;
+    - `xid`: a transaction id (PostgreSQL);
+    - `lsn`: a log sequence number, PostgreSQL's `0/5000028` or SQL Server's decimal;
+    - `name`: a named restore point (PostgreSQL, recorded by `pitr mark`) or a marked
+      transaction (SQL Server, WITH MARK);
+    - `immediate`: the end of the backup, as soon as it is consistent.
+    `exclusive` stops just before the target instead of just after it (time, xid,
+    LSN; SQL Server: STOPBEFOREMARK).  `timeline` (PostgreSQL) is `latest`,
+    `current` or a timeline number to recover along.
+    """
 
     time: datetime | None = None
+    xid: int | None = None
+    lsn: str | None = None
+    name: str | None = None
+    immediate: bool = False
+    exclusive: bool = False
+    timeline: str | None = None
 
     def __post_init__(self) -> None:
         if self.time is not None and self.time.utcoffset() is None:
@@ -40,13 +57,57 @@ class RestoreTarget:
                 f"target time {self.time.isoformat()} has no timezone",
                 "give an offset, e.g. 2026-11-26T09:45:00+00:00",
             )
+        given = [k for k in ("time", "xid", "lsn", "name") if getattr(self, k) is not None]
+        if self.immediate:
+            given.append("immediate")
+        if len(given) > 1:
+            raise UsageError(f"a restore has one target, got {' and '.join(given)}",
+                             "give one of --to, --target-xid, --target-lsn, --target-name, "
+                             "--immediate")
+        if self.exclusive and not any(getattr(self, k) is not None
+                                      for k in ("time", "xid", "lsn", "name")):
+            raise UsageError("--exclusive stops just before a target, and none was given",
+                             "use it with --to TIME, --target-xid, --target-lsn or "
+                             "--target-name")
+        if self.xid is not None and self.xid < 3:
+            raise UsageError(f"transaction id {self.xid} is not a normal transaction",
+                             "normal transaction ids start at 3")
+        if self.name is not None and not self.name.strip():
+            raise UsageError("the target name is empty", "give the restore point's name")
+        if self.timeline is not None and self.timeline not in ("latest", "current") and (
+                not self.timeline.isdigit() or int(self.timeline) < 1):
+            raise UsageError(f"target timeline {self.timeline!r} is not latest, current or "
+                             "a timeline number", "e.g. --target-timeline 2")
+
+    @property
+    def kind(self) -> str:
+        """time | xid | lsn | name | immediate | latest."""
+        for kind in ("time", "xid", "lsn", "name"):
+            if getattr(self, kind) is not None:
+                return kind
+        return "immediate" if self.immediate else "latest"
 
     @property
     def is_latest(self) -> bool:
-        return self.time is None
+        return self.kind == "latest"
 
     def describe(self) -> str:
-        return "latest" if self.time is None else self.time.isoformat()
+        kind = self.kind
+        text = {"latest": "latest", "immediate": "immediate (the end of the backup)",
+                "time": self.time.isoformat() if self.time else "",
+                "xid": f"transaction {self.xid}", "lsn": f"LSN {self.lsn}",
+                "name": f"restore point {self.name!r}"}[kind]
+        if self.exclusive:
+            text += " (exclusive: just before it)"
+        if self.timeline is not None:
+            text += f" on timeline {self.timeline}"
+        return text
+
+    def flow_parameters(self) -> dict[str, Any]:
+        """The restore_to_point parameters that describe this target."""
+        return {"target_time": self.time, "target_xid": self.xid, "target_lsn": self.lsn,
+                "target_name": self.name, "immediate": self.immediate,
+                "exclusive": self.exclusive, "target_timeline": self.timeline}
 
 
 @dataclass(frozen=True)
@@ -64,11 +125,21 @@ class RestoreDestination:
     database_name: str | None = None
     replace: bool = False
     scratch: bool = False
+    # PostgreSQL: restore as a standby that follows the repository and streams from
+    # primary_conninfo (None: the instance's own connection; "off": no streaming).
+    standby: bool = False
+    primary_conninfo: str | None = None
+    # PostgreSQL: into an existing data directory of the same cluster, rewriting only
+    # what differs from the backup (delta_trust_mtime: size and mtime suffice).
+    delta: bool = False
+    delta_trust_mtime: bool = False
 
     def flow_parameters(self) -> dict[str, Any]:
         """The restore_to_point parameters that describe this destination."""
         return {"pgdata": self.pgdata, "port": self.port, "database_name": self.database_name,
-                "replace": self.replace, "scratch": self.scratch}
+                "replace": self.replace, "scratch": self.scratch, "standby": self.standby,
+                "primary_conninfo": self.primary_conninfo, "delta": self.delta,
+                "delta_trust_mtime": self.delta_trust_mtime}
 
 
 @dataclass
@@ -221,6 +292,10 @@ class Engine(Protocol):
     def ship(self, repo: Repository) -> ShipResult:
         """Store the transaction log up to now and record how far a restore can reach."""
 
+    def follow(self, repo: Repository) -> Outcome:
+        """Stream the transaction log into the repository continuously until SIGTERM
+        (follow mode); engines that cannot refuse in one line."""
+
     def plan_restore(self, repo: Repository, target: RestoreTarget,
                      destination: RestoreDestination) -> RestorePlan:
         """Plan a restore and check the destination; refuses before anything is written."""
@@ -248,6 +323,9 @@ class Engine(Protocol):
 
     def info(self, repo: Repository) -> Outcome:
         """What the repository holds for the instance and the window a restore can reach."""
+
+    def mark(self, repo: Repository, name: str) -> Outcome:
+        """Create a named point a restore can later stop at, and record it."""
 
     def import_history(self, repo: Repository, recording: str) -> Outcome:
         """Store recorded backup history (SQL Server's msdb rows) as planning-only backups,

@@ -19,18 +19,21 @@ parser hands back, so callers pass the password in ``secrets``.
 
 from __future__ import annotations
 
-import html
+import contextlib
+import io
 import json
 import os
 import re
+import sys
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from pitrflow.quality.redact import Redactor
 from pitrflow.quality.suites import ExpectationSpec, Suite, column_label
 
 _DATASOURCE = "restored"
@@ -49,18 +52,32 @@ class QualityRunError(RuntimeError):
 
 @dataclass(frozen=True)
 class ResultRow:
-    """One expectation's verdict, short enough for a log line."""
+    """One expectation's verdict, short enough for a log line.
+
+    A generated expectation also says which table it guards, which check it
+    is, the baseline its bounds came from and the bounds themselves (from its
+    meta), so a failure names the table and the reference it missed.
+    """
 
     suite: str
     expectation_type: str
     column: str | None
     success: bool
     observed: str
+    table: str = ""
+    check: str = ""
+    baseline: str = ""
+    bounds: str = ""
 
     def one_line(self) -> str:
         verdict = "ok" if self.success else "FAILED"
         where = f"({self.column})" if self.column else ""
-        return f"{verdict} {self.suite}: {self.expectation_type}{where} observed={self.observed}"
+        line = f"{verdict} {self.suite}: {self.expectation_type}{where} observed={self.observed}"
+        if self.bounds:
+            line += f" expected {self.bounds}"
+        if self.baseline:
+            line += f" (reference: {self.baseline})"
+        return line
 
 
 @dataclass
@@ -86,57 +103,6 @@ class SuiteRunReport:
     def summary(self) -> str:
         head = f"{len(self.rows) - len(self.failures)}/{len(self.rows)} expectations passed"
         return "\n".join([head, *(row.one_line() for row in self.failures)])
-
-
-class Redactor:
-    """Replaces every form a known secret can take in a message with ``***``.
-
-    A password reaches error texts and evidence raw, percent-encoded (once by a
-    URL, twice when that URL is itself a query value; in upper or lower case,
-    with a space as ``+``, with any set of characters left unencoded), with
-    ``}`` doubled by ODBC's brace escaping, and escaped by JSON, ``repr`` or
-    HTML.  Rather than list those spellings, each character of the secret
-    matches any of its own spellings, so any mixture of them is caught.
-    """
-
-    def __init__(self, secrets: Iterable[str]) -> None:
-        # Longest first, so a secret that contains another is replaced whole.
-        unique = sorted({s for s in secrets if s}, key=len, reverse=True)
-        self._pattern = (
-            re.compile("|".join(_secret_pattern(s) for s in unique)) if unique else None
-        )
-
-    def __call__(self, text: str) -> str:
-        return self._pattern.sub("***", text) if self._pattern is not None else text
-
-
-def _hex_byte(byte: int) -> str:
-    # Explicit [aA] classes instead of re.IGNORECASE, which would also make the
-    # secret's own letters match case-insensitively and blank unrelated words.
-    return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in f"{byte:02X}")
-
-
-def _char_pattern(char: str) -> str:
-    encoded = char.encode("utf-8")
-    single = "".join(f"%{_hex_byte(b)}" for b in encoded)
-    double = "".join(f"%25{_hex_byte(b)}" for b in encoded)
-    spellings = {re.escape(char), single, double}
-    for escaped in (json.dumps(char)[1:-1], json.dumps(char, ensure_ascii=False)[1:-1],
-                    repr(char)[1:-1], html.escape(char), f"&#{ord(char)};",
-                    f"&#x{ord(char):x};", f"&#x{ord(char):X};"):
-        spellings.add(re.escape(escaped))
-    if char in "'\"":
-        # repr() escapes a quote only when the text holds both kinds.
-        spellings.add(re.escape("\\" + char))
-    if char == " ":
-        spellings |= {r"\+", f"%{_hex_byte(ord('+'))}", f"%25{_hex_byte(ord('+'))}"}
-    token = "(?:" + "|".join(sorted(spellings, key=len, reverse=True)) + ")"
-    # ODBC writes a braced value's "}" as "}}".
-    return token + token + "?" if char == "}" else token
-
-
-def _secret_pattern(secret: str) -> str:
-    return "".join(_char_pattern(char) for char in secret)
 
 
 def run_suites(
@@ -184,8 +150,10 @@ def run_suites(
     results: dict[str, Any] = {}
     try:
         batches: dict[str, Any] = {}
-        for suite in suites:
-            report.rows.extend(_run_one(context, datasource, batches, suite, redact, results))
+        with _without_batch_hint():
+            for suite in suites:
+                report.rows.extend(_run_one(context, datasource, batches, suite, redact,
+                                            results))
     finally:
         try:
             datasource.get_engine().dispose()
@@ -193,8 +161,28 @@ def run_suites(
             report.warnings.append(redact(f"could not close GX connections: {exc}"))
 
     if data_docs_dir is not None:
-        _write_evidence(context, Path(data_docs_dir), report, results, redact)
+        with _without_batch_hint():
+            _write_evidence(context, Path(data_docs_dir), report, results, redact)
     return report
+
+
+@contextlib.contextmanager
+def _without_batch_hint() -> Iterator[None]:
+    """Drop GX's printed hint that a query lacks {batch}, and nothing else it prints.
+
+    A test query reads the tables it names on purpose; GX prints the hint each
+    time it validates one, which would flood the drill's log.
+    """
+    buffer = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buffer):
+            yield
+    finally:
+        kept = [line for line in buffer.getvalue().splitlines(keepends=True)
+                if "{batch} parameter" not in line
+                and "data outside the configured batch" not in line]
+        if kept:
+            sys.stdout.write("".join(kept))
 
 
 def _add_generic(context: Any, url: str) -> Any:
@@ -310,20 +298,20 @@ def _run_one(
         ExpectationConfiguration,
     )
 
-    batch = batches.get(suite.qualified_table)
+    asset_name = suite.qualified_table if suite.batch_query is None else f"query {suite.name}"
+    batch = batches.get(asset_name)
     if batch is None:
         try:
             # A query asset, not add_table_asset: GX lower-cases an unquoted
             # schema_name (and mangles a quoted one), so "Ops"."Audit Log" is
             # unreachable that way, and schema_name is deprecated since 1.14.
             preparer = datasource.get_engine().dialect.identifier_preparer
-            asset = datasource.add_query_asset(
-                suite.qualified_table, query=table_query(preparer, suite.schema, suite.table)
-            )
+            query = suite.batch_query or table_query(preparer, suite.schema, suite.table)
+            asset = datasource.add_query_asset(asset_name, query=query)
             batch = asset.add_batch_definition_whole_table("whole_table")
         except Exception as exc:  # noqa: BLE001 - reported as failed rows below
             batch = exc
-        batches[suite.qualified_table] = batch
+        batches[asset_name] = batch
     if isinstance(batch, Exception):
         why = redact(f"not run: {_first_line(batch)}")
         return [_row(suite.name, spec, False, why) for spec in suite.expectations]
@@ -377,9 +365,19 @@ def _run_one(
                 column=column_label(config.kwargs),
                 success=bool(verdict.success),
                 observed=redact(_observed(verdict)),
+                **_explained(config.meta),
             )
         )
     return rows
+
+
+def _explained(meta: Any) -> dict[str, str]:
+    """The table, check, baseline and bounds a generated expectation carries in its meta."""
+    details = (meta or {}).get("pitrflow") if isinstance(meta, dict) else None
+    if not isinstance(details, dict):
+        return {}
+    return {name: str(details[name]) for name in ("table", "check", "baseline", "bounds")
+            if details.get(name) is not None}
 
 
 def table_query(preparer: Any, schema: str, table: str) -> str:
@@ -410,7 +408,8 @@ def table_query(preparer: Any, schema: str, table: str) -> str:
 
 
 def _row(suite: str, spec: ExpectationSpec, success: bool, observed: str) -> ResultRow:
-    return ResultRow(suite, spec.type, spec.column, success, _shorten(observed))
+    return ResultRow(suite, spec.type, spec.column, success, _shorten(observed),
+                     **_explained(spec.meta))
 
 
 def _observed(verdict: Any) -> str:

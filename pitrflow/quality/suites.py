@@ -4,13 +4,17 @@ Suites are plain data so the drill can build, log and compare them without
 paying for a Great Expectations import; `run_gx` turns them into GX objects
 only at run time.  Team suites are JSON files under `checks/<instance>/`,
 named `<schema>.<table>.json`, so a reviewer sees which table a file guards
-from its name alone.  The loader is strict: a typo in a suite that quietly
-checks nothing would make a broken restore look healthy.
+from its name alone.  A test query is a `<name>.sql` file there: one SELECT
+whose returned rows are the failures (GX's UnexpectedRowsExpectation), so a
+team can state any rule it can write in SQL.  The loader is strict: a typo
+in a suite that quietly checks nothing would make a broken restore look
+healthy.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,12 +112,17 @@ class ExpectationSpec:
 
 @dataclass(frozen=True)
 class Suite:
-    """Expectations about one table; the unit GX validates as one batch."""
+    """Expectations about one table; the unit GX validates as one batch.
+
+    `batch_query` replaces the table as the batch: a test query names its own
+    tables, so it hangs on a one-row batch instead.
+    """
 
     name: str
     schema: str
     table: str
     expectations: list[ExpectationSpec] = field(default_factory=list)
+    batch_query: str | None = None
 
     @property
     def qualified_table(self) -> str:
@@ -147,7 +156,7 @@ def split_table_name(qualified: str) -> tuple[str, str]:
 
 
 def load_team_suites(checks_dir: Path, instance: str) -> list[Suite]:
-    """Load every `checks/<instance>/<schema>.<table>.json`, sorted by file name.
+    """Load every `checks/<instance>/<schema>.<table>.json` and `<name>.sql`, by file name.
 
     A missing directory means the team wrote no suites for this instance, which
     is allowed (generated suites still run); any malformed file aborts the load
@@ -160,8 +169,9 @@ def load_team_suites(checks_dir: Path, instance: str) -> list[Suite]:
         return []
     suites: list[Suite] = []
     seen: dict[str, Path] = {}
-    for path in sorted(directory.glob("*.json")):
-        suite = _load_file(path)
+    files = sorted([*directory.glob("*.json"), *directory.glob("*.sql")])
+    for path in files:
+        suite = _load_file(path) if path.suffix == ".json" else load_test_query(path)
         if suite.name in seen:
             raise ValueError(
                 f"{path}: key 'name': suite name {suite.name!r} is also used by {seen[suite.name]}"
@@ -238,3 +248,53 @@ def _expectation_from_dict(item: object, where: str) -> ExpectationSpec:
     if not isinstance(meta, dict):
         raise ValueError(f"{where}.meta': must be a JSON object")
     return ExpectationSpec(type=kind, kwargs=dict(kwargs), meta=dict(meta))
+
+
+TEST_QUERY_BATCH = "SELECT 1 AS pitrflow_test_query"
+TEST_QUERY_TYPE = "unexpected_rows_expectation"
+# SQLAlchemy's text() reads ":name" as a bind parameter (its own pattern, so
+# exactly those are escaped) and GX fills "{batch}" with str.format.
+_BIND_PARAM = re.compile(r"(?<![:\w\\]):(\w+)(?!:)")
+_TRAILING = re.compile(r"[;\s]+$")
+_QUERY_END = "/* end of test query */"
+_QUERY_START = re.compile(r"(?is)^(select|with|values|table)\b")
+
+
+def load_test_query(path: Path) -> Suite:
+    """`checks/<instance>/<name>.sql`: a SELECT whose rows, if any, fail the drill.
+
+    The suite is named `team.query.<name>`; the `--` comment lines before the
+    query become its description.  The query runs exactly as written against
+    the restored database: it reads the tables it names (no {batch}
+    placeholder is needed), and braces and colons are escaped for GX.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text: {exc.reason}") from None
+    query = _TRAILING.sub("", text.strip())
+    lines = query.splitlines()
+    header = 0
+    while header < len(lines) and (not lines[header].strip()
+                                   or lines[header].strip().startswith("--")):
+        header += 1
+    code = "\n".join(lines[header:]).strip()
+    if not code:
+        raise ValueError(f"{path}: the test query is empty (write one SELECT whose rows are "
+                         "the failures)")
+    if not _QUERY_START.match(code):
+        raise ValueError(f"{path}: a test query must be one SELECT (or WITH ... SELECT) whose "
+                         "rows are the failures")
+    description = " ".join(line.strip()[2:].strip() for line in lines[:header]
+                           if line.strip().startswith("--"))
+    # GX wraps the query in "(...) AS alias" after stripping trailing blanks: a
+    # block comment on a line of its own ends any "--" comment on the last line.
+    escaped = (_BIND_PARAM.sub(r"\\:\1", query).replace("{", "{{").replace("}", "}}")
+               + "\n" + _QUERY_END)
+    meta: dict[str, Any] = {"pitrflow": {"check": "test_query", "file": path.name}}
+    if description:
+        meta["description"] = description
+    return Suite(name=f"team.query.{path.stem}", schema="", table="",
+                 expectations=[ExpectationSpec(TEST_QUERY_TYPE,
+                                               {"unexpected_rows_query": escaped}, meta)],
+                 batch_query=TEST_QUERY_BATCH)

@@ -9,6 +9,7 @@ so the caller can record it in a manifest.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,6 +19,27 @@ from typing import BinaryIO, Protocol, runtime_checkable
 from pitrflow.errors import ChecksumMismatchError
 
 CHUNK = 4 * 1024 * 1024
+
+
+MIB = 1024 * 1024
+
+
+def default_process_max() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class TransferSettings:
+    """How backups are cut into objects and how many threads move them ([repository]).
+
+    `process_max` threads compress a backup and fetch, check and write a restore;
+    small files are packed into bundles of about `bundle_size` raw bytes, and
+    large files cut into frames of `frame_size` raw bytes.
+    """
+
+    process_max: int = default_process_max()
+    bundle_size: int = 32 * MIB
+    frame_size: int = 4 * MIB
 
 
 @dataclass(frozen=True)
@@ -38,6 +60,10 @@ class StorageFeatures:
     local_paths: bool
     # Interrupted uploads linger invisibly until aborted (see storage.uploads).
     multipart_uploads: bool = False
+    # Objects are locked for a while after they are written (see storage.locking).
+    object_lock: bool = False
+    # Objects are encrypted by the repository (storage.encrypted; see storage.keys).
+    encrypted: bool = False
 
 
 class AtomicWriter(Protocol):
@@ -53,6 +79,7 @@ class AtomicWriter(Protocol):
 @runtime_checkable
 class Repository(Protocol):
     features: StorageFeatures
+    transfer: TransferSettings
 
     def describe(self) -> str: ...
 
@@ -68,6 +95,10 @@ class Repository(Protocol):
 
     def read_range(self, key: str, offset: int, length: int) -> bytes:
         """Exactly `length` bytes of the object from `offset` (parallel, ranged restores)."""
+        ...
+
+    def read_upto(self, key: str, offset: int, length: int) -> bytes:
+        """Up to `length` bytes from `offset`: fewer only where the object ends first."""
         ...
 
     def exists(self, key: str) -> bool: ...

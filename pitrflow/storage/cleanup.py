@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import cast
 
 from pitrflow.engines.postgres.catalog.manifest import load_manifest
-from pitrflow.errors import PitrError, RepositoryError
+from pitrflow.errors import ObjectLockedError, PitrError, RepositoryError
 from pitrflow.storage.base import ObjectInfo, Repository
 from pitrflow.storage.layout import (
     MANIFEST_NAME,
@@ -240,6 +240,8 @@ def execute_cleanup(repo: Repository, plan: CleanupPlan) -> CleanupResult:
                     continue
             repo.delete(removal.key)
             result.removed.append(removal.key)
+        except ObjectLockedError as exc:  # not a failure: a later run removes it
+            result.skipped.append((removal.key, exc.message))
         except PitrError as exc:
             result.failed.append((removal.key, exc.message))
     if plan.aborts and repo.features.multipart_uploads:

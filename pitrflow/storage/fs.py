@@ -19,7 +19,13 @@ from pathlib import Path
 from typing import BinaryIO
 
 from pitrflow.errors import ObjectNotFoundError, RepositoryError
-from pitrflow.storage.base import CHUNK, ObjectInfo, StorageFeatures, sha256_file
+from pitrflow.storage.base import (
+    CHUNK,
+    ObjectInfo,
+    StorageFeatures,
+    TransferSettings,
+    sha256_file,
+)
 
 TMP_MARKER = ".tmp-"
 STAGING = ".staging"
@@ -74,8 +80,9 @@ class _FsWriter:
 class FsRepository:
     features = StorageFeatures(local_staging=True, local_paths=True)
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, transfer: TransferSettings | None = None) -> None:
         self.root = Path(root)
+        self.transfer = transfer or TransferSettings()
 
     def describe(self) -> str:
         return str(self.root)
@@ -140,6 +147,15 @@ class FsRepository:
             return handle.read()
 
     def read_range(self, key: str, offset: int, length: int) -> bytes:
+        data = self.read_upto(key, offset, length)
+        if len(data) != length:
+            raise RepositoryError(
+                f"object {key} ends before byte {offset + length} (read {len(data)} of "
+                f"{length} bytes from {offset})",
+                "the repository copy is truncated: run pitr verify")
+        return data
+
+    def read_upto(self, key: str, offset: int, length: int) -> bytes:
         try:
             fd = os.open(self.path_of(key), os.O_RDONLY)
         except FileNotFoundError:
@@ -156,11 +172,6 @@ class FsRepository:
                 data += more
         finally:
             os.close(fd)
-        if len(data) != length:
-            raise RepositoryError(
-                f"object {key} ends before byte {offset + length} (read {len(data)} of "
-                f"{length} bytes from {offset})",
-                "the repository copy is truncated: run pitr verify")
         return data
 
     def exists(self, key: str) -> bool:

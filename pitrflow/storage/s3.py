@@ -20,12 +20,22 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from pitrflow.config import RepositoryConfig
-from pitrflow.errors import RepositoryError
-from pitrflow.storage.base import CHUNK, ObjectInfo, StorageFeatures, sha256_file
+from pitrflow.errors import ObjectLockedError, RepositoryError
+from pitrflow.storage import s3_lock
+from pitrflow.storage.base import (
+    CHUNK,
+    ObjectInfo,
+    StorageFeatures,
+    TransferSettings,
+    sha256_file,
+)
+from pitrflow.storage.locking import LockStatus
 from pitrflow.storage.s3_client import S3Bucket, S3Settings, settings_from_config
 from pitrflow.storage.s3_errors import error_code
 from pitrflow.storage.s3_parts import SINGLE_PUT_LIMIT
@@ -48,15 +58,19 @@ class S3Repository:
     features = StorageFeatures(local_staging=False, local_paths=False, multipart_uploads=True)
 
     def __init__(self, settings: S3Settings, *, workers: int = DEFAULT_WORKERS,
-                 list_page_size: int = LIST_PAGE_SIZE) -> None:
+                 list_page_size: int = LIST_PAGE_SIZE,
+                 transfer: TransferSettings | None = None) -> None:
         self.settings = settings
+        self.transfer = transfer or TransferSettings()
         self.bucket = S3Bucket(settings)
+        if settings.lock_mode is not None:
+            self.features = replace(self.features, object_lock=True)
         self._workers = workers
         self._page_size = list_page_size
 
     @classmethod
     def from_config(cls, config: RepositoryConfig) -> S3Repository:
-        return cls(settings_from_config(config))
+        return cls(settings_from_config(config), transfer=config.transfer)
 
     def describe(self) -> str:
         return self.bucket.place.url()
@@ -100,25 +114,38 @@ class S3Repository:
 
     def read_range(self, key: str, offset: int, length: int) -> bytes:
         """One ranged GET; a body cut mid-read is asked for again, whole."""
+        data = self.read_upto(key, offset, length)
+        if len(data) != length:
+            raise RepositoryError(
+                f"object {key} ends before byte {offset + length} (read {len(data)} of "
+                f"{length} bytes from {offset})",
+                "the repository copy is truncated: run pitr verify")
+        return data
+
+    def read_upto(self, key: str, offset: int, length: int) -> bytes:
+        from botocore.exceptions import BotoCoreError, ClientError
+
         if length <= 0:
             return b""
         check_key(key)
         data = b""
         for _ in range(max(1, self.settings.max_attempts)):
-            response = self.bucket.call("download", key, "get_object",
-                                        Key=self.bucket.full_key(key),
-                                        Range=f"bytes={offset}-{offset + length - 1}")
+            try:
+                response = self.bucket.client.get_object(
+                    Bucket=self.settings.bucket, Key=self.bucket.full_key(key),
+                    Range=f"bytes={offset}-{offset + length - 1}")
+            except ClientError as exc:
+                if error_code(exc) in ("InvalidRange", "416"):
+                    return b""  # the object ends before `offset`
+                raise self._translate(exc, "download", key) from None
+            except BotoCoreError as exc:
+                raise self._translate(exc, "download", key) from None
             try:
                 data = response["Body"].read()
             except Exception:  # noqa: BLE001 - the body broke mid-read: ask again
                 continue
             if len(data) >= length or int(response.get("ContentLength", 0)) == len(data):
                 break  # whole, or the object really is shorter: no retry changes that
-        if len(data) != length:
-            raise RepositoryError(
-                f"object {key} ends before byte {offset + length} (read {len(data)} of "
-                f"{length} bytes from {offset})",
-                "the repository copy is truncated: run pitr verify")
         return bytes(data)
 
     def exists(self, key: str) -> bool:
@@ -174,7 +201,22 @@ class S3Repository:
                                  modified=item.get("LastModified"))
 
     def delete(self, key: str) -> None:
+        if self.features.object_lock:
+            s3_lock.delete_versions(self.bucket, check_key(key))
+            return
         self.bucket.call("delete", key, "delete_object", Key=self.bucket.full_key(check_key(key)))
+
+    # --- Object Lock (features.object_lock; see storage.locking) ---
+
+    def retained_until(self, key: str) -> datetime | None:
+        return self.bucket.guarded("lookup", key, lambda: s3_lock.retained_until(
+            self.bucket, check_key(key)))
+
+    def extend_lock(self, key: str) -> None:
+        s3_lock.extend(self.bucket, check_key(key))
+
+    def lock_status(self) -> LockStatus:
+        return s3_lock.lock_status(self.bucket)
 
     # --- interrupted uploads (features.multipart_uploads) ---
 
@@ -215,8 +257,15 @@ class S3Repository:
     def check_writable(self) -> None:
         self._check_bucket()
         probe = f"{PROBE_PREFIX}{uuid.uuid4().hex}"
-        self.put_bytes(probe, b"ok")
-        self.delete(probe)
+        # Unlocked, so the probe can go at once even in a locked repository.
+        with S3Writer(self.bucket, probe, expected_size=2, lock=False) as writer:
+            writer.write(b"ok")
+            writer.commit()
+        try:
+            self.delete(probe)
+        except RepositoryError as exc:  # a bucket default retention locked it anyway
+            if not isinstance(exc, ObjectLockedError):
+                raise
 
     def _check_bucket(self) -> None:
         self.bucket.call("checking the bucket", None, "head_bucket", bucket_call=True)

@@ -15,6 +15,7 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlparse
 
@@ -44,6 +45,13 @@ class S3Settings:
     retry_mode: str = DEFAULT_RETRY_MODE
     connect_timeout: float = CONNECT_TIMEOUT
     read_timeout: float = READ_TIMEOUT
+    # object_lock: the mode and how long each new object stays locked (s3_lock).
+    lock_mode: str | None = None
+    lock_period: timedelta | None = None
+
+    @property
+    def lock_days(self) -> int:
+        return self.lock_period.days if self.lock_period else 0
 
     @property
     def endpoint(self) -> str:
@@ -104,7 +112,10 @@ def settings_from_config(config: RepositoryConfig) -> S3Settings:
     if mode not in ("standard", "adaptive", "legacy"):
         raise ConfigError(f"environment variable AWS_RETRY_MODE is {mode!r}",
                           "use standard or adaptive")
+    lock = config.object_lock
     return S3Settings(
+        lock_mode=lock.mode if lock else None,
+        lock_period=timedelta(days=lock.days) if lock else None,
         bucket=bucket, prefix=f"{prefix}/" if prefix else "",
         endpoint_url=config.endpoint_url, region=config.region,
         storage_class=config.storage_class, sse=config.sse,

@@ -30,6 +30,7 @@ from pitrflow.errors import RepositoryError
 from pitrflow.storage.base import ObjectInfo
 from pitrflow.storage.s3_client import S3Bucket
 from pitrflow.storage.s3_errors import error_code, translate
+from pitrflow.storage.s3_lock import ensure_retention, lock_args
 from pitrflow.storage.s3_parts import MAX_PARTS, SINGLE_PUT_LIMIT, PartSizer
 
 log = logging.getLogger("pitrflow.storage.s3")
@@ -68,7 +69,7 @@ class S3Writer:
 
     def __init__(self, bucket: S3Bucket, key: str, *, expected_size: int | None = None,
                  known_sha256: str | None = None, workers: int = DEFAULT_WORKERS,
-                 spill_dir: Path | None = None) -> None:
+                 spill_dir: Path | None = None, lock: bool = True) -> None:
         self._bucket = bucket
         self._key = key
         self._full_key = bucket.full_key(key)
@@ -87,6 +88,8 @@ class S3Writer:
         self._part_md5s: dict[int, bytes] = {}
         self._failure: BaseException | None = None
         self._closed = False
+        # Fixed when the writer opens: every part of one object gets the same lock.
+        self._lock = lock_args(bucket) if lock else {}
 
     # --- writing ---
 
@@ -141,6 +144,7 @@ class S3Writer:
 
     def _start_upload(self) -> None:
         extra: dict[str, Any] = dict(self._bucket.settings.put_args())
+        extra.update(self._lock)
         if self._known_sha256:
             extra["Metadata"] = {SHA256_METADATA: self._known_sha256}
         response = self._bucket.call("starting the upload", self._key,
@@ -188,7 +192,7 @@ class S3Writer:
                               Body=part.body, ContentLength=part.length,
                               ContentMD5=_b64(part.md5.digest()),
                               Metadata={SHA256_METADATA: sha256},
-                              **self._bucket.settings.put_args())
+                              **self._bucket.settings.put_args(), **self._lock)
         finally:
             part.close()
 
@@ -211,6 +215,8 @@ class S3Writer:
                 raise translate(exc, self._bucket.place, "completing the upload",
                                 self._key) from None
         self._shutdown_pool()
+        if self._lock:
+            ensure_retention(self._bucket, self._key, self._lock["ObjectLockRetainUntilDate"])
         if not self._known_sha256:
             self._tag(sha256)
 

@@ -325,3 +325,20 @@ def test_deploy_and_setup_refuse_the_ephemeral_api(config_file: Path) -> None:
             setup(str(config_file))
         with pytest.raises(UsageError, match="PREFECT_API_URL is not set"):
             deploy_all(str(config_file))
+
+
+def test_a_follow_instance_gets_a_long_running_follow_wal_deployment(tmp_path: Path) -> None:
+    path = tmp_path / "pitrflow.toml"
+    path.write_text('[repository]\npath = "r"\n[instances.a]\nengine = "postgresql"\nhost = "h"\n'
+                    'follow = true\n[instances.b]\nengine = "postgresql"\nhost = "h"\n')
+    document = generate.build_prefect_yaml(generate.load_config(path))
+    follow = [d for d in document["deployments"] if d["entrypoint"].endswith(":follow_wal")]
+    assert [d["name"] for d in follow] == ["a"]
+    assert follow[0]["concurrency_limit"] == {"limit": 1, "collision_strategy": "CANCEL_NEW"}
+    assert follow[0]["schedules"][0]["rrule"].startswith("FREQ=HOURLY;BYMINUTE=")
+    assert len(follow[0]["schedules"][0]["rrule"].split("BYMINUTE=")[1].split(";")[0]
+               .split(",")) == 12  # every five minutes, shifted by the instance's offset
+    # The flow module the entry names exists and is a Prefect flow.
+    from flows.follow_wal import follow_wal
+
+    assert follow_wal.name == "follow_wal"

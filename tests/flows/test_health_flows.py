@@ -45,11 +45,12 @@ def test_expire_verify_check_flows(env18: Env, pitrflow_events: Callable[[], lis
     assert all(c["ok"] or not c["critical"] for c in lines)
     assert "replication slot: OK" in asyncio.run(_artifact("check-main"))
 
-    tar = next((env.root / "repo" / "main" / "backups" / second.id).glob("base.tar*"))
+    tar = max((env.root / "repo" / "main" / "backups" / second.id).glob("*.tar.zst"),
+              key=lambda p: p.stat().st_size)
     data = bytearray(tar.read_bytes())
     data[100] ^= 0xFF
     tar.write_bytes(bytes(data))
-    with pytest.raises(VerifyFailedError, match="base.tar"):
+    with pytest.raises(VerifyFailedError, match=tar.name):
         verify(instance="main", config_path=config)
     with pytest.raises(CheckFailedError, match="backups verified"):
         check(instance="main", config_path=config)

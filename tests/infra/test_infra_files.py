@@ -142,6 +142,29 @@ def test_terraform_parses_and_the_bucket_is_private_encrypted_versioned_and_rest
     assert not [v for v in variables if re.search("secret|password|access_key", v)]
 
 
+def test_terraform_can_create_the_bucket_with_object_lock() -> None:
+    tf = terraform()
+    variables = {name: body for item in tf["variable"] for name, body in item.items()}
+    assert variables["object_lock_enabled"]["default"] is False
+    mode = variables["object_lock_mode"]
+    assert "GOVERNANCE" in str(mode["validation"]) and "COMPLIANCE" in str(mode["validation"])
+    assert "var.object_lock_days >= 1" in str(variables["object_lock_days"]["validation"])
+    [bucket] = _resources(tf, "aws_s3_bucket")
+    assert bucket["object_lock_enabled"] == "${var.object_lock_enabled}"
+    [lock] = _resources(tf, "aws_s3_bucket_object_lock_configuration")
+    retention = lock["rule"][0]["default_retention"][0]
+    assert (retention["mode"], retention["days"]) == ("${var.object_lock_mode}",
+                                                      "${var.object_lock_days}")
+    # The worker sets retention and deletes versions, and can never bypass a lock.
+    [document] = [body for item in tf["data"] for kind, named in item.items()
+                  if kind == "aws_iam_policy_document" for name, body in named.items()
+                  if name == "worker"]
+    actions = [a for statement in document["statement"] for a in statement["actions"]]
+    for action in ("s3:PutObjectRetention", "s3:DeleteObjectVersion", "s3:ListBucketVersions"):
+        assert action in actions
+    assert not [a for a in actions if "Bypass" in a or a in ("s3:*", "*")]
+
+
 def test_checkov_passes_with_only_documented_skips() -> None:
     config_text = (INFRA / ".checkov.yaml").read_text()
     skips = yaml.safe_load(config_text)["skip-check"]

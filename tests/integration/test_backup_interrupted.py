@@ -45,7 +45,7 @@ def test_killed_backup_leaves_nothing_valid(env: Env) -> None:
     catalog = read_catalog(env.repo, "main")
     assert catalog.backups == []
     assert info_dict(catalog)["backups"] == []
-    assert info_dict(catalog)["recoverable"] == {"from": None, "to": None}
+    assert info_dict(catalog)["recoverable"] == {"from": None, "to": None, "latest": None}
 
     outcome = take_backup(env.instance, env.repo)
     catalog = read_catalog(env.repo, "main")

@@ -197,3 +197,26 @@ def test_restore_command_line_fetches_a_segment(env18: Env, tmp_path: Path) -> N
     beyond = subprocess.run(["/bin/sh", "-c", command.replace("%f", "0000000100000099000000AA")
                              .replace("%p", str(tmp_path / "x"))], check=False)
     assert beyond.returncode == 1
+
+
+def test_restore_delta_through_the_cli(env18: Env, tmp_path: Path) -> None:
+    from tests.integration.test_delta import full_restore, stop
+
+    env = env18
+    env.commit_row()
+    take_backup(env.instance, env.repo)
+    ship_wal(env.instance, env.repo)
+    copy = full_restore(env, "copy")
+    stop(env, copy)
+    last_id, _ = env.commit_row()
+    take_backup(env.instance, env.repo)
+    ship_wal(env.instance, env.repo)
+    cfg = str(env.config_path)
+    # Without --delta a non-empty directory is refused, with it the copy is brought up to date.
+    assert_one_line_error(pitr("--config", cfg, "restore", "main", "--to", "latest", "--pgdata",
+                               str(copy.pgdata)), "not empty")
+    port = free_port()
+    result = pitr("--config", cfg, "restore", "main", "--to", "latest", "--pgdata",
+                  str(copy.pgdata), "--port", str(port), "--delta", home=tmp_path / "home")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert restored_ids(port) == list(range(1, last_id + 1))

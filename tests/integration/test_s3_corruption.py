@@ -81,7 +81,8 @@ def test_damaged_objects_are_detected_on_restore_naming_them(
     restore_back(s3, bucket, segment.key, original)
 
     # A damaged base backup.
-    base_key = backup_object("main", backup.id, "base.tar.zst")
+    biggest = max((f for f in backup.files if f.name.endswith(".tar.zst")), key=lambda f: f.size)
+    base_key = backup_object("main", backup.id, biggest.name)
     original = damage(s3, bucket, base_key)
     assert read_catalog(env.repo, "main").backups, "same size: the catalog cannot tell"
     with pytest.raises(ChecksumMismatchError, match=re.escape(base_key)):

@@ -52,7 +52,7 @@ def test_backup_ship_and_restore_ride_out_5xx_bursts_and_a_slow_link(
         proxy.slow(bytes_per_second=40e6, latency=0.05)
         backup = take_backup(env.instance, env.repo).manifest
         assert (parts.injected, complete.injected) == (4, 1), proxy.requests
-        base = next(f for f in backup.files if f.name == "base.tar.zst")
+        base = max((f for f in backup.files if f.name.endswith(".tar.zst")), key=lambda f: f.size)
         assert base.size > 2 * SINGLE_PUT_LIMIT, "the backup did not need a multipart upload"
 
     proxy.reset()
@@ -66,7 +66,7 @@ def test_backup_ship_and_restore_ride_out_5xx_bursts_and_a_slow_link(
 
     proxy.reset()
     gets = proxy.fail(500, Request.is_object_get, fail=1, passes=1, times=3)
-    cut = proxy.cut_responses(key_contains("base.tar.zst", Request.is_object_get), times=1)
+    cut = proxy.cut_responses(key_contains(".tar.zst", Request.is_object_get), times=1)
     proxy.slow(bytes_per_second=40e6, latency=0.02)
     outcome = pitr.restore(env, after, "restored")
     assert restored_ids(outcome.port) == list(range(1, last_id + 1))
@@ -84,7 +84,7 @@ def test_a_backup_whose_uploads_keep_breaking_fails_cleanly(
 
     line = caught.value.one_line()
     assert "\n" not in line and "HINT:" in line
-    assert "base.tar.zst" in line and "failed" in line, line
+    assert ".tar.zst" in line and "failed" in line, line
     assert cuts.injected >= int(TEST_MAX_ATTEMPTS), "the proxy did not cut the uploads"
     bucket = bucket_of(env)
     client = s3.client()

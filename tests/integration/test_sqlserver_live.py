@@ -18,6 +18,7 @@ that reason.  The format is a URL (percent-encode special characters)::
 
 - The driver defaults to FreeTDS (Debian: ``apt-get install unixodbc tdsodbc``);
   pyodbc must be installed (``pip install 'pitrflow[sqlserver]'``).
+- The LSN test reads a commit's LSN with ``fn_dblog``, which needs sysadmin.
 
 Each test checks one thing a user relies on, on data: the restored rows are exactly
 those committed by the target time.
@@ -42,7 +43,9 @@ import pytest
 
 from pitrflow.config import DrillConfig, InstanceConfig
 from pitrflow.drill.record import drill_history
+from pitrflow.engines.base import RestoreTarget
 from pitrflow.engines.sqlserver import ops
+from pitrflow.engines.sqlserver.baseline import stored_baselines
 from pitrflow.engines.sqlserver.catalog import read_sqlserver_catalog
 from pitrflow.engines.sqlserver.connection import SqlExecutor, open_session
 from pitrflow.engines.sqlserver.tsql import quote_name, quote_string
@@ -285,9 +288,13 @@ def test_drill_checks_the_restore_and_drops_it(live: Live, chain: Chain,
                                               tmp_path: Path) -> None:
     name = f"{live.db}_drill"
     live.created.append(name)
-    # The source holds batch 4 too, so the restored copy has 75 of its 100 rows.
+    # The source holds batch 4 too, so the restored copy has 75 of its 100 rows: the
+    # baselines of the differential (50 rows) and the last log (100) bound it, at the
+    # default tolerance.
     instance = replace(live.instance, drill=DrillConfig(
-        row_count_tolerance=0.5, freshness={"dbo.t": "at"}, max_lag_seconds=600))
+        freshness={"dbo.t": "at"}, max_lag_seconds=600))
+    catalog = read_sqlserver_catalog(live.repo, "live")
+    assert len(stored_baselines(live.repo, "live", catalog.records)) == 4
     (tmp_path / "live").mkdir()
     (tmp_path / "live" / "dbo.t.json").write_text(json.dumps({
         "name": "team.t", "table": "dbo.t",
@@ -321,6 +328,9 @@ def test_drill_checks_the_restore_and_drops_it(live: Live, chain: Chain,
     [record] = [d for d in drill_history(live.repo, "live") if d.started.isoformat()
                 == result["started"]]
     assert record.passed and record.engine == "sqlserver" and record.quality_checked == 8
+    assert record.reference.startswith("judged against the source as recorded just before")
+    [rows] = [v for v in record.tables if v["table"] == "dbo.t" and v["check"] == "row_count"]
+    assert (rows["bounds"], rows["restored"], rows["result"]) == ("50..100", "75", "pass")
     assert record.evidence and Path(record.evidence, "summary.json").is_file()
 
 
@@ -349,3 +359,105 @@ def test_dry_run_names_the_stored_backups(live: Live, chain: Chain) -> None:
         assert str(backup["id"]) in text
     assert statements[0].startswith("RESTORE FILELISTONLY FROM DISK = ")
     assert quote_string(live.instance.backup_dir_server)[:-1] in statements[0]
+
+
+@dataclass
+class Marked:
+    """A database whose log holds a marked transaction and a known commit LSN."""
+
+    instance: InstanceConfig
+    commit_lsn: str
+
+
+_COMMIT_LSN_SQL = """\
+SELECT c.[Current LSN] AS lsn
+FROM sys.fn_dblog(NULL, NULL) AS c
+WHERE c.Operation = 'LOP_COMMIT_XACT'
+  AND c.[Transaction ID] IN (SELECT b.[Transaction ID] FROM sys.fn_dblog(NULL, NULL) AS b
+                             WHERE b.Operation = 'LOP_BEGIN_XACT'
+                               AND b.[Transaction Name] = 'batch_4')"""
+
+
+@pytest.fixture(scope="module")
+def marked(live: Live) -> Marked:
+    """full; batch 2; batch 3 in transaction release_1 WITH MARK; batch 4 in transaction
+    batch_4 (its commit LSN read from fn_dblog); batch 5; log backup."""
+    db = f"pitrflow_live_{secrets.token_hex(4)}_marks ]q"
+    live.created.append(db)
+    instance = replace(live.instance, name="live_marks", database=db)
+    table = f"{quote_name(db)}.dbo.t"
+
+    def batch(number: int) -> str:
+        return f"INSERT INTO {table} (batch, note) SELECT TOP (25) {number}, N'row' " \
+               "FROM sys.all_objects"
+
+    with live.session() as sql:
+        sql.run(f"CREATE DATABASE {quote_name(db)}")
+        sql.run(f"ALTER DATABASE {quote_name(db)} SET RECOVERY FULL")
+        sql.run(f"CREATE TABLE {table} (id int IDENTITY PRIMARY KEY, batch int NOT NULL, "
+                "note nvarchar(40) NOT NULL)")
+        sql.run(batch(1))
+    ops.sqlserver_backup(instance, live.repo, "full")
+    with live.session() as sql:
+        sql.run(batch(2))
+        sql.run(f"USE {quote_name(db)}; BEGIN TRAN release_1 WITH MARK N'pitrflow live test'; "
+                f"{batch(3)}; COMMIT TRAN release_1")
+        sql.run(f"USE {quote_name(db)}; BEGIN TRAN batch_4; {batch(4)}; COMMIT TRAN batch_4")
+        sql.run(f"USE {quote_name(db)}")
+        commit_lsn = str(sql.scalar(_COMMIT_LSN_SQL))
+        sql.run(batch(5))
+    ops.sqlserver_backup(instance, live.repo, "log")
+    return Marked(instance=instance, commit_lsn=commit_lsn)
+
+
+def test_the_log_backup_records_its_mark(live: Live, marked: Marked) -> None:
+    catalog = read_sqlserver_catalog(live.repo, "live_marks")
+
+    [log] = [r for r in catalog.records if r.kind == "log"]
+    assert [(m.mark_name, m.description) for m in log.marks] == [
+        ("release_1", "pitrflow live test")]
+    head = log.rows[0]
+    assert head.first_lsn <= log.marks[0].lsn < head.last_lsn
+
+
+@pytest.mark.parametrize(("exclusive", "batches"), [(False, {1: 25, 2: 25, 3: 25}),
+                                                    (True, {1: 25, 2: 25})])
+def test_restore_to_a_marked_transaction(live: Live, marked: Marked, exclusive: bool,
+                                         batches: dict[int, int]) -> None:
+    name = f"{marked.instance.database}_mark_{int(exclusive)}"
+    live.created.append(name)
+
+    result = ops.sqlserver_restore(marked.instance, live.repo,
+                                   RestoreTarget(name="release_1", exclusive=exclusive),
+                                   new_name=name)
+
+    verb = "STOPBEFOREMARK" if exclusive else "STOPATMARK"
+    assert result["stop"] == f"{verb} = N'release_1'"
+    assert _batches(live, name) == batches
+
+
+@pytest.mark.parametrize(("exclusive", "batches"), [(False, {1: 25, 2: 25, 3: 25, 4: 25}),
+                                                    (True, {1: 25, 2: 25, 3: 25})])
+def test_restore_to_the_lsn_of_a_commit(live: Live, marked: Marked, exclusive: bool,
+                                        batches: dict[int, int]) -> None:
+    name = f"{marked.instance.database}_lsn_{int(exclusive)}"
+    live.created.append(name)
+
+    result = ops.sqlserver_restore(marked.instance, live.repo,
+                                   RestoreTarget(lsn=marked.commit_lsn, exclusive=exclusive),
+                                   new_name=name)
+
+    assert result["target_kind"] == "lsn"
+    assert _batches(live, name) == batches
+
+
+def test_an_unknown_mark_is_refused_before_anything_runs(live: Live, marked: Marked) -> None:
+    name = f"{marked.instance.database}_nomark"
+
+    with pytest.raises(RestoreRefusedError) as caught:
+        ops.sqlserver_restore(marked.instance, live.repo, RestoreTarget(name="Release_1"),
+                              new_name=name)
+
+    assert caught.value.message == (f"no marked transaction 'Release_1' is recorded for "
+                                    f"{marked.instance.database}")
+    assert not _exists(live, name)

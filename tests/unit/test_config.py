@@ -84,7 +84,7 @@ def test_omitted_keys_take_their_defaults() -> None:
     assert main.database == "postgres"
     assert main.password_env is None
     assert main.bin_dir is None
-    assert main.compress == "server"
+    assert main.compress == "worker"
     assert main.incremental_fallback is True
     assert main.max_rate == ""
 
@@ -231,6 +231,28 @@ def test_bad_compress_and_max_rate() -> None:
     assert compress.message == f"instances.main.compress in {SOURCE} is 'lz4'"
     rate = config_error(with_repo(INSTANCE + 'max_rate = "50G"\n'))
     assert rate.message == f"instances.main.max_rate in {SOURCE} is '50G'"
+
+
+def test_transfer_keys_default_and_validate() -> None:
+    import os
+
+    from pitrflow.storage.base import MIB, TransferSettings
+
+    default = parse_config(GOOD, SOURCE).repository
+    assert default.transfer == TransferSettings(process_max=os.cpu_count() or 1,
+                                                bundle_size=32 * MIB, frame_size=4 * MIB)
+    text = GOOD.replace('[repository]\n', '[repository]\nprocess_max = 3\nbundle_size_mb = 16\n'
+                        'frame_size_mb = 2\n')
+    assert parse_config(text, SOURCE).repository.transfer == TransferSettings(3, 16 * MIB, 2 * MIB)
+    for line, message in [
+        ("process_max = 0", f"repository.process_max in {SOURCE} is 0, outside 1..256"),
+        ("frame_size_mb = 300", f"repository.frame_size_mb in {SOURCE} is 300, outside 1..256"),
+        ("frame_size_mb = 64", f"repository.frame_size_mb in {SOURCE} (64) is larger than "
+                               "repository.bundle_size_mb (32)"),
+        ('process_max = "2"', f"repository.process_max in {SOURCE} must be int, got '2'"),
+    ]:
+        error = config_error(GOOD.replace("[repository]\n", f"[repository]\n{line}\n"))
+        assert error.message == message
 
 
 def test_unknown_top_level_table() -> None:
@@ -398,3 +420,59 @@ def test_connection_block_names_the_login_and_excludes_the_other_password_source
                                  f"{other.split(' ')[0]} and connection_block")
     both = config_error(with_repo(INSTANCE + 'password_env = "PW"\npassword_block = "pw"\n'))
     assert both.message.endswith("sets both password_env and password_block")
+
+
+# --- encryption and Object Lock ---
+
+
+def test_encryption_table_names_one_master_key() -> None:
+    config = parse_config(with_repo('[repository.encryption]\npassphrase_env = "PITR_KEY"\n'),
+                          SOURCE)
+    assert config.repository.encryption is not None
+    assert config.repository.encryption.passphrase_env == "PITR_KEY"
+    kms = parse_config(with_repo('[repository.encryption]\nkms_key_id = "alias/backups"\n'
+                                 'kms_region = "eu-west-1"\n'), SOURCE)
+    assert kms.repository.encryption is not None
+    assert kms.repository.encryption.kms_key_id == "alias/backups"
+    assert parse_config(GOOD, SOURCE).repository.encryption is None
+
+
+@pytest.mark.parametrize(("body", "words"), [
+    ("", "needs exactly one of passphrase_env, passphrase_block, kms_key_id"),
+    ('passphrase_env = "A"\nkms_key_id = "k"\n', "not passphrase_env and kms_key_id"),
+    ('passphrase = "hunter2"\n', "unknown key repository.encryption.passphrase"),
+    ('passphrase_env = "A"\nkms_region = "eu-west-1"\n', "kms_region"),
+    ("passphrase_env = 3\n", "repository.encryption.passphrase_env"),
+])
+def test_encryption_mistakes_are_one_line_naming_the_key(body: str, words: str) -> None:
+    error = config_error(with_repo("[repository.encryption]\n" + body))
+    assert words in error.message and str(SOURCE) in error.message
+    assert "hunter2" not in error.message + (error.hint or "")
+
+
+def test_object_lock_on_s3() -> None:
+    config = parse_config('[repository]\nurl = "s3://b/p"\n'
+                          'object_lock = { mode = "COMPLIANCE", days = 35 }\n', SOURCE)
+    lock = config.repository.object_lock
+    assert lock is not None and (lock.mode, lock.days) == ("COMPLIANCE", 35)
+
+
+@pytest.mark.parametrize(("repo", "lock", "words"), [
+    ('path = "/srv/repo"', '{ mode = "COMPLIANCE", days = 7 }', "needs an S3 repository"),
+    ('url = "s3://b"', '{ mode = "compliance", days = 7 }', "repository.object_lock.mode"),
+    ('url = "s3://b"', '{ mode = "GOVERNANCE", days = 0 }', "repository.object_lock.days"),
+    ('url = "s3://b"', '{ mode = "GOVERNANCE" }', "missing key repository.object_lock.days"),
+    ('url = "s3://b"', '{ mode = "GOVERNANCE", days = 7, years = 1 }',
+     "unknown key repository.object_lock.years"),
+])
+def test_object_lock_mistakes(repo: str, lock: str, words: str) -> None:
+    assert words in config_error(f"[repository]\n{repo}\nobject_lock = {lock}\n").message
+
+
+def test_backup_to_url_cannot_be_encrypted() -> None:
+    text = ('[repository]\nurl = "s3://bucket/p"\n[repository.encryption]\n'
+            'passphrase_env = "K"\n[instances.sales]\nengine = "sqlserver"\nhost = "h"\n'
+            'database = "Sales"\nuser = "u"\nbackup_dir_server = "s3://minio:9000/bucket/p"\n')
+    error = config_error(text)
+    assert "instances.sales.backup_dir_server" in error.message
+    assert "encrypted" in error.message

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
 from pitrflow.catalog.records import dump_record, load_record
 from pitrflow.engines.postgres.catalog.manifest import (
+    LAYOUT_BUNDLES,
+    LAYOUT_STREAM,
     BackupManifest,
     FileEntry,
     Mark,
@@ -153,7 +156,7 @@ def test_json_array_is_not_a_manifest() -> None:
 def test_mark_loaded_as_manifest_is_the_wrong_kind() -> None:
     with pytest.raises(RepositoryError) as caught:
         load_manifest(dump_mark(MARK), KEY)
-    assert caught.value.message == f"{KEY} is not a format-1 backup"
+    assert caught.value.message == f"{KEY} is not a format-1/2 backup"
 
 
 def test_manifest_loaded_as_mark_is_the_wrong_kind() -> None:
@@ -167,17 +170,55 @@ def test_record_of_another_kind_is_rejected() -> None:
         load_record("verify", dump_record("drill", {"ok": True}), "main/verify/x.json")
 
 
-def test_newer_format_is_rejected() -> None:
-    # Sealed correctly, but as format 2 (as a newer pitrflow would write it).
-    doc = json.loads(dump_manifest(MANIFEST))
-    doc.pop("checksum")
-    doc["format"] = 2
+def _resealed(doc: dict[str, object]) -> bytes:
+    doc.pop("checksum", None)
     canonical = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
     doc["checksum"] = hashlib.sha256(canonical).hexdigest()
+    return json.dumps(doc).encode()
+
+
+def test_newer_format_is_rejected() -> None:
+    # Sealed correctly, but as format 3 (as a newer pitrflow would write it).
+    doc = json.loads(dump_manifest(MANIFEST))
+    doc["format"] = 3
     with pytest.raises(RepositoryError) as caught:
-        load_manifest(json.dumps(doc).encode(), KEY)
-    assert caught.value.message == f"{KEY} is not a format-1 backup"
+        load_manifest(_resealed(doc), KEY)
+    assert caught.value.message == f"{KEY} is not a format-1/2 backup"
     assert "newer pitrflow" in (caught.value.hint or "")
+
+
+V2 = replace(MANIFEST, layout=LAYOUT_BUNDLES, index="index.json.zst",
+             files=(FileEntry("backup_manifest", 2048, "b" * 64),
+                    FileEntry("index.json.zst", 900, "c" * 64),
+                    FileEntry("bundle-000001.tar.zst", 5_000_000, "d" * 64)))
+
+
+def test_v1_manifest_keeps_format_1_and_its_old_shape() -> None:
+    doc = json.loads(dump_manifest(MANIFEST))
+    assert doc["format"] == 1 and "layout" not in doc and "index" not in doc
+    assert load_manifest(dump_manifest(MANIFEST), KEY).layout == LAYOUT_STREAM
+
+
+def test_v2_manifest_round_trip_is_format_2() -> None:
+    data = dump_manifest(V2)
+    doc = json.loads(data)
+    assert doc["format"] == 2 and doc["layout"] == "bundles" and doc["index"] == "index.json.zst"
+    assert load_manifest(data, KEY) == V2
+
+
+def test_layout_and_format_must_agree() -> None:
+    v2_as_format_1 = json.loads(dump_manifest(V2))
+    v2_as_format_1["format"] = 1
+    with pytest.raises(RepositoryError, match="layout 'bundles' in format 1"):
+        load_manifest(_resealed(v2_as_format_1), KEY)
+    stream_as_format_2 = json.loads(dump_manifest(MANIFEST))
+    stream_as_format_2["format"] = 2
+    with pytest.raises(RepositoryError, match="layout 'stream' in format 2"):
+        load_manifest(_resealed(stream_as_format_2), KEY)
+    no_index = json.loads(dump_manifest(V2))
+    no_index["index"] = None
+    with pytest.raises(RepositoryError, match="layout 'bundles' in format 2"):
+        load_manifest(_resealed(no_index), KEY)
 
 
 def test_sealed_backup_record_missing_fields_is_rejected() -> None:

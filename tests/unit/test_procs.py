@@ -117,6 +117,14 @@ def test_stderr_goes_to_the_log_by_default(caplog: pytest.LogCaptureFixture) -> 
     assert "greeter: hello from stderr" in caplog.messages
 
 
+def test_a_line_the_child_just_said_is_logged_once_and_kept_in_the_tail() -> None:
+    lines: list[str] = []
+    script = "echo 'stopped at 0/4' >&2; echo 'not renaming' >&2; echo 'stopped at 0/4' >&2"
+    result = procs.run(["sh", "-c", script], line_sink=lines.append, timeout=60)
+    assert lines == ["stopped at 0/4", "not renaming"]
+    assert result.stderr_tail == ["stopped at 0/4", "not renaming", "stopped at 0/4"]
+
+
 # --- failures ---
 
 

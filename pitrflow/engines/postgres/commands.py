@@ -38,6 +38,7 @@ def basebackup_argv(
     compress: list[str],
     incremental_manifest: Path | None = None,
     max_rate: str = "",
+    manifest_checksums: str | None = None,
 ) -> list[str]:
     """pg_basebackup into a directory, or as one tar on stdout when target_dir is None.
 
@@ -60,6 +61,8 @@ def basebackup_argv(
         argv += ["--incremental", str(incremental_manifest)]
     if max_rate:
         argv += ["--max-rate", max_rate]
+    if manifest_checksums:
+        argv.append(f"--manifest-checksums={manifest_checksums}")
     return argv
 
 
@@ -73,6 +76,28 @@ def receivewal_argv(bins: PgBinaries, conn_args: list[str], target_dir: Path, *,
         "--no-loop",
         "--verbose",
     ]
+
+
+def receivewal_follow_argv(bins: PgBinaries, conn_args: list[str], target_dir: Path, *,
+                           slot: str, synchronous: bool) -> list[str]:
+    """pg_receivewal for follow mode: no end position; the follower reconnects itself.
+
+    A status report every second keeps the write position the server shows
+    (pg_stat_replication), which bounds what a partial upload holds, fresh.
+    --synchronous flushes and reports after every write, so the receiver can
+    be a synchronous standby.
+    """
+    argv = [
+        bins.tool("pg_receivewal"), *conn_args,
+        "-D", str(target_dir),
+        "--slot", slot,
+        "--no-loop",
+        "--status-interval=1",
+        "--verbose",
+    ]
+    if synchronous:
+        argv.append("--synchronous")
+    return argv
 
 
 def verifybackup_argv(bins: PgBinaries, data_dir: Path, manifest: Path | None = None) -> list[str]:

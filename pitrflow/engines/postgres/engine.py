@@ -31,6 +31,7 @@ from pitrflow.engines.base import (
     VerifyReport,
 )
 from pitrflow.engines.postgres import render
+from pitrflow.engines.postgres.wal.walnames import format_lsn
 from pitrflow.errors import UsageError
 from pitrflow.health import failed_critical, render_lines
 from pitrflow.render import drill_history_text, iso
@@ -82,16 +83,32 @@ class PostgresEngine:
 
         outcome = ship_wal(self.settings, repo)
         mark_time, mark_lsn = iso(outcome.mark.time), format_lsn(outcome.mark.lsn)
+        if outcome.follower is not None:
+            text = (f"follow mode: the follower of {self.instance} ships its WAL and is "
+                    f"healthy (lag {outcome.lag.total_seconds():.0f} s); newest mark "
+                    f"{mark_time} ({mark_lsn})")
+        else:
+            text = (f"shipped {len(outcome.segments_shipped)} segments of {self.instance}; "
+                    f"recoverable up to {mark_time} ({mark_lsn})")
         return ShipResult(
-            instance=self.instance, artifact="ship",
-            text=f"shipped {len(outcome.segments_shipped)} segments of {self.instance}; "
-                 f"recoverable up to {mark_time} ({mark_lsn})",
+            instance=self.instance, artifact="ship", text=text,
             markdown=render.ship_markdown(outcome),
             data={"mark_lsn": mark_lsn, "mark_time": mark_time,
                   "segments": outcome.segments_shipped,
                   "lag_seconds": outcome.lag.total_seconds(),
-                  "slot_retained_bytes": outcome.slot.retained_bytes if outcome.slot else None},
+                  "slot_retained_bytes": outcome.slot.retained_bytes if outcome.slot else None,
+                  "follower": outcome.follower is not None},
             recoverable_to=mark_time, size_bytes=outcome.bytes_stored)
+
+    def follow(self, repo: Repository) -> Outcome:
+        from pitrflow.engines.postgres.wal.follow import follow_until_signalled
+
+        done = follow_until_signalled(self.settings, repo)
+        text = (f"follower of {self.instance} stopped: {done.segments_stored} segments, "
+                f"{done.partials_stored} partials, {done.marks_written} marks stored")
+        return Outcome(instance=self.instance, artifact="follow", text=text, markdown=text,
+                       data={"segments": done.segments_stored, "partials": done.partials_stored,
+                             "marks": done.marks_written, "seconds": done.seconds})
 
     # --- restores ---
 
@@ -104,7 +121,10 @@ class PostgresEngine:
                              "pass a new or empty directory for the restored data")
         return RestoreRequest(self.settings, Path(destination.pgdata).absolute(),
                               destination.port, config_file=self.config.source,
-                              scratch=destination.scratch)
+                              scratch=destination.scratch, standby=destination.standby,
+                              primary_conninfo=destination.primary_conninfo,
+                              delta=destination.delta,
+                              delta_trust_mtime=destination.delta_trust_mtime)
 
     def plan_restore(self, repo: Repository, target: RestoreTarget,
                      destination: RestoreDestination) -> RestorePlan:
@@ -161,16 +181,18 @@ class PostgresEngine:
 
     def expire(self, repo: Repository, plan: ExpirePlan) -> ExpireResult:
         from pitrflow.engines.postgres.catalog.expire import execute_expire
+        from pitrflow.render import locked_lines, locked_rows
 
         catalog, expire_plan = plan.plan
         result = execute_expire(repo, catalog, expire_plan)
+        text = "\n".join([render.expire_done_text(result), *locked_lines(result.locked)])
         return ExpireResult(
-            instance=self.instance, artifact="expire", text=render.expire_done_text(result),
-            markdown=render.expire_markdown(expire_plan, True),
-            data={"deleted_backups": expire_plan.delete_backups,
+            instance=self.instance, artifact="expire", text=text,
+            markdown=render.expire_markdown(expire_plan, True, result),
+            data={"deleted_backups": list(result.backups_deleted),
                   "planned_deletions": expire_plan.delete_backups,
                   "kept": expire_plan.kept_backups, "wal_deleted": result.wal_deleted,
-                  "bytes_freed": result.bytes_freed},
+                  "bytes_freed": result.bytes_freed, "locked": locked_rows(result.locked)},
             deleted=list(result.backups_deleted), bytes_freed=result.bytes_freed)
 
     def verify(self, repo: Repository, backup_id: str | None) -> VerifyReport:
@@ -222,6 +244,19 @@ class PostgresEngine:
         text = render.info_text(catalog, verify, retention) + "\n" + drill_history_text(drills)
         return Outcome(instance=self.instance, artifact="info", text=text,
                        markdown=f"```\n{text}\n```\n", data=data)
+
+    def mark(self, repo: Repository, name: str) -> Outcome:
+        from pitrflow.engines.postgres.wal.restore_points import create_restore_point
+
+        point = create_restore_point(self.settings, repo, name)
+        text = (f"restore point {point.name!r} of {self.instance} created at "
+                f"{iso(point.time)} (LSN {format_lsn(point.lsn)}, timeline {point.timeline}); "
+                f"restorable once shipped (pitr ship {self.instance}): pitr restore "
+                f"{self.instance} --target-name {point.name!r}")
+        return Outcome(instance=self.instance, artifact="mark", text=text,
+                       markdown=text, data={"name": point.name, "time": iso(point.time),
+                                            "lsn": format_lsn(point.lsn),
+                                            "timeline": point.timeline})
 
     def import_history(self, repo: Repository, recording: str) -> Outcome:
         raise UsageError(f"instance {self.instance} is not a SQL Server instance",

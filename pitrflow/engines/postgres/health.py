@@ -15,9 +15,10 @@ from pitrflow.engines.postgres import sql
 from pitrflow.engines.postgres.catalog.snapshot import read_catalog
 from pitrflow.engines.postgres.connection import connect
 from pitrflow.engines.postgres.restore.planner import recoverable_window
+from pitrflow.engines.postgres.wal.follow_status import follower_health, read_status
 from pitrflow.engines.postgres.wal.slots import slot_info
 from pitrflow.errors import PitrError
-from pitrflow.health import Check, age_text, drill_check
+from pitrflow.health import Check, age_text, drill_check, protection_checks
 from pitrflow.storage.base import Repository
 
 
@@ -28,6 +29,8 @@ def _server_checks(instance: InstanceConfig, has_incrementals: bool) -> list[Che
             facts = sql.server_facts(conn)
             slot = slot_info(conn, instance.slot_name)
             summarize = sql.setting(conn, "summarize_wal") if facts.major >= 17 else None
+            sync = (conn.execute(sql.SYNC_STATE, (instance.slot_name,)).fetchone()
+                    if instance.synchronous else None)
     except PitrError as exc:
         return [Check("server", False, hint=exc.message)]
     checks.append(Check("server", True, f"PostgreSQL {facts.version_num}, timeline "
@@ -48,13 +51,44 @@ def _server_checks(instance: InstanceConfig, has_incrementals: bool) -> list[Che
         checks.append(Check(
             "replication slot", retained_mb <= limit,
             f"{slot.name} retains {retained_mb:.0f} MB of WAL",
-            f"slot {slot.name} retains {retained_mb:.0f} MB (limit {limit:.0f} MB): ship runs "
-            "are not keeping up; check the ship_logs deployment"))
+            f"slot {slot.name} retains {retained_mb:.0f} MB (limit {limit:.0f} MB): "
+            + ("the follower is not keeping up; see its status (pitr check, follower)"
+               if instance.follow else
+               "ship runs are not keeping up; check the ship_logs deployment")))
+    if sync is not None:
+        checks += _synchronous_checks(instance, str(sync[0] or ""), sync[1])
     if has_incrementals:
         checks.append(Check("summarize_wal", summarize == "on", str(summarize),
                             "incremental backups need summarize_wal = on: ALTER SYSTEM SET "
                             "summarize_wal = on; SELECT pg_reload_conf()"))
     return checks
+
+
+def _synchronous_checks(instance: InstanceConfig, names: str, state: str | None) -> list[Check]:
+    """synchronous = true: the server must name the receiver, and count it as synchronous."""
+    app = instance.slot_name
+    named = app in names.replace('"', " ").replace(",", " ").replace("(", " ").split() or (
+        names.strip() == "*")
+    return [
+        Check("synchronous_standby_names", bool(names) and named, names,
+              f"synchronous_standby_names is {names!r}, which does not name the receiver "
+              f"{app}: ALTER SYSTEM SET synchronous_standby_names = '{app}'; "
+              "SELECT pg_reload_conf()"),
+        Check("synchronous standby", state in ("sync", "quorum"), f"{app} is {state}",
+              f"the receiver {app} is {state or 'not connected'} in pg_stat_replication, not "
+              "sync: commits are not waiting for it; is the follower running with "
+              "synchronous = true?"),
+    ]
+
+
+def _follower_check(instance: InstanceConfig, repo: Repository, now: datetime) -> Check | None:
+    """Follow mode: the follower's lag and heartbeat (when it is configured or has reported)."""
+    if not instance.follow and read_status(repo, instance.name) is None:
+        return None
+    health = follower_health(instance, repo, now)
+    # A follower started by hand and stopped again is not a failure of a batch setup.
+    critical = instance.follow
+    return Check("follower", health.ok, health.detail, health.problem, critical=critical)
 
 
 def run_checks(instance: InstanceConfig, repo: Repository, now: datetime) -> list[Check]:
@@ -66,6 +100,7 @@ def run_checks(instance: InstanceConfig, repo: Repository, now: datetime) -> lis
         checks.append(Check("repository writable", True, repo.describe()))
     except PitrError as exc:
         checks.append(Check("repository writable", False, hint=exc.message))
+    checks.extend(protection_checks(instance, repo))
     limits = instance.check
     newest = catalog.newest_backup_on()
     if newest is None:
@@ -87,6 +122,9 @@ def run_checks(instance: InstanceConfig, repo: Repository, now: datetime) -> lis
                             f"the newest WAL mark is {age_text(now, mark.time)}, over "
                             f"{limits.max_mark_age_minutes:g} min: the recoverable window is "
                             "falling behind; check the ship_logs deployment"))
+    follower = _follower_check(instance, repo, now)
+    if follower is not None:
+        checks.append(follower)
     checks.append(drill_check(instance, repo, now))
     bad = []
     for backup in catalog.backups:

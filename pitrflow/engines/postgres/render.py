@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from pitrflow.engines.postgres.catalog.manifest import LAYOUT_BUNDLES
 from pitrflow.engines.postgres.restore.planner import recoverable_window
+from pitrflow.engines.postgres.restore.tail import LatestPoint, latest_point
 from pitrflow.engines.postgres.wal.walnames import format_lsn
-from pitrflow.render import human_bytes, iso, markdown_table
+from pitrflow.render import human_bytes, iso, locked_lines, markdown_table
 
 if TYPE_CHECKING:
     # Types only: a ship-logs run imports this module, and must not pay for the backup
@@ -23,6 +25,11 @@ if TYPE_CHECKING:
     from pitrflow.engines.postgres.wal.walship import ShipOutcome
 
 
+def backup_format(b: BackupManifest) -> str:
+    """'v2 bundles' (file-indexed, parallel and delta restores) or 'v1 stream' (one zstd stream)."""
+    return "v2 bundles" if b.layout == LAYOUT_BUNDLES else "v1 stream"
+
+
 def backup_dict(b: BackupManifest) -> dict[str, Any]:
     return {
         "id": b.id, "type": b.type, "parent": b.parent,
@@ -31,6 +38,9 @@ def backup_dict(b: BackupManifest) -> dict[str, Any]:
         "timeline": b.timeline, "size_bytes": b.size_bytes,
         "database_size_bytes": b.database_size_bytes, "server_version": b.server_version,
         "duration_seconds": b.duration_seconds,
+        "format": backup_format(b), "compression": b.compression,
+        # {"cipher", "data_key"} when the repository encrypted it; None: stored unencrypted.
+        "encryption": b.extra.get("encryption"),
     }
 
 
@@ -44,6 +54,24 @@ def _annotated(b: BackupManifest, verify: dict[str, Any] | None,
         keep, reason = retention[b.id]
         data["retention"] = {"keep": keep, "reason": reason}
     return data
+
+
+def latest_dict(point: LatestPoint | None) -> dict[str, Any] | None:
+    """Where a restore to latest ends; `partial` when it ends inside a partial segment."""
+    if point is None:
+        return None
+    return {"lsn": format_lsn(point.lsn), "timeline": point.timeline, "segment": point.segment,
+            "partial": point.partial is not None, "read_at": iso(point.read_at)}
+
+
+def latest_text(point: LatestPoint | None) -> str:
+    if point is None:
+        return "latest: -"
+    if point.partial is None:
+        return (f"latest: {format_lsn(point.lsn)} on timeline {point.timeline}, the end of "
+                f"segment {point.segment}")
+    return (f"latest: {format_lsn(point.lsn)} or later on timeline {point.timeline}, in the "
+            f"PARTIAL segment {point.segment} read at {iso(point.read_at)} (follow mode)")
 
 
 def info_dict(catalog: Catalog, verify: dict[str, Any] | None = None,
@@ -64,7 +92,10 @@ def info_dict(catalog: Catalog, verify: dict[str, Any] | None = None,
         "marks": {"count": len(catalog.marks),
                   "newest": {"time": iso(newest.time), "lsn": format_lsn(newest.lsn),
                              "timeline": newest.timeline} if newest else None},
-        "recoverable": {"from": iso(window.start), "to": iso(window.end)},
+        "recoverable": {"from": iso(window.start), "to": iso(window.end),
+                        "latest": latest_dict(latest_point(catalog))},
+        "restore_points": [{"name": p.name, "time": iso(p.time), "lsn": format_lsn(p.lsn),
+                            "timeline": p.timeline} for p in catalog.restore_points],
     }
 
 
@@ -86,7 +117,8 @@ def info_text(catalog: Catalog, verify: dict[str, Any] | None = None,
             f"  {b.id}  {b.type:<11} {iso(b.stop_time)}  tl {b.timeline}  "
             f"{format_lsn(b.start_lsn)}..{format_lsn(b.stop_lsn)}  "
             f"{human_bytes(b.size_bytes)} (db {human_bytes(b.database_size_bytes)}){chain}"
-            f"  [{verified}]{keep_text}")
+            f"  {backup_format(b)}  [{verified}]  {_encryption_text(item['encryption'])}"
+            f"{keep_text}")
     for item in data["rejected"]:
         lines.append(f"  {item['id']}  NOT A BACKUP: {item['reason']}")
     wal = data["wal"]
@@ -94,7 +126,18 @@ def info_text(catalog: Catalog, verify: dict[str, Any] | None = None,
                  f"{human_bytes(wal['size_bytes'])} stored")
     rec = data["recoverable"]
     lines.append(f"recoverable: {rec['from'] or '-'} .. {rec['to'] or '-'}")
+    lines.append(latest_text(latest_point(catalog)))
+    if catalog.restore_points:
+        lines.append("restore points (pitr restore --target-name NAME):")
+        lines += [f"  {p['name']}  {p['time']}  LSN {p['lsn']}  tl {p['timeline']}"
+                  for p in data["restore_points"]]
     return "\n".join(lines)
+
+
+def _encryption_text(encryption: dict[str, str] | None) -> str:
+    if not encryption:
+        return "unencrypted"
+    return f"encrypted ({encryption.get('cipher', '?')}, key {encryption.get('data_key', '?')})"
 
 
 def plan_text(plan: RestorePlan) -> str:
@@ -109,6 +152,10 @@ def plan_text(plan: RestorePlan) -> str:
                      f"({len(plan.wal)} segments, {human_bytes(plan.wal_bytes)} stored, "
                      f"{human_bytes(plan.wal_replay_bytes)} to replay) on timeline "
                      f"{plan.timeline}")
+        if plan.partial is not None:
+            lines.append(f"  recoverable point: {format_lsn(plan.partial.end_lsn)} or later, in "
+                         f"the PARTIAL segment {plan.partial.segment} (read at "
+                         f"{iso(plan.partial.time)})")
     else:
         lines.append("  WAL: none beyond the backup's own")
     lines.append(f"  local disk needed: {human_bytes(plan.disk_bytes_needed)}")
@@ -124,6 +171,8 @@ def plan_dict(plan: RestorePlan) -> dict[str, Any]:
                 "last": plan.last_segment, "segments": len(plan.wal),
                 "stored_bytes": plan.wal_bytes, "replay_bytes": plan.wal_replay_bytes},
         "timeline": plan.timeline, "disk_bytes_needed": plan.disk_bytes_needed,
+        "partial": ({"segment": plan.partial.segment, "lsn": format_lsn(plan.partial.end_lsn),
+                     "read_at": iso(plan.partial.time)} if plan.partial else None),
         "recoverable": {"from": iso(plan.window_from), "to": iso(plan.window_to)},
         "reasons": plan.reasons,
     }
@@ -167,7 +216,11 @@ def backup_markdown(outcome: BackupOutcome, notes: list[str] | None = None) -> s
         ("ratio", f"{m.database_size_bytes / max(m.size_bytes, 1):.1f}x"),
         ("duration", f"{outcome.seconds:.1f} s"),
         ("throughput", f"{outcome.throughput_mb_s:.0f} MB/s"),
+        ("format", backup_format(m) + (
+            ": bundles compressed by the worker; parallel and delta restores"
+            if m.layout == LAYOUT_BUNDLES else ": one zstd stream, restored on one core")),
         ("compression", m.compression),
+        ("objects", str(len(m.files))),
     ]
     if "saved_bytes_vs_full" in m.extra:
         saved = int(m.extra["saved_bytes_vs_full"])
@@ -193,6 +246,11 @@ def ship_markdown(outcome: ShipOutcome) -> str:
         ("slot", f"{slot.name} retains {retained}" if slot else "-"),
         ("duration", f"{outcome.seconds:.1f} s"),
     ]
+    if outcome.follower is not None:  # follow mode: this run checked the follower
+        f = outcome.follower
+        rows[3:5] = [("follower", f"{f.state} on {f.host} (pid {f.pid})"),
+                     ("last upload", iso(f.last_upload_at) or "-"),
+                     ("recovery point", iso(f.recovery_point) or "-")]
     body = "\n".join(f"| {k} | {v} |" for k, v in rows)
     return f"## WAL ship {outcome.mark.instance}\n\n| | |\n|---|---|\n{body}\n"
 
@@ -205,6 +263,11 @@ def restore_text(outcome: RestoreOutcome) -> str:
     ]
     if outcome.stop_reason:
         lines.append(f"  recovery stopped at: {outcome.stop_reason}")
+    if outcome.delta is not None:
+        d = outcome.delta
+        lines.append(f"  delta: {d['kept']} files kept, {d['fetched_whole']} fetched whole, "
+                     f"{d['patched']} patched, {d['removed']} paths removed, "
+                     f"{human_bytes(d['bytes_fetched'])} fetched")
     phases = ", ".join(f"{k} {v:.1f} s" for k, v in outcome.phases.items())
     lines += [
         f"  phases: {phases}",
@@ -239,9 +302,18 @@ def expire_text(plan: Any) -> str:
                      f"oldest kept backup's start")
     if plan.wal_kept_from:
         lines.append(f"  keep   WAL from {plan.wal_kept_from}")
+    if plan.delete_partials:
+        lines.append(f"  DELETE {len(plan.delete_partials)} partial segments (follow mode): "
+                     "older than the kept WAL, or replaced by the whole segment")
     if plan.delete_marks:
         lines.append(f"  DELETE {len(plan.delete_marks)} ship marks older than the oldest kept "
                      "backup")
+    if plan.delete_baselines:
+        lines.append(f"  DELETE {len(plan.delete_baselines)} drill baselines of those marks and "
+                     "backups")
+    for point in plan.delete_restore_points:
+        lines.append(f"  DELETE restore point {point.name!r}: before the oldest kept backup's "
+                     "consistent point, so no kept backup can reach it")
     lines.append("  keep   all timeline history files")
     lines += [f"  note: {n}" for n in plan.notes]
     if plan.empty:
@@ -249,6 +321,15 @@ def expire_text(plan: Any) -> str:
     return "\n".join(lines)
 
 
-def expire_markdown(plan: Any, done: bool) -> str:
+def expire_result_text(result: Any) -> str:
+    """What a run deleted, and what Object Lock still protects (with when it lapses)."""
+    lines = [f"deleted {len(result.backups_deleted)} backups, {result.wal_deleted} WAL "
+             f"segments and {result.marks_deleted} marks, {human_bytes(result.bytes_freed)} "
+             "freed"]
+    return "\n".join(lines + locked_lines(result.locked))
+
+
+def expire_markdown(plan: Any, done: bool, result: Any = None) -> str:
     title = "Expired" if done else "Expire plan (dry run)"
-    return f"## {title}: {plan.instance}\n\n```\n{expire_text(plan)}\n```\n"
+    outcome = f"\n```\n{expire_result_text(result)}\n```\n" if result is not None else ""
+    return f"## {title}: {plan.instance}\n\n```\n{expire_text(plan)}\n```\n{outcome}"

@@ -43,6 +43,27 @@ SYNC_COMMIT_ON = "SET synchronous_commit = on"
 
 NOW = "SELECT now()"
 
+# The follower's session: its own marker commits must not wait for a synchronous standby
+# (which may be the follower's own receiver, or down), only for the local flush.
+SYNC_COMMIT_LOCAL = "SET synchronous_commit = local"
+
+# Follow mode, each cycle: the server's flush position, and how far our receiver (the
+# walsender serving our slot) has written and flushed, as its last status report said.
+FOLLOW_POSITIONS = """
+SELECT now(), pg_current_wal_flush_lsn()::text, r.write_lsn::text, r.flush_lsn::text,
+       r.sync_state, r.application_name
+  FROM pg_replication_slots s LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid
+ WHERE s.slot_name = %s
+"""
+
+FLUSH_LSN = "SELECT pg_current_wal_flush_lsn()::text"
+
+SYNC_STATE = """
+SELECT current_setting('synchronous_standby_names'),
+       (SELECT sync_state FROM pg_stat_replication WHERE application_name = %s
+         ORDER BY sync_state = 'sync' DESC LIMIT 1)
+"""
+
 CURRENT_LSN = "SELECT pg_current_wal_lsn()::text"
 
 
@@ -75,6 +96,14 @@ def setting(conn: psycopg.Connection, name: str) -> str | None:
     return None if row is None else row[0]
 
 
+def next_xid(conn: psycopg.Connection) -> int:
+    """The next transaction id to be assigned (xid8, with its epoch); assigns none itself."""
+    row = conn.execute("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint"
+                       ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 def server_now(conn: psycopg.Connection) -> datetime:
     row = conn.execute(NOW).fetchone()
     assert row is not None
@@ -84,3 +113,17 @@ WAL_SUMMARIES = """
 SELECT start_lsn::text, end_lsn::text FROM pg_available_wal_summaries()
  WHERE tli = %s ORDER BY start_lsn
 """
+
+# What a base backup will send, give or take global/ and pg_wal: the progress total.
+DATABASES_SIZE = """
+SELECT coalesce(sum(pg_database_size(datname)), 0)::bigint FROM pg_database
+ WHERE has_database_privilege(datname, 'CONNECT')
+"""
+
+
+def databases_size(conn: psycopg.Connection) -> int:
+    try:
+        row = conn.execute(DATABASES_SIZE).fetchone()
+    except psycopg.Error:
+        return 0  # only an estimate for progress: never a reason to fail a backup
+    return int(row[0]) if row else 0

@@ -2,15 +2,19 @@
 
 The server writes the backup file itself, into ``backup_dir_server``; the worker
 reads the same file at ``backup_dir_worker``.  After BACKUP returns, the backup set's
-rows are read from msdb, the file is hashed as the worker sees it, copied into the
-repository and checked against that hash, and only then is the manifest written:
-a backup without one is not a backup.  The server's copy is removed afterwards; the
+rows (and, for a log backup, the marked transactions it holds) are read from msdb,
+the file is hashed as the worker sees it, copied into the repository and checked
+against that hash, and only then is the manifest written: a backup without one is
+not a backup.  The server's copy is removed afterwards; the
 repository is the only copy pitrflow relies on.
 
 With ``backup_dir_server = "s3://HOST/BUCKET/PREFIX"`` (SQL Server 2022+, BACKUP TO
 URL) the server writes straight to the object the repository keeps, striped over
 ``url_stripes`` URLs; the worker reads each object back for its SHA-256 and seals
 the manifest.  A failed BACKUP leaves no object of ours behind.
+
+After each backup the drill's baseline of the source is stored beside its manifest
+(``engines.sqlserver.baseline``); a baseline that cannot be read only logs a warning.
 
 Refusals come before anything is written: a database that is missing or not
 online, a log backup of a database in SIMPLE recovery (it has no log chain), a
@@ -31,9 +35,17 @@ from typing import Any, Literal
 
 from pitrflow import __version__ as _pitrflow_version
 from pitrflow.config import InstanceConfig
+from pitrflow.engines.sqlserver.baseline import record_sqlserver_baseline
 from pitrflow.engines.sqlserver.catalog import SqlServerCatalog, read_sqlserver_catalog
 from pitrflow.engines.sqlserver.connection import SqlExecutor, open_session
-from pitrflow.engines.sqlserver.msdb import BACKUP_HISTORY_SQL, BackupSetRow, row_from_mapping
+from pitrflow.engines.sqlserver.msdb import (
+    BACKUP_HISTORY_SQL,
+    LOG_MARKS_SQL,
+    BackupSetRow,
+    MarkRow,
+    mark_from_mapping,
+    row_from_mapping,
+)
 from pitrflow.engines.sqlserver.paths import server_join
 from pitrflow.engines.sqlserver.record import (
     BackupKind,
@@ -54,6 +66,7 @@ from pitrflow.errors import (
     ServerError,
 )
 from pitrflow.storage.base import CHUNK, HashingReader, Repository, sha256_file
+from pitrflow.storage.keyed import encryption_note, start_new_epoch
 
 log = logging.getLogger("pitrflow.sqlserver.backup")
 
@@ -192,6 +205,17 @@ def own_backup_rows(rows: Sequence[Mapping[str, Any]], server_file: str,
     return parsed
 
 
+def log_marks(sql: SqlExecutor, rows: Sequence[BackupSetRow]) -> tuple[MarkRow, ...]:
+    """The marked transactions a log backup holds, from msdb.dbo.logmarkhistory."""
+    head = rows[0]
+    if head.type != "L" or head.first_lsn >= head.last_lsn:
+        return ()
+    found = sql.query(LOG_MARKS_SQL, [head.database_name, str(head.first_lsn),
+                                      str(head.last_lsn)],
+                      what=f"marked transactions of log backup set {head.backup_set_id}")
+    return tuple(mark_from_mapping(row, index) for index, row in enumerate(found))
+
+
 def store_backup_file(
     repo: Repository,
     instance: InstanceConfig,
@@ -203,6 +227,7 @@ def store_backup_file(
     compression: bool | None,
     duration_seconds: float | None,
     server: Mapping[str, Any] | None = None,
+    marks: Sequence[MarkRow] = (),
 ) -> SqlServerBackupRecord:
     """Hash the file as the worker sees it, copy it in, check the copy, then seal the manifest."""
     if not worker_file.is_file():
@@ -235,6 +260,8 @@ def store_backup_file(
                             family_sequence_number=primary[0].family_sequence_number),),
         compression=compression, checksum=True, duration_seconds=duration_seconds,
         server=dict(server or {}), tool_version=f"pitrflow {_pitrflow_version}",
+        encryption=encryption_note(repo),
+        marks=tuple(marks),
     )
     repo.put_bytes(manifest_key(instance.name, kind, backup_id), dump_backup_record(record))
     return record
@@ -262,6 +289,7 @@ def store_url_backup(
     compression: bool | None,
     duration_seconds: float | None,
     server: Mapping[str, Any] | None = None,
+    marks: Sequence[MarkRow] = (),
 ) -> SqlServerBackupRecord:
     """Seal a backup the server wrote with BACKUP TO URL straight into the repository.
 
@@ -287,7 +315,7 @@ def store_url_backup(
         id=backup_id, instance=instance.name, kind=kind, database=rows[0].database_name,
         rows=tuple(rows), files=tuple(files), compression=compression, checksum=True,
         duration_seconds=duration_seconds, server=dict(server or {}),
-        tool_version=f"pitrflow {_pitrflow_version}",
+        tool_version=f"pitrflow {_pitrflow_version}", marks=tuple(marks),
     )
     repo.put_bytes(manifest_key(instance.name, kind, backup_id), dump_backup_record(record))
     return record
@@ -325,6 +353,7 @@ def take_sqlserver_backup(
         if note:
             notes.append(note)
         outcome = _backup(sql, instance, repo, actual, compression, server, notes)
+        record_sqlserver_baseline(sql, instance, repo, outcome[0])  # the drill's; never raises
     return SqlServerBackupOutcome(
         record=outcome[0], requested=kind, started=outcome[1], finished=outcome[2],
         statements=outcome[3], notes=tuple(notes),
@@ -342,6 +371,8 @@ def _backup(
 ) -> tuple[SqlServerBackupRecord, datetime, datetime, tuple[str, ...]]:
     started = datetime.now(UTC)
     worker_file: Path | None = None
+    if kind == "full":
+        start_new_epoch(repo)  # a fresh data key per full chain (encrypted repositories)
     if instance.backup_to_url:
         backup_id, names = _fresh_url_names(instance, repo, kind, started)
         devices = [server_join(instance.backup_dir_server,
@@ -386,15 +417,18 @@ def _backup(
     duration = time.monotonic() - clock
     rows = own_backup_rows(sql.query(BACKUP_SET_OF_FILE_SQL, [database, devices[0]]),
                            devices[0], kind)
+    marks = log_marks(sql, rows)
     server_info = {k: server.get(k) for k in ("edition", "product_version", "server_name")}
     if worker_file is None:
         record = store_url_backup(
             repo, instance, kind, backup_id, rows, dict(zip(devices, names, strict=True)),
-            compression=compression, duration_seconds=round(duration, 3), server=server_info)
+            compression=compression, duration_seconds=round(duration, 3), server=server_info,
+            marks=marks)
     else:
         record = store_backup_file(
             repo, instance, kind, backup_id, rows, worker_file,
             compression=compression, duration_seconds=round(duration, 3), server=server_info,
+            marks=marks,
         )
         try:
             worker_file.unlink()

@@ -9,8 +9,8 @@ One holding an ``expiring.json`` marker is being deleted by retention and is
 rejected even while its manifest is still there; the next expire finishes it.
 
 ``import_recorded_rows`` builds such a catalog from a recording of msdb rows
-(tests/unit/sqlserver/fixtures), with placeholder files, so the planner, the
-dry run and the CLI can be shown without a SQL Server.
+and marks (tests/unit/sqlserver/fixtures), with placeholder files, so the
+planner, the dry run and the CLI can be shown without a SQL Server.
 """
 
 from __future__ import annotations
@@ -24,7 +24,13 @@ from pathlib import Path
 
 from pitrflow import __version__ as _pitrflow_version
 from pitrflow.engines.sqlserver.errors import MsdbHistoryError, SqlServerPlanError
-from pitrflow.engines.sqlserver.msdb import BackupSetRow, row_times_utc, rows_from_json
+from pitrflow.engines.sqlserver.msdb import (
+    BackupSetRow,
+    MarkRow,
+    marks_from_json,
+    row_times_utc,
+    rows_from_json,
+)
 from pitrflow.engines.sqlserver.record import (
     SOURCE_RECORDED,
     RecordedFile,
@@ -61,6 +67,12 @@ class SqlServerCatalog:
         """Every recorded msdb row, optionally of one database, for the planner."""
         return [row for record in self.records for row in record.rows
                 if database is None or row.database_name == database]
+
+    def marks(self, database: str) -> dict[int, tuple[MarkRow, ...]]:
+        """The marked transactions stored with each usable log backup of ``database``,
+        by the log backup's ``backup_set_id``."""
+        return {record.backup_set_id: record.marks for record in self.records
+                if record.database == database and record.marks}
 
     def databases(self) -> list[str]:
         return sorted({record.database for record in self.records})
@@ -129,6 +141,11 @@ def _problem(record: SqlServerBackupRecord, names: dict[str, int], instance: str
     for row in record.rows:
         if row.mirror == 0 and record.file_for(row.physical_device_name) is None:
             return f"stripe {row.family_sequence_number} ({row.physical_device_name}) not stored"
+    head = record.rows[0]
+    for mark in record.marks:
+        if record.kind != "log" or not head.first_lsn <= mark.lsn < head.last_lsn:
+            return (f"mark {mark.mark_name!r} at LSN {mark.lsn} is outside the backup's LSN "
+                    f"range {head.first_lsn}..{head.last_lsn}")
     for stored in record.files:
         size = names.get(stored.name)
         if size is None:
@@ -156,6 +173,7 @@ def import_recorded_rows(
     source: str | os.PathLike[str] | Sequence[BackupSetRow],
     repo: Repository,
     instance: str,
+    marks: Sequence[MarkRow] | None = None,
 ) -> list[str]:
     """Store a recording of msdb rows as repository backups; returns the backup ids.
 
@@ -163,11 +181,20 @@ def import_recorded_rows(
     mirror-0 stripes a small placeholder object whose SHA-256 the manifest records.
     Stripes msdb did not record stay absent, so the planner refuses as it would on
     the server.  Placeholders are marked ``recorded-rows``: a real restore refuses them.
+    Marked transactions (``marks``, or a recording file's ``"marks"``) are stored with
+    each log backup that holds their LSN, as a real log backup stores them; a mark no
+    recorded log backup holds is refused before anything is written.
     """
-    rows = list(source) if not isinstance(source, str | os.PathLike) else rows_from_json(source)
+    if isinstance(source, str | os.PathLike):
+        rows = rows_from_json(source)
+        marks = marks_from_json(source) if marks is None else marks
+    else:
+        rows = list(source)
+    marks = list(marks or [])
     if not rows:
         raise MsdbHistoryError("the msdb recording holds no rows",
                                "record BACKUP_HISTORY_SQL's rows for the database")
+    held = marks_by_log(rows, marks)
     real = [r.id for r in read_sqlserver_catalog(repo, instance).records
             if r.source != SOURCE_RECORDED]
     if real:
@@ -204,11 +231,32 @@ def import_recorded_rows(
         record = SqlServerBackupRecord(
             id=backup_id, instance=instance, kind=kind, database=head.database_name,
             rows=tuple(set_rows), files=tuple(files), source=SOURCE_RECORDED,
-            tool_version=f"pitrflow {_pitrflow_version}",
+            tool_version=f"pitrflow {_pitrflow_version}", marks=held.get(set_id, ()),
         )
         repo.put_bytes(manifest_key(instance, kind, backup_id), dump_backup_record(record))
         written.append(backup_id)
     return written
+
+
+def marks_by_log(rows: Sequence[BackupSetRow],
+                 marks: Sequence[MarkRow]) -> dict[int, tuple[MarkRow, ...]]:
+    """Each recorded log backup set's marks: those of its database whose LSN it holds,
+    as a log backup taken on the server stores them (``backup.log_marks``)."""
+    logs = {row.backup_set_id: row for row in rows if row.type == "L"}
+    held: dict[int, list[MarkRow]] = {}
+    for mark in marks:
+        holders = [set_id for set_id, row in logs.items()
+                   if row.database_name == mark.database_name
+                   and row.first_lsn <= mark.lsn < row.last_lsn]
+        if not holders:
+            raise MsdbHistoryError(
+                f"mark {mark.mark_name!r} of {mark.database_name} at LSN {mark.lsn} is in no "
+                "recorded log backup",
+                "record the log backup that holds it too, or leave the mark out")
+        for set_id in holders:
+            held.setdefault(set_id, []).append(mark)
+    return {set_id: tuple(sorted(found, key=lambda m: m.lsn))
+            for set_id, found in held.items()}
 
 
 def _unique_names(rows: Sequence[BackupSetRow]) -> list[str]:

@@ -7,10 +7,12 @@ of checks:
 - ``DBCC CHECKDB ... WITH NO_INFOMSGS, ALL_ERRORMSGS`` prints nothing for a sound
   database, so every message it sends, and any error it raises, is a finding;
 - Great Expectations suites, run against the scratch copy through SQLAlchemy
-  (``mssql+pyodbc``, the instance's own ODBC settings): the team's suites from
-  ``checks/<instance>/<schema>.<table>.json`` plus suites generated from facts read
-  from the *source* database before the restore (row counts within tolerance,
-  primary keys unique and not null, NOT NULL columns, the freshness column).
+  (``mssql+pyodbc``, the instance's own ODBC settings): the team's suites and test
+  queries from ``checks/<instance>/`` plus suites generated against the source as it
+  was at the target: the baselines recorded after the backups just before and just
+  after it (``engines.sqlserver.baseline``, ``drill.bounds``) bound each row count and
+  freshness column; with no baseline before the target, the facts read from the
+  source now, with the old tolerance, and the record says so.
   Every failed expectation is a finding, and a drill that checked no expectation
   at all has not passed.
 
@@ -31,7 +33,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from pitrflow.config import InstanceConfig
+from pitrflow.drill.baseline import Baseline, TableBaseline
+from pitrflow.drill.bounds import BoundSettings, DrillReference, plan_reference
+from pitrflow.drill.history import Neighbourhood, load_neighbourhood
 from pitrflow.drill.record import DrillRecord
+from pitrflow.drill.verdicts import table_verdicts
+from pitrflow.engines.sqlserver.baseline import stored_baselines
 from pitrflow.engines.sqlserver.catalog import (
     SqlServerCatalog,
 )
@@ -46,10 +53,11 @@ from pitrflow.engines.sqlserver.restore import (
 from pitrflow.engines.sqlserver.tsql import quote_name
 from pitrflow.engines.sqlserver.window import restorable_spans
 from pitrflow.errors import PitrError
-from pitrflow.quality.generate import TableFacts, generate_suites
+from pitrflow.quality.generate import TableFacts, check_freshness_config, suites_from_plan
 from pitrflow.quality.run_gx import ResultRow
 from pitrflow.quality.suites import Suite, load_team_suites
 from pitrflow.secrets import instance_password
+from pitrflow.storage.base import Repository
 from pitrflow.times import parse_aware
 
 log = logging.getLogger("pitrflow.sqlserver.drill")
@@ -101,6 +109,8 @@ class SqlServerDrillOutcome:
     kept: bool = False
     backups: list[str] = field(default_factory=list)
     target_mode: str = ""
+    reference: str = ""
+    tables: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def quality_failures(self) -> list[ResultRow]:
@@ -123,6 +133,19 @@ class SqlServerDrillOutcome:
     def rto_seconds(self) -> float:
         """Time to a usable database: plan, staging and restore (checks excluded)."""
         return round(sum(self.timings.get(k, 0.0) for k in ("plan", "stage", "restore")), 3)
+
+
+def drill_neighbourhood(repo: Repository, instance: InstanceConfig,
+                       catalog: SqlServerCatalog, outcome: SqlServerDrillOutcome
+                       ) -> Neighbourhood:
+    """The baselines stored with the backups either side of the drill's target."""
+    when = outcome.target_utc or outcome.window_to
+    if when is None:
+        return Neighbourhood()
+    mine = [r for r in catalog.records if r.database == instance.database]
+    neighbourhood = load_neighbourhood(repo, stored_baselines(repo, instance.name, mine), when)
+    outcome.warnings.extend(neighbourhood.problems)
+    return neighbourhood
 
 
 def choose_target(catalog: SqlServerCatalog, database: str, spec: str | None,
@@ -181,14 +204,16 @@ def team_suites(checks_dir: Path | None, instance: str,
 
 
 def source_facts(sql: SqlExecutor, instance: InstanceConfig,
-                  outcome: SqlServerDrillOutcome) -> list[TableFacts] | None:
-    """Facts for the generated suites and the data lag; None (and a finding) if unread.
+                 outcome: SqlServerDrillOutcome) -> Baseline | None:
+    """The source as it is now (the data lag, and the reference when no baseline serves);
+    None (and a finding) if unread.
 
     A source that cannot be read does not stop the drill: the restore, CHECKDB and
     the team suites still say something about the backups.
     """
     clock = time.monotonic()
     try:
+        read_from = server_utc_now(sql)
         facts = read_source_facts(sql, instance.database, instance.user)
         source_now = server_utc_now(sql)
     except PitrError as exc:
@@ -199,7 +224,38 @@ def source_facts(sql: SqlExecutor, instance: InstanceConfig,
         outcome.timings["source_facts"] = round(time.monotonic() - clock, 3)
     if outcome.window_to is not None:
         outcome.data_lag_seconds = round((source_now - outcome.window_to).total_seconds(), 3)
-    return facts
+    return live_baseline(instance.name, facts, read_from, source_now)
+
+
+def live_baseline(instance: str, facts: list[TableFacts], read_from: datetime,
+                  read_to: datetime) -> Baseline:
+    """Facts counted now, in the shape of a baseline read at drill time."""
+    return Baseline(
+        instance=instance, engine="sqlserver", origin="live", origin_id="",
+        origin_time=read_from, read_from=read_from, read_to=read_to,
+        tables=tuple(TableBaseline(f.schema, f.table, exact=f.row_count,
+                                   primary_key=f.primary_key, not_null=f.not_null,
+                                   column_types=dict(f.column_types)) for f in facts))
+
+
+def judge_against(instance: InstanceConfig, target_utc: datetime | None,
+                  window_to: datetime | None, live: Baseline,
+                  neighbourhood: Neighbourhood) -> DrillReference:
+    """The baselines either side of the target (or the stated fallback), as in PostgreSQL.
+
+    For the newest point (``target_utc`` None) the restore reaches the newest
+    backup's end, which the source read now is after; only baselines before the
+    window's end are used.
+    """
+    drill = instance.drill
+    when = target_utc or window_to or live.read_from
+    candidates = list(neighbourhood.candidates)
+    if target_utc is None:
+        candidates = [b for b in candidates if b.read_to <= when]
+    fresh = check_freshness_config(drill.freshness, live.tables, AWARE_TYPES)
+    bounds = BoundSettings(drill.row_count_tolerance, fresh,
+                           timedelta(seconds=drill.max_lag_seconds))
+    return plan_reference(when, candidates, live, bounds, oldest=neighbourhood.oldest)
 
 
 def check_integrity(sql: SqlExecutor, prepared: PreparedRestore,
@@ -217,19 +273,20 @@ def check_integrity(sql: SqlExecutor, prepared: PreparedRestore,
 
 def check_quality(instance: InstanceConfig, prepared: PreparedRestore,
                    outcome: SqlServerDrillOutcome, team: list[Suite],
-                   facts: list[TableFacts] | None, evidence_dir: Path | None) -> None:
+                   live: Baseline | None, evidence_dir: Path | None,
+                   neighbourhood: Neighbourhood) -> None:
     """Run the team and generated suites against the scratch copy with GX."""
     from pitrflow.quality.run_gx import QualityRunError, run_suites
 
     clock = time.monotonic()
-    drill = instance.drill
-    reference = prepared.plan.target_utc or outcome.window_to or outcome.started
     suites = list(team)
+    reference = None
     try:
-        if facts is not None:
-            suites += generate_suites(facts, drill.row_count_tolerance, drill.freshness,
-                                      reference, timedelta(seconds=drill.max_lag_seconds),
-                                      aware_types=AWARE_TYPES)
+        if live is not None:
+            reference = judge_against(instance, prepared.plan.target_utc, outcome.window_to,
+                                      live, neighbourhood)
+            outcome.reference = reference.statement
+            suites += suites_from_plan(reference.tables)
         password = instance_password(instance)
         report = run_suites(sqlalchemy_url(instance, password, prepared.new_name), suites,
                             evidence_dir, secrets=[password] if password else [])
@@ -240,6 +297,8 @@ def check_quality(instance: InstanceConfig, prepared: PreparedRestore,
     else:
         outcome.quality = report.rows
         outcome.warnings.extend(report.warnings)
+        if reference is not None:
+            outcome.tables = table_verdicts(reference, report.rows)
         log.info("quality checks of %s: %s", prepared.new_name, report.summary())
     outcome.timings["quality_checks"] = round(time.monotonic() - clock, 3)
 
@@ -283,4 +342,6 @@ def drill_record(outcome: SqlServerDrillOutcome, kept_at: str | None = None) -> 
         error="; ".join(outcome.errors) or None,
         kept_at=kept_at,
         engine="sqlserver",
+        reference=outcome.reference,
+        tables=list(outcome.tables),
     )

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pitrflow.config import InstanceConfig
+from pitrflow.drill.baseline import Baseline
 from pitrflow.drill.record import store_evidence, store_record
 from pitrflow.engines.base import DrillResult, RestoreDestination, RestoreTarget
 from pitrflow.engines.sqlserver import drill as steps
@@ -24,7 +25,6 @@ from pitrflow.engines.sqlserver.catalog import read_sqlserver_catalog
 from pitrflow.engines.sqlserver.connection import open_session
 from pitrflow.engines.sqlserver.render import drill_dict, drill_markdown
 from pitrflow.engines.sqlserver.restore import PreparedRestore, prepare_restore
-from pitrflow.quality.generate import TableFacts
 from pitrflow.quality.suites import Suite
 from pitrflow.render import drill_checks_table
 from pitrflow.storage.base import Repository
@@ -60,9 +60,10 @@ class SqlServerDrillSession:
                                               scratch=True)
         self.evidence_dir = Path(tempfile.mkdtemp(prefix=f"pitrflow-drill-{settings.name}-"))
         self.team: list[Suite] = steps.team_suites(checks_dir, settings.name, self.outcome)
-        self.facts: list[TableFacts] | None = None
+        self.neighbourhood = steps.drill_neighbourhood(repo, settings, catalog, self.outcome)
+        self.live: Baseline | None = None
         with open_session(settings) as sql:
-            self.facts = steps.source_facts(sql, settings, self.outcome)
+            self.live = steps.source_facts(sql, settings, self.outcome)
 
     def record_error(self, message: str) -> None:
         self.outcome.errors.append(message)
@@ -74,8 +75,8 @@ class SqlServerDrillSession:
         return list(self.outcome.integrity)
 
     def check_quality(self, restored: dict[str, Any]) -> list[dict[str, Any]]:
-        steps.check_quality(self.settings, self.prepared, self.outcome, self.team, self.facts,
-                            self.evidence_dir)
+        steps.check_quality(self.settings, self.prepared, self.outcome, self.team, self.live,
+                            self.evidence_dir, self.neighbourhood)
         return drill_checks_table([asdict(row) for row in self.outcome.quality])
 
     def finish(self, restored: dict[str, Any] | None, keep: bool) -> DrillResult:
@@ -107,7 +108,8 @@ class SqlServerDrillSession:
 
 def _summary(result: dict[str, Any], location: str) -> str:
     lag = result["data_lag_seconds"]
-    lines = [f"drill of {result['instance']} passed: target {result['target_mode']} "
+    verdict = "passed" if result["ok"] else "FAILED"
+    lines = [f"drill of {result['instance']} {verdict}: target {result['target_mode']} "
              f"{result['target'] or '(newest log backup)'}, RTO {result['rto_seconds']:.1f} s, "
              f"data lag {'-' if lag is None else f'{lag:.0f}'} s, "
              f"{result['quality_checked']} expectations checked, scratch database "

@@ -28,6 +28,7 @@ from pitrflow.engines.base import (
 )
 from pitrflow.engines.sqlserver import maintenance, ops
 from pitrflow.engines.sqlserver import render as sql_render
+from pitrflow.errors import UsageError
 from pitrflow.health import failed_critical, render_lines
 from pitrflow.render import drill_history_text
 from pitrflow.storage.base import Repository
@@ -66,11 +67,23 @@ class SqlServerEngine:
                   "segments": [data["id"]], "lag_seconds": None, "slot_retained_bytes": None},
             recoverable_to=data["stop_time"], size_bytes=backup.size_bytes)
 
+    def follow(self, repo: Repository) -> Outcome:
+        raise UsageError(f"instance {self.instance} is SQL Server: follow mode streams "
+                         "PostgreSQL's WAL", "schedule log backups (the ship_logs deployment) "
+                         "as often as the RPO asks")
+
     def plan_restore(self, repo: Repository, target: RestoreTarget,
                      destination: RestoreDestination) -> RestorePlan:
         from pitrflow.engines.sqlserver.restore import dry_run_script
 
-        prepared = ops.sqlserver_prepare(self.settings, repo, target.time,
+        if destination.delta:
+            raise UsageError(f"instance {self.instance} is SQL Server: a delta restore is "
+                             "PostgreSQL's", "restore with --replace to overwrite a database")
+        if destination.standby:
+            raise UsageError(f"instance {self.instance} is SQL Server: a restore as a standby "
+                             "is PostgreSQL's", "restore a SQL Server database without "
+                             "--standby")
+        prepared = ops.sqlserver_prepare(self.settings, repo, target,
                                          destination.database_name, destination.replace)
         statements = dry_run_script(prepared)
         # The name is decided once, here: a default name stamped with the time must not
@@ -125,12 +138,15 @@ class SqlServerEngine:
         from pitrflow.engines.sqlserver.expire import execute_sqlserver_expire
 
         catalog, expire_plan = plan.plan
+        from pitrflow.render import locked_lines
+
         result = execute_sqlserver_expire(repo, catalog, expire_plan)
+        text = "\n".join([f"deleted {len(result.backups_deleted)} backup sets "
+                          f"({result.logs_deleted} of them log backups), {result.bytes_freed} "
+                          "bytes freed", *locked_lines(result.locked)])
         return ExpireResult(
-            instance=self.instance, artifact="expire",
-            text=f"deleted {len(result.backups_deleted)} backup sets ({result.logs_deleted} "
-                 f"of them log backups), {result.bytes_freed} bytes freed",
-            markdown=maintenance.expire_markdown(expire_plan, True),
+            instance=self.instance, artifact="expire", text=text,
+            markdown=maintenance.expire_markdown(expire_plan, True, result),
             data=maintenance.expire_summary(expire_plan, result),
             deleted=list(result.backups_deleted), bytes_freed=result.bytes_freed)
 
@@ -164,6 +180,12 @@ class SqlServerEngine:
             drill_history(repo, self.instance))
         return Outcome(instance=self.instance, artifact="info", text=text,
                        markdown=f"```\n{text}\n```\n", data=data)
+
+    def mark(self, repo: Repository, name: str) -> Outcome:
+        raise UsageError(f"instance {self.instance} is SQL Server, whose marks are set by the "
+                         "transactions themselves",
+                         f"BEGIN TRANSACTION {name} WITH MARK; ...; COMMIT in the database: its "
+                         "next log backup records the mark, then restore with --target-name")
 
     def import_history(self, repo: Repository, recording: str) -> Outcome:
         ids = ops.sqlserver_import_recorded(recording, repo, self.instance)

@@ -30,6 +30,7 @@ row-count check is only a lower bound with a tolerance, which absorbs that.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -100,6 +101,51 @@ def count_sql(database: str, schema: str, table: str) -> str:
     return f"SELECT COUNT_BIG(*) FROM {name}"
 
 
+@dataclass(frozen=True)
+class TableShape:
+    """One table's names, key and checkable columns, from the catalog rows."""
+
+    object_id: int
+    schema: str
+    table: str
+    primary_key: tuple[str, ...]
+    not_null: tuple[str, ...]
+    column_types: dict[str, str]
+
+
+def describe_tables(
+    tables: Iterable[Mapping[str, Any]],
+    columns: Iterable[Mapping[str, Any]],
+    keys: Iterable[Mapping[str, Any]],
+) -> list[TableShape]:
+    """The catalog rows of ``catalog_sql`` as one shape per table, by schema then table.
+
+    Sorted by schema, then table, whatever the server's collation orders them by.
+    """
+    by_table: dict[int, list[Mapping[str, Any]]] = {}
+    for row in sorted(columns, key=lambda r: (int(r["object_id"]), int(r["column_id"]))):
+        by_table.setdefault(int(row["object_id"]), []).append(row)
+    key_columns: dict[int, list[tuple[int, str]]] = {}
+    for row in keys:
+        key_columns.setdefault(int(row["object_id"]), []).append(
+            (int(row["key_ordinal"]), str(row["column_name"])))
+    shapes = []
+    for table in tables:
+        object_id = int(table["object_id"])
+        cols = by_table.get(object_id, [])
+        shapes.append(TableShape(
+            object_id=object_id,
+            schema=str(table["schema_name"]),
+            table=str(table["table_name"]),
+            primary_key=tuple(name for _, name in sorted(key_columns.get(object_id, []))),
+            not_null=tuple(str(c["column_name"]) for c in cols
+                           if not c["is_nullable"] and not c["is_computed"]
+                           and not c.get("is_hidden")),
+            column_types={str(c["column_name"]): str(c["type_name"]) for c in cols},
+        ))
+    return sorted(shapes, key=lambda s: (s.schema, s.table))
+
+
 def facts_from_rows(
     tables: Iterable[Mapping[str, Any]],
     columns: Iterable[Mapping[str, Any]],
@@ -109,33 +155,15 @@ def facts_from_rows(
     """The catalog rows of ``catalog_sql`` and each table's count, as TableFacts.
 
     Pure, so it is tested on recorded rows.  ``counts`` maps object_id to the
-    table's COUNT_BIG(*).  Sorted by schema, then table, whatever the server's
-    collation orders them by.
+    table's COUNT_BIG(*).
     """
-    by_table: dict[int, list[Mapping[str, Any]]] = {}
-    for row in sorted(columns, key=lambda r: (int(r["object_id"]), int(r["column_id"]))):
-        by_table.setdefault(int(row["object_id"]), []).append(row)
-    key_columns: dict[int, list[tuple[int, str]]] = {}
-    for row in keys:
-        key_columns.setdefault(int(row["object_id"]), []).append(
-            (int(row["key_ordinal"]), str(row["column_name"])))
     facts = []
-    for table in tables:
-        object_id = int(table["object_id"])
-        if object_id not in counts:
-            raise ValueError(f"no row count for table {table['schema_name']}.{table['table_name']}")
-        cols = by_table.get(object_id, [])
-        facts.append(TableFacts(
-            schema=str(table["schema_name"]),
-            table=str(table["table_name"]),
-            row_count=int(counts[object_id]),
-            primary_key=tuple(name for _, name in sorted(key_columns.get(object_id, []))),
-            not_null=tuple(str(c["column_name"]) for c in cols
-                           if not c["is_nullable"] and not c["is_computed"]
-                           and not c.get("is_hidden")),
-            column_types={str(c["column_name"]): str(c["type_name"]) for c in cols},
-        ))
-    return sorted(facts, key=lambda f: (f.schema, f.table))
+    for shape in describe_tables(tables, columns, keys):
+        if shape.object_id not in counts:
+            raise ValueError(f"no row count for table {shape.schema}.{shape.table}")
+        facts.append(TableFacts(shape.schema, shape.table, int(counts[shape.object_id]),
+                                shape.primary_key, shape.not_null, shape.column_types))
+    return facts
 
 
 def read_source_facts(sql: SqlExecutor, database: str, login: str) -> list[TableFacts]:

@@ -31,7 +31,7 @@ from pitrflow.engines.sqlserver.planner import is_restore_base
 from pitrflow.engines.sqlserver.record import SqlServerBackupRecord
 from pitrflow.engines.sqlserver.verify import log_chain
 from pitrflow.errors import PitrError
-from pitrflow.health import Check, age_text, drill_check
+from pitrflow.health import Check, age_text, drill_check, protection_checks
 from pitrflow.storage.base import Repository
 from pitrflow.storage.layout import verify_key
 
@@ -99,6 +99,7 @@ def repository_checks(instance: InstanceConfig, repo: Repository,
         checks.append(Check("repository writable", True, repo.describe()))
     except PitrError as exc:
         checks.append(Check("repository writable", False, hint=exc.message))
+    checks.extend(protection_checks(instance, repo))
     if catalog is not None:
         checks.extend(catalog_checks(instance, repo, catalog, now))
     return checks, catalog

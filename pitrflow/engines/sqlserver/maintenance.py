@@ -24,6 +24,7 @@ from pitrflow.engines.sqlserver.retention import (
 from pitrflow.engines.sqlserver.verify import SqlServerVerifyResult, verify_sqlserver
 from pitrflow.errors import ConfigError
 from pitrflow.health import Check
+from pitrflow.render import locked_lines, locked_rows
 from pitrflow.storage.base import Repository
 
 
@@ -104,9 +105,12 @@ def expire_text(plan: SqlServerExpirePlan) -> str:
     return "\n".join(lines)
 
 
-def expire_markdown(plan: SqlServerExpirePlan, done: bool) -> str:
+def expire_markdown(plan: SqlServerExpirePlan, done: bool,
+                    result: SqlServerExpireResult | None = None) -> str:
     title = "Expired" if done else "Expire plan (dry run)"
-    return f"## {title}: {plan.instance}\n\n```\n{expire_text(plan)}\n```\n"
+    locked = "\n".join(locked_lines(result.locked)) if result is not None else ""
+    outcome = f"\n```\n{locked}\n```\n" if locked else ""
+    return f"## {title}: {plan.instance}\n\n```\n{expire_text(plan)}\n```\n{outcome}"
 
 
 def expire_summary(plan: SqlServerExpirePlan,
@@ -121,6 +125,7 @@ def expire_summary(plan: SqlServerExpirePlan,
         "logs_deleted": result.logs_deleted if result else 0,
         "wal_deleted": 0,
         "bytes_freed": result.bytes_freed if result else 0,
+        "locked": locked_rows(result.locked) if result else [],
     }
 
 

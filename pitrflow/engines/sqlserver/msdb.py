@@ -4,6 +4,8 @@ SQL Server records every backup in ``msdb.dbo.backupset`` (one row per backup se
 and ``msdb.dbo.backupmediafamily`` (one row per file: stripe x mirror).  The planner
 works on the join of the two, one ``BackupSetRow`` per file, so a recorded JSON copy
 of those rows is enough to test every restore decision without a server.
+Marked transactions come from ``msdb.dbo.logmarkhistory`` (``LOG_MARKS_SQL``), read
+with each log backup and stored with it, so a mark name can be planned by its LSN.
 
 msdb stores times as naive server-local ``datetime`` plus ``time_zone``, the offset
 from UTC in 15-minute intervals at backup start (127 = unknown).  The offset moves
@@ -75,6 +77,28 @@ numeric(25,0) and are read as ``int``.
 """
 
 
+LOG_MARKS_SQL = """\
+SELECT
+    database_name,
+    mark_name,
+    description,
+    user_name,
+    lsn,
+    mark_time
+FROM msdb.dbo.logmarkhistory
+WHERE database_name = ?
+  AND lsn >= CAST(? AS numeric(25, 0))
+  AND lsn < CAST(? AS numeric(25, 0))
+ORDER BY lsn"""
+"""Marked transactions (BEGIN TRAN name WITH MARK) of one database in one log backup.
+
+Parameters: the database, then the log backup's ``first_lsn`` and ``last_lsn`` as
+digit strings (numeric(25,0) does not fit a bigint parameter).  SQL Server writes the
+row when the marked transaction commits, so it is there when the log backup that
+holds the mark runs; ``last_lsn`` is the next backup's first record, hence ``<``.
+"""
+
+
 @dataclass(frozen=True)
 class BackupSetRow:
     """One file of one backup set: ``backupset`` joined with ``backupmediafamily``.
@@ -110,6 +134,23 @@ class BackupSetRow:
     position: int = 1
     backup_set_uuid: str | None = None
     device_type: int = DISK_DEVICE
+
+
+@dataclass(frozen=True)
+class MarkRow:
+    """One ``msdb.dbo.logmarkhistory`` row: a committed marked transaction.
+
+    ``lsn`` is the log record where the mark is; ``mark_time`` the commit time as a
+    naive server-local ``datetime`` (msdb records no offset for it).  Mark names are
+    case-sensitive and need not be unique: the time tells two of one name apart.
+    """
+
+    database_name: str
+    mark_name: str
+    description: str | None
+    user_name: str | None
+    lsn: int
+    mark_time: datetime
 
 
 def time_zone_offset(time_zone: int) -> timedelta:
@@ -162,17 +203,10 @@ def rows_from_json(
     """Rows from a recording: a JSON file path, or already-parsed JSON.
 
     The JSON is either a list of row objects or ``{"rows": [...], ...}`` so a
-    recording can carry a description beside its rows.
+    recording can carry a description and its marks (``marks_from_json``) beside
+    its rows.
     """
-    data: Any = source
-    if isinstance(source, str | os.PathLike):
-        try:
-            with Path(source).open(encoding="utf-8") as handle:
-                data = json.load(handle)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise MsdbHistoryError(f"cannot read msdb recording {source}: {exc}",
-                                   'store a JSON list of row objects, or {"rows": [...]}'
-                                   ) from None
+    data = _recording(source)
     if isinstance(data, Mapping):
         data = data.get("rows")
     if not isinstance(data, Sequence) or isinstance(data, str):
@@ -181,6 +215,66 @@ def rows_from_json(
             'store a JSON list of row objects, or {"rows": [...]}',
         )
     return [row_from_mapping(item, index) for index, item in enumerate(data)]
+
+
+def _recording(source: str | os.PathLike[str] | Any) -> Any:
+    """A recording's parsed JSON (a path is read; anything else is already parsed)."""
+    if not isinstance(source, str | os.PathLike):
+        return source
+    try:
+        with Path(source).open(encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MsdbHistoryError(f"cannot read msdb recording {source}: {exc}",
+                               'store a JSON list of row objects, or {"rows": [...]}'
+                               ) from None
+
+
+def marks_from_json(
+    source: str | os.PathLike[str] | Sequence[Mapping[str, Any]] | Mapping[str, Any],
+) -> list[MarkRow]:
+    """The marked transactions of a recording: its ``"marks"`` list of
+    ``LOG_MARKS_SQL`` rows beside ``"rows"``; a recording without one has none."""
+    data = _recording(source)
+    marks = data.get("marks", []) if isinstance(data, Mapping) else []
+    if not isinstance(marks, Sequence) or isinstance(marks, str):
+        raise MsdbHistoryError("msdb recording's marks are not a list",
+                               'store "marks": [...] of logmarkhistory rows')
+    return [mark_from_mapping(item, index) for index, item in enumerate(marks)]
+
+
+_MARK_COLUMNS = tuple(field.name for field in dataclasses.fields(MarkRow))
+
+
+def mark_from_mapping(item: Mapping[str, Any], index: int = 0) -> MarkRow:
+    """One mark from a driver's row or JSON; unknown or missing columns are refused."""
+    if not isinstance(item, Mapping):
+        raise MsdbHistoryError(f"logmarkhistory row {index} is not an object",
+                               "store marks as objects")
+    where = f"logmarkhistory row {index} (mark {item.get('mark_name')!r})"
+    unknown = sorted(set(item) - set(_MARK_COLUMNS))
+    missing = [name for name in _MARK_COLUMNS if name not in item]
+    if unknown or missing:
+        column = f"unknown column {unknown[0]}" if unknown else f"column {missing[0]} is missing"
+        raise MsdbHistoryError(f"{where}: {column}",
+                               f"columns are those of LOG_MARKS_SQL: {', '.join(_MARK_COLUMNS)}")
+    try:
+        return MarkRow(
+            database_name=_as_str(item["database_name"]), mark_name=_as_str(item["mark_name"]),
+            description=_as_optional_str(item["description"]),
+            user_name=_as_optional_str(item["user_name"]), lsn=_as_int(item["lsn"]),
+            mark_time=_as_local_time(item["mark_time"]))
+    except (TypeError, ValueError) as exc:
+        raise MsdbHistoryError(f"{where}: bad value ({exc})",
+                               "the LSN is an integer or digit string, mark_time ISO 8601 "
+                               "without offset") from exc
+
+
+def mark_body(mark: MarkRow) -> dict[str, Any]:
+    """A mark as JSON: the LSN as a string (no reader rounds it), the time in ISO form."""
+    return {"database_name": mark.database_name, "mark_name": mark.mark_name,
+            "description": mark.description, "user_name": mark.user_name,
+            "lsn": str(mark.lsn), "mark_time": mark.mark_time.isoformat()}
 
 
 _FIELDS = {field.name: field for field in dataclasses.fields(BackupSetRow)}
@@ -257,6 +351,10 @@ def _as_local_time(value: Any) -> datetime:
     if moment.tzinfo is not None:
         raise ValueError("msdb times are naive server-local times")
     return moment
+
+
+def _as_optional_str(value: Any) -> str | None:
+    return None if value is None else _as_str(value)
 
 
 def _as_guid(value: Any) -> str | None:

@@ -14,9 +14,11 @@ from typing import Any
 
 from pitrflow.config import InstanceConfig
 from pitrflow.drill.record import drill_history
+from pitrflow.engines.base import RestoreTarget
 from pitrflow.engines.sqlserver import render as _render
 from pitrflow.engines.sqlserver.backup import take_sqlserver_backup
 from pitrflow.engines.sqlserver.catalog import (
+    SqlServerCatalog,
     import_recorded_rows,
     read_sqlserver_catalog,
     recording_path,
@@ -54,7 +56,8 @@ def sqlserver_backup(instance_cfg: InstanceConfig, repo: Repository, kind: str,
         take_sqlserver_backup(instance_cfg, repo, kind, allow_full_fallback))
 
 
-def sqlserver_prepare(instance_cfg: InstanceConfig, repo: Repository, target: datetime | None,
+def sqlserver_prepare(instance_cfg: InstanceConfig, repo: Repository,
+                      target: RestoreTarget | datetime | None,
                       new_name: str | None = None, replace: bool = False,
                       now: datetime | None = None) -> PreparedRestore:
     """The plan from the repository's catalog, with names and staging decided; no server."""
@@ -64,7 +67,7 @@ def sqlserver_prepare(instance_cfg: InstanceConfig, repo: Repository, target: da
 
 
 def sqlserver_plan_text(instance_cfg: InstanceConfig, repo: Repository,
-                        target: datetime | None, new_name: str | None = None,
+                        target: RestoreTarget | datetime | None, new_name: str | None = None,
                         replace: bool = False,
                         now: datetime | None = None) -> tuple[str, list[str]]:
     """The dry run: plan text and the T-SQL a restore to ``target`` would run."""
@@ -73,9 +76,11 @@ def sqlserver_plan_text(instance_cfg: InstanceConfig, repo: Repository,
     return render(prepared, statements), statements
 
 
-def sqlserver_restore(instance_cfg: InstanceConfig, repo: Repository, target: datetime | None,
+def sqlserver_restore(instance_cfg: InstanceConfig, repo: Repository,
+                      target: RestoreTarget | datetime | None,
                       new_name: str | None = None, replace: bool = False) -> dict[str, Any]:
-    """Restore to ``target`` (None: the latest) under ``new_name`` (default: a new name)."""
+    """Restore to ``target`` (a time, None for the latest, or any RestoreTarget SQL Server
+    can stop at) under ``new_name`` (default: a new name)."""
     prepared = sqlserver_prepare(instance_cfg, repo, target, new_name, replace)
     with open_session(instance_cfg) as sql:
         outcome = execute_restore(prepared, repo, sql)
@@ -137,13 +142,27 @@ def sqlserver_info(instance_cfg: InstanceConfig, repo: Repository) -> dict[str, 
             {"id": r.id, "type": r.kind, "database": r.database,
              "backup_set_id": r.backup_set_id, "first_lsn": str(r.rows[0].first_lsn),
              "last_lsn": str(r.rows[0].last_lsn), "size_bytes": r.size_bytes,
-             "source": r.source, "verify": verify_status(repo, instance_cfg.name, r.id)}
+             "source": r.source, "verify": verify_status(repo, instance_cfg.name, r.id),
+             "encryption": dict(r.encryption) if r.encryption else None}
             for r in catalog.records
         ],
         "rejected": [{"id": k, "reason": v} for k, v in sorted(catalog.rejected.items())],
         "restorable": windows,
+        "marks": {database: _marks(catalog, database) for database in catalog.databases()},
         "drills": [d.to_dict() for d in drill_history(repo, instance_cfg.name)],
     }
+
+
+def _marks(catalog: SqlServerCatalog, database: str) -> list[dict[str, Any]]:
+    """The marked transactions a restore can name (--target-name), oldest first, each once."""
+    seen: dict[tuple[int, str], dict[str, Any]] = {}
+    for record in catalog.records:
+        for mark in record.marks if record.database == database else ():
+            seen.setdefault((mark.lsn, mark.mark_name), {
+                "name": mark.mark_name, "lsn": str(mark.lsn),
+                "time": mark.mark_time.isoformat(timespec="milliseconds"),
+                "user": mark.user_name, "description": mark.description, "backup": record.id})
+    return [seen[key] for key in sorted(seen)]
 
 
 def sqlserver_import_recorded(path: str | os.PathLike[str], repo: Repository,

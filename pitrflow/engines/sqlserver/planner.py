@@ -1,108 +1,85 @@
-"""Choose the SQL Server backups that restore a database to a point in time.
+"""Choose the SQL Server backups that restore a database to a target.
 
 Pure: recorded msdb rows in, a plan (with the reasons for each choice) out, or a
 refusal naming the backup set, stripe or LSN gap that makes the restore impossible.
 
 Which backups connect is decided on LSNs alone: msdb times are server-local, move
 with daylight saving and clock changes, and logs may run while a full is running.
-Times only decide where the chain ends, and are compared in UTC.
+The target decides where the chain ends: a time (compared in UTC), an LSN or a
+marked transaction (the log backup holding that LSN ends it), the latest log, or
+``immediate``, the end of the newest full or differential with no log at all.
 """
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Literal
 
+from pitrflow.engines.base import RestoreTarget
+from pitrflow.engines.sqlserver.backup_sets import (
+    BackupSet,
+    group_backup_sets,
+    is_differential_of,
+    is_restore_base,
+    normal_guid,
+    require_restorable,
+    set_name,
+    utc_text,
+)
 from pitrflow.engines.sqlserver.errors import SqlServerPlanError
 from pitrflow.engines.sqlserver.msdb import (
     RESTORABLE_DEVICES,
     BackupSetRow,
-    row_times_utc,
+    MarkRow,
     time_zone_offset,
     utc_to_local,
 )
+from pitrflow.engines.sqlserver.plan import (
+    RestoreStep,
+    SqlServerRestorePlan,
+    TargetKind,
+    step_of,
+)
+from pitrflow.engines.sqlserver.targets import (
+    choose_mark,
+    describe_mark,
+    parse_lsn,
+    refuse_unsupported,
+)
 
-StepKind = Literal["full", "differential", "log"]
-
-
-@dataclass(frozen=True)
-class RestoreStep:
-    """One RESTORE statement's worth: a backup set and every stripe it was written to."""
-
-    kind: StepKind
-    backup_set_id: int
-    position: int
-    files: tuple[str, ...]
-    first_lsn: int
-    last_lsn: int
-    checkpoint_lsn: int
-    start_utc: datetime
-    finish_utc: datetime
-    time_zone: int
-    has_bulk_logged_data: bool
-
+__all__ = ["RestoreStep", "SqlServerRestorePlan", "is_differential_of", "is_restore_base",
+           "plan_restore", "plan_restore_to"]
 
 @dataclass(frozen=True)
-class SqlServerRestorePlan:
-    """What to restore, in order, and why.
+class _Goal:
+    """Where the chain ends, and how refusals name it (``what``)."""
 
-    ``stopat_local`` is the target as a naive time on a server whose offset is
-    ``stopat_time_zone`` (msdb units); both are ``None`` when restoring to the latest.
-    """
+    kind: Literal["latest", "time", "lsn", "immediate"]
+    time: datetime | None = None
+    lsn: int | None = None
+    what: str = ""
 
-    database_name: str
-    recovery_fork: str | None
-    target_utc: datetime | None
-    stopat_local: datetime | None
-    stopat_time_zone: int | None
-    full: RestoreStep
-    differential: RestoreStep | None
-    logs: tuple[RestoreStep, ...]
-    reasons: tuple[str, ...]
+    def admits(self, backup: BackupSet) -> bool:
+        """Whether a full or differential ends early enough to start the chain."""
+        if self.kind == "time":
+            assert self.time is not None
+            return backup.finish <= self.time
+        if self.kind == "lsn":
+            assert self.lsn is not None
+            return backup.head.last_lsn <= self.lsn
+        return True
 
-    @property
-    def steps(self) -> tuple[RestoreStep, ...]:
-        """Full, differential if any, then logs: the order they must be restored in."""
-        head = (self.full,) if self.differential is None else (self.full, self.differential)
-        return head + self.logs
-
-
-@dataclass(frozen=True)
-class _BackupSet:
-    """All recorded files of one backup set; ``head`` carries the set-level columns."""
-
-    head: BackupSetRow
-    rows: tuple[BackupSetRow, ...]
-
-    @property
-    def id(self) -> int:
-        return self.head.backup_set_id
-
-    @property
-    def start(self) -> datetime:
-        return row_times_utc(self.head)[0]
-
-    @property
-    def finish(self) -> datetime:
-        return row_times_utc(self.head)[1]
-
-    @property
-    def newest_key(self) -> tuple[datetime, int]:
-        return self.finish, self.id
-
-
-_KIND_NAMES = {"D": "full backup", "I": "differential backup", "L": "log backup"}
-
-
-def _name(backup: _BackupSet) -> str:
-    return f"{_KIND_NAMES[backup.head.type]} {backup.id}"
-
-
-def _utc(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+    def ends_in(self, log: BackupSet) -> bool:
+        """Whether the chain stops inside (or at the end of) this log backup."""
+        if self.kind == "time":
+            assert self.time is not None
+            return log.finish >= self.time
+        if self.kind == "lsn":
+            assert self.lsn is not None
+            return log.head.last_lsn > self.lsn
+        return False
 
 
 def plan_restore(
@@ -123,98 +100,114 @@ def plan_restore(
             f"target {target.isoformat()} has no time zone",
             "give the target with an offset, for example 2024-03-10T00:40:00+01:00",
         )
-    target_utc = None if target is None else target.astimezone(UTC)
-    sets = _group_backup_sets(rows)
+    if target is None:
+        return _plan(rows, _Goal("latest"), recovery_fork, stopat_time_zone)
+    return _plan(rows, _Goal("time", time=target.astimezone(UTC)), recovery_fork,
+                 stopat_time_zone)
+
+
+def plan_restore_to(
+    rows: Sequence[BackupSetRow],
+    target: RestoreTarget,
+    marks: Mapping[int, Sequence[MarkRow]] | None = None,
+    recovery_fork: str | None = None,
+    stopat_time_zone: int | None = None,
+) -> SqlServerRestorePlan:
+    """Plan a restore to any target SQL Server can stop at; the others are refused.
+
+    An LSN target ends the chain at the log backup holding it (first LSN <= target <
+    last LSN); a name target is the recorded mark of that name (``marks``: each log
+    backup's ``backup_set_id`` to the logmarkhistory rows stored with it), planned by
+    its LSN; ``immediate`` restores the newest full and its newest differential and
+    recovers there, with no log backup.
+    """
+    refuse_unsupported(target)
+    kind = target.kind
+    if kind in ("time", "latest"):
+        return plan_restore(rows, target.time, recovery_fork, stopat_time_zone)
+    if kind == "immediate":
+        return _plan(rows, _Goal("immediate"), recovery_fork, None, target_kind="immediate")
+    if kind == "lsn":
+        assert target.lsn is not None
+        lsn = parse_lsn(target.lsn)
+        return _plan(rows, _Goal("lsn", lsn=lsn, what=f"LSN {lsn}"), recovery_fork, None,
+                     target_kind="lsn", exclusive=target.exclusive)
+    assert target.name is not None
+    sets = group_backup_sets(rows)
+    fork = None if recovery_fork is None else normal_guid(recovery_fork)
+    chosen = choose_mark(marks or {}, target.name, sets, fork)
+    mark = chosen.mark
+    plan = _plan(rows, _Goal("lsn", lsn=mark.lsn, what=describe_mark(mark)),
+                 chosen.log.head.recovery_fork_guid, None, target_kind="name",
+                 exclusive=target.exclusive, reasons=list(chosen.reasons))
+    return replace(plan, mark=mark, mark_after_local=chosen.after_local)
+
+
+def _plan(
+    rows: Sequence[BackupSetRow],
+    goal: _Goal,
+    recovery_fork: str | None,
+    stopat_time_zone: int | None,
+    target_kind: TargetKind | None = None,
+    exclusive: bool = False,
+    reasons: list[str] | None = None,
+) -> SqlServerRestorePlan:
+    sets = group_backup_sets(rows)
     database = sets[0].head.database_name
     fork = _choose_fork(sets, recovery_fork)
     in_fork = [s for s in sets if s.head.recovery_fork_guid == fork]
-    reasons: list[str] = []
+    reasons = list(reasons or [])
 
-    full = _choose_full(sets, in_fork, target_utc, database, fork, reasons)
-    differential = _choose_differential(in_fork, full, target_utc, reasons)
+    full = _choose_full(sets, in_fork, goal, database, fork, reasons)
+    differential = _choose_differential(in_fork, full, goal, reasons)
     anchor = differential or full
-    logs = _choose_logs(in_fork, anchor, target_utc, reasons)
+    if goal.kind == "immediate":
+        logs: list[BackupSet] = []
+        reasons.append(f"immediate: recovered at the end of {set_name(anchor)} (LSN "
+                       f"{anchor.head.last_lsn}, finished {utc_text(anchor.finish)}); no log "
+                       "backup is restored")
+    else:
+        logs = _choose_logs(in_fork, anchor, goal, reasons)
 
     stopat_local = None
     zone = None
-    if target_utc is not None:
+    if goal.kind == "time":
+        assert goal.time is not None
         zone, why = _stopat_zone(logs[-1], stopat_time_zone)
-        stopat_local = utc_to_local(target_utc, zone)
+        stopat_local = utc_to_local(goal.time, zone)
         stopat_local = stopat_local.replace(microsecond=stopat_local.microsecond // 1000 * 1000)
         reasons.append(why)
+    if goal.kind == "lsn":
+        verb = "STOPBEFOREMARK" if exclusive else "STOPATMARK"
+        what = "the marked transaction" if target_kind == "name" else "that log record"
+        reasons.append(f"{verb} on every log restore: the restore stops "
+                       + (f"just before {what}, leaving it out" if exclusive
+                          else f"at {what}, including it"))
 
     for backup in (full, differential, *logs):
         if backup is not None:
-            _require_restorable(backup)
+            require_restorable(backup)
     return SqlServerRestorePlan(
         database_name=database,
         recovery_fork=fork,
-        target_utc=target_utc,
+        target_utc=goal.time,
         stopat_local=stopat_local,
         stopat_time_zone=zone,
-        full=_step(full, "full"),
-        differential=None if differential is None else _step(differential, "differential"),
-        logs=tuple(_step(log, "log") for log in logs),
+        full=step_of(full, "full"),
+        differential=None if differential is None else step_of(differential, "differential"),
+        logs=tuple(step_of(log, "log") for log in logs),
         reasons=tuple(reasons),
+        target_kind=target_kind or goal.kind,
+        target_lsn=goal.lsn,
+        exclusive=exclusive,
     )
 
 
-def _group_backup_sets(rows: Sequence[BackupSetRow]) -> list[_BackupSet]:
-    """One entry per backup set of types D/I/L, its file rows kept together."""
-    if not rows:
-        raise SqlServerPlanError(
-            "no backup history rows to plan from",
-            "read msdb with BACKUP_HISTORY_SQL for the database first",
-        )
-    names = sorted({row.database_name for row in rows})
-    if len(names) > 1:
-        raise SqlServerPlanError(
-            f"backup history mixes databases: {', '.join(names)}",
-            "plan one database at a time",
-        )
-    grouped: dict[int, list[BackupSetRow]] = {}
-    for row in rows:
-        if row.type in _KIND_NAMES:
-            grouped.setdefault(row.backup_set_id, []).append(row)
-    if not grouped:
-        raise SqlServerPlanError(
-            f"no full, differential or log backups recorded for {names[0]}",
-            "take a full backup first",
-        )
-    sets = []
-    for set_rows in grouped.values():
-        head = min(set_rows, key=lambda r: (r.mirror, r.family_sequence_number))
-        set_level = _set_level(head)
-        for row in set_rows:
-            if _set_level(row) != set_level:
-                raise SqlServerPlanError(
-                    f"backup set {head.backup_set_id} has file rows that disagree on "
-                    "set-level columns",
-                    "the recording is inconsistent; record it again from msdb",
-                )
-        sets.append(_BackupSet(head=head, rows=tuple(set_rows)))
-    return sets
-
-
-def _set_level(row: BackupSetRow) -> BackupSetRow:
-    return replace(row, family_sequence_number=0, mirror=0, physical_device_name="", device_type=0)
-
-
-def _normal_guid(text: str) -> str:
-    try:
-        return str(uuid.UUID(text)).upper()
-    except ValueError as exc:
-        raise SqlServerPlanError(
-            f"recovery fork {text!r} is not a GUID",
-            "use a recovery_fork_guid value from msdb",
-        ) from exc
-
-
-def _choose_fork(sets: list[_BackupSet], wanted: str | None) -> str | None:
+def _choose_fork(sets: list[BackupSet], wanted: str | None) -> str | None:
     """The requested fork, or that of the newest backup set (msdb ids only grow)."""
     if wanted is None:
         return max(sets, key=lambda s: s.id).head.recovery_fork_guid
-    fork = _normal_guid(wanted)
+    fork = normal_guid(wanted)
     known = sorted({str(s.head.recovery_fork_guid) for s in sets})
     if fork not in known:
         raise SqlServerPlanError(
@@ -224,40 +217,21 @@ def _choose_fork(sets: list[_BackupSet], wanted: str | None) -> str | None:
     return fork
 
 
-def is_restore_base(row: BackupSetRow) -> bool:
-    """A full that can start a restore chain: not copy-only, written to disk files or URLs."""
-    return row.type == "D" and not row.is_copy_only and row.device_type in RESTORABLE_DEVICES
-
-
-def is_differential_of(differential: BackupSetRow, full: BackupSetRow) -> bool:
-    """Whether ``differential`` is based on ``full``: the base checkpoint LSN matches, and
-    the base GUID too when both rows record one (older recordings lack it)."""
-    return (
-        differential.type == "I"
-        and differential.differential_base_lsn == full.checkpoint_lsn
-        and (
-            differential.differential_base_guid is None
-            or full.backup_set_uuid is None
-            or differential.differential_base_guid == full.backup_set_uuid
-        )
-    )
-
-
-def _is_restore_base(backup: _BackupSet) -> bool:
+def _is_restore_base(backup: BackupSet) -> bool:
     return is_restore_base(backup.head)
 
 
 def _choose_full(
-    sets: list[_BackupSet],
-    in_fork: list[_BackupSet],
-    target: datetime | None,
+    sets: list[BackupSet],
+    in_fork: list[BackupSet],
+    goal: _Goal,
     database: str,
     fork: str | None,
     reasons: list[str],
-) -> _BackupSet:
-    """Newest non-copy-only full of the fork that finished by the target."""
+) -> BackupSet:
+    """Newest non-copy-only full of the fork that ends before the target."""
     fulls = [s for s in in_fork if _is_restore_base(s)]
-    eligible = [s for s in fulls if target is None or s.finish <= target]
+    eligible = [s for s in fulls if goal.admits(s)]
     if not eligible:
         other_forks = sorted(
             {
@@ -265,18 +239,30 @@ def _choose_full(
                 for s in sets
                 if _is_restore_base(s)
                 and s.head.recovery_fork_guid != fork
-                and (target is None or s.finish <= target)
+                and goal.admits(s)
             }
         )
-        if fulls and target is not None:
+        if fulls and goal.kind == "time":
+            assert goal.time is not None
             earliest = min(fulls, key=lambda s: s.newest_key)
             message = (
                 f"no full backup of {database} finished at or before "
-                f"{_utc(target)} in recovery fork {fork}"
+                f"{utc_text(goal.time)} in recovery fork {fork}"
             )
             hint = (
-                f"the fork's earliest, {_name(earliest)}, finished "
-                f"{_utc(earliest.finish)}; choose a later target"
+                f"the fork's earliest, {set_name(earliest)}, finished "
+                f"{utc_text(earliest.finish)}; choose a later target"
+            )
+        elif fulls and goal.kind == "lsn":
+            earliest = min(fulls, key=lambda s: s.head.last_lsn)
+            message = (
+                f"{goal.what} is before the end of the oldest full backup of {database} "
+                f"in recovery fork {fork}: {set_name(earliest)} ends at LSN "
+                f"{earliest.head.last_lsn}"
+            )
+            hint = (
+                f"a restore from it stops at LSN {earliest.head.last_lsn} or later; "
+                "choose a later target"
             )
         else:
             message = f"no restorable full backup of {database} in recovery fork {fork}"
@@ -287,18 +273,20 @@ def _choose_full(
             )
         raise SqlServerPlanError(message, hint)
     full = max(eligible, key=lambda s: s.newest_key)
-    reasons.append(
-        f"{_name(full)}: newest non-copy-only full finished "
-        f"{'by the target' if target else 'in the fork'} "
-        f"({_utc(full.finish)})"
-    )
+    if goal.kind == "lsn":
+        why = (f"ending at or before the target LSN {goal.lsn} (its last LSN "
+               f"{full.head.last_lsn})")
+    else:
+        why = (f"finished {'by the target' if goal.kind == 'time' else 'in the fork'} "
+               f"({utc_text(full.finish)})")
+    reasons.append(f"{set_name(full)}: newest non-copy-only full {why}")
     skipped = [
         s.id
         for s in in_fork
         if s.head.type == "D"
         and s.head.is_copy_only
         and s.newest_key > full.newest_key
-        and (target is None or s.finish <= target)
+        and goal.admits(s)
     ]
     if skipped:
         reasons.append(
@@ -309,39 +297,42 @@ def _choose_full(
 
 
 def _choose_differential(
-    in_fork: list[_BackupSet],
-    full: _BackupSet,
-    target: datetime | None,
+    in_fork: list[BackupSet],
+    full: BackupSet,
+    goal: _Goal,
     reasons: list[str],
-) -> _BackupSet | None:
+) -> BackupSet | None:
     """Newest differential based on this full (by checkpoint LSN and base GUID)."""
     based = [
         s
         for s in in_fork
         if s.head.device_type in RESTORABLE_DEVICES and is_differential_of(s.head, full.head)
     ]
-    late = [s for s in based if target is not None and s.finish > target]
+    late = [s for s in based if not goal.admits(s)]
     usable = [s for s in based if s not in late]
     for skipped in late:
-        reasons.append(
-            f"{_name(skipped)} skipped: finished {_utc(skipped.finish)}, after the target"
-        )
+        if goal.kind == "lsn":
+            reasons.append(f"{set_name(skipped)} skipped: ends at LSN {skipped.head.last_lsn}, "
+                           f"after {goal.what}")
+        else:
+            reasons.append(f"{set_name(skipped)} skipped: finished {utc_text(skipped.finish)}, "
+                           "after the target")
     if not usable:
         return None
     differential = max(usable, key=lambda s: s.newest_key)
     reasons.append(
-        f"{_name(differential)}: newest differential based on {_name(full)} "
+        f"{set_name(differential)}: newest differential based on {set_name(full)} "
         f"(base LSN {full.head.checkpoint_lsn})"
     )
     return differential
 
 
 def _choose_logs(
-    in_fork: list[_BackupSet],
-    anchor: _BackupSet,
-    target: datetime | None,
+    in_fork: list[BackupSet],
+    anchor: BackupSet,
+    goal: _Goal,
     reasons: list[str],
-) -> list[_BackupSet]:
+) -> list[BackupSet]:
     """The unbroken LSN chain from the anchor to the target (or to its end)."""
     logs = [
         s
@@ -351,7 +342,7 @@ def _choose_logs(
         and s.head.last_lsn > anchor.head.last_lsn
     ]
     lsn = anchor.head.last_lsn
-    chain: list[_BackupSet] = []
+    chain: list[BackupSet] = []
     previous = anchor
     while True:  # ends: every step moves ``lsn`` strictly forward
         if chain:
@@ -359,7 +350,7 @@ def _choose_logs(
         else:
             candidates = [s for s in logs if s.head.first_lsn <= lsn < s.head.last_lsn]
         if not candidates:
-            _refuse_chain_end(logs, previous, lsn, target)
+            _refuse_chain_end(logs, previous, lsn, goal)
             break
         log = min(
             candidates,
@@ -367,8 +358,8 @@ def _choose_logs(
                            s.id),
         )
         chain.append(log)
-        if target is not None and log.finish >= target:
-            _refuse_bulk_logged(log, previous, target)
+        if goal.ends_in(log):
+            _refuse_bulk_logged(log, previous, goal)
             lsn = log.head.last_lsn
             break
         previous, lsn = log, log.head.last_lsn
@@ -377,6 +368,10 @@ def _choose_logs(
             f"log backups {', '.join(str(s.id) for s in chain)}: unbroken LSN "
             f"chain from {anchor.head.last_lsn} to {chain[-1].head.last_lsn}"
         )
+        if goal.kind == "lsn":
+            last = chain[-1]
+            reasons.append(f"{goal.what} is in {set_name(last)} (LSN {last.head.first_lsn} to "
+                           f"{last.head.last_lsn}, finished {utc_text(last.finish)})")
     empty = [
         s.id
         for s in in_fork
@@ -392,53 +387,77 @@ def _choose_logs(
 
 
 def _refuse_chain_end(
-    logs: list[_BackupSet], previous: _BackupSet, lsn: int, target: datetime | None
+    logs: list[BackupSet], previous: BackupSet, lsn: int, goal: _Goal
 ) -> None:
     """The chain ran out: a gap if later logs exist, else too late a target, else done."""
     later = [s for s in logs if s.head.last_lsn > lsn]
     if later:
         after = min(later, key=lambda s: (s.head.first_lsn, s.id))
+        hint_target = (f"an LSN before {lsn}" if goal.kind == "lsn"
+                       else f"a target at or before {utc_text(previous.finish)}")
         raise SqlServerPlanError(
-            f"log chain broken between LSN {lsn} (end of {_name(previous)}, finished "
-            f"{_utc(previous.finish)}) and LSN {after.head.first_lsn} (start of "
-            f"{_name(after)}, finished {_utc(after.finish)})",
+            f"log chain broken between LSN {lsn} (end of {set_name(previous)}, finished "
+            f"{utc_text(previous.finish)}) and LSN {after.head.first_lsn} (start of "
+            f"{set_name(after)}, finished {utc_text(after.finish)})",
             f"no recorded log backup starts at LSN {lsn} (taken on another availability "
             "group replica, by another tool, or its history deleted); find it, restore "
-            f"to a target at or before {_utc(previous.finish)}, or take a new full backup",
+            f"to {hint_target}, or take a new full backup",
         )
-    if target is not None:
+    if goal.kind == "time":
+        assert goal.time is not None
         where = (
-            f"the last {_name(previous)} finished ({_utc(previous.finish)})"
+            f"the last {set_name(previous)} finished ({utc_text(previous.finish)})"
             if previous.head.type == "L"
-            else f"{_name(previous)} finished ({_utc(previous.finish)}) and no log "
+            else f"{set_name(previous)} finished ({utc_text(previous.finish)}) and no log "
             "backup follows it"
         )
         raise SqlServerPlanError(
-            f"target {_utc(target)} is after {where}",
+            f"target {utc_text(goal.time)} is after {where}",
             "take a log backup (BACKUP LOG) and plan again, or choose a target at or "
-            f"before {_utc(previous.finish)}",
+            f"before {utc_text(previous.finish)}",
+        )
+    if goal.kind == "lsn":
+        where = (f"at or after the end of the newest log backup ({set_name(previous)} ends "
+                 f"at LSN {lsn})" if previous.head.type == "L"
+                 else f"after {set_name(previous)} (last LSN {lsn}) and no log backup "
+                 "follows it")
+        raise SqlServerPlanError(
+            f"{goal.what} is {where}",
+            "take a log backup (BACKUP LOG, or pitr ship) and plan again, or choose an LSN "
+            f"before {lsn}",
         )
 
 
-def _refuse_bulk_logged(log: _BackupSet, previous: _BackupSet, target: datetime) -> None:
+def _refuse_bulk_logged(log: BackupSet, previous: BackupSet, goal: _Goal) -> None:
     """SQL Server cannot stop inside a log backup that holds minimally logged changes."""
-    if not log.head.has_bulk_logged_data or target >= log.finish:
+    if not log.head.has_bulk_logged_data:
         return
-    earlier = f"at or before {_utc(previous.finish)} or " if previous.head.type == "L" else ""
+    if goal.kind == "lsn":
+        raise SqlServerPlanError(
+            f"{goal.what} falls inside {set_name(log)} (LSN {log.head.first_lsn} to "
+            f"{log.head.last_lsn}), which holds bulk-logged changes",
+            "a restore cannot stop inside a bulk-logged log backup; choose a target before "
+            f"LSN {log.head.first_lsn} or at or after LSN {log.head.last_lsn}",
+        )
+    assert goal.time is not None
+    if goal.time >= log.finish:
+        return
+    earlier = (f"at or before {utc_text(previous.finish)} or "
+               if previous.head.type == "L" else "")
     raise SqlServerPlanError(
-        f"target {_utc(target)} falls inside {_name(log)} ({_utc(log.start)} to "
-        f"{_utc(log.finish)}), which holds bulk-logged changes",
+        f"target {utc_text(goal.time)} falls inside {set_name(log)} ({utc_text(log.start)} to "
+        f"{utc_text(log.finish)}), which holds bulk-logged changes",
         "point-in-time restore cannot stop inside a bulk-logged log backup; choose a "
-        f"target {earlier}at or after {_utc(log.finish)}",
+        f"target {earlier}at or after {utc_text(log.finish)}",
     )
 
 
-def _stopat_zone(last_log: _BackupSet, wanted: int | None) -> tuple[int, str]:
+def _stopat_zone(last_log: BackupSet, wanted: int | None) -> tuple[int, str]:
     """The offset STOPAT is written in, checked, and the reason for it."""
     if wanted is not None:
         zone, source = wanted, "given"
     else:
-        zone, source = last_log.head.time_zone, f"of {_name(last_log)}"
+        zone, source = last_log.head.time_zone, f"of {set_name(last_log)}"
     try:
         offset = time_zone_offset(zone)
     except SqlServerPlanError as exc:
@@ -452,59 +471,4 @@ def _stopat_zone(last_log: _BackupSet, wanted: int | None) -> tuple[int, str]:
         zone,
         f"STOPAT in server local time UTC{sign}{hours:02d}:{minutes:02d} "
         f"(time_zone {zone} {source})",
-    )
-
-
-def _require_restorable(backup: _BackupSet) -> None:
-    """Every stripe present on disk: RESTORE needs all families of one mirror."""
-    head = backup.head
-    devices = sorted({row.device_type for row in backup.rows if row.mirror == 0}
-                     - RESTORABLE_DEVICES)
-    if devices:
-        raise SqlServerPlanError(
-            f"{_name(backup)} was not written to disk files or URLs (device type {devices[0]})",
-            "restore it with the tool that took it, or plan to a target before it",
-        )
-    primary = {row.family_sequence_number: row for row in backup.rows if row.mirror == 0}
-    for family in range(1, head.family_count + 1):
-        if family not in primary:
-            mirrors = [
-                row.physical_device_name
-                for row in backup.rows
-                if row.mirror != 0 and row.family_sequence_number == family
-            ]
-            hint = "a restore needs every stripe of the media set"
-            if mirrors:
-                hint += f"; a mirror copy is recorded at {mirrors[0]}"
-            raise SqlServerPlanError(
-                f"{_name(backup)} is missing stripe {family} of {head.family_count} "
-                f"(media set {head.media_set_id})",
-                hint,
-            )
-    for row in primary.values():
-        if row.physical_device_name.strip().upper() == "NUL":
-            raise SqlServerPlanError(
-                f"{_name(backup)} was written to NUL and discarded",
-                "the log chain is broken there; restore to a target before it, or "
-                "take a new full backup",
-            )
-
-
-def _step(backup: _BackupSet, kind: StepKind) -> RestoreStep:
-    head = backup.head
-    primary = sorted(
-        (row for row in backup.rows if row.mirror == 0), key=lambda row: row.family_sequence_number
-    )
-    return RestoreStep(
-        kind=kind,
-        backup_set_id=head.backup_set_id,
-        position=head.position,
-        files=tuple(row.physical_device_name for row in primary),
-        first_lsn=head.first_lsn,
-        last_lsn=head.last_lsn,
-        checkpoint_lsn=head.checkpoint_lsn,
-        start_utc=backup.start,
-        finish_utc=backup.finish,
-        time_zone=head.time_zone,
-        has_bulk_logged_data=head.has_bulk_logged_data,
     )

@@ -15,8 +15,9 @@ thousands of 15-minute logs.
 
 The manifest (kind ``sqlserver-backup``, sealed by ``catalog.manifest.dump_record``)
 holds msdb's rows for the backup set exactly as recorded (``BACKUP_HISTORY_SQL``
-columns), and for each file its object name, size and SHA-256.  msdb dies with the
-server; these manifests are what a restore plans from.
+columns), a log backup's marked transactions (``LOG_MARKS_SQL`` rows whose LSN it
+holds, under ``marks``), and for each file its object name, size and SHA-256.  msdb
+dies with the server; these manifests are what a restore plans from.
 """
 
 from __future__ import annotations
@@ -30,7 +31,13 @@ from typing import Any, Literal
 
 from pitrflow.catalog.records import dump_record, load_record
 from pitrflow.engines.sqlserver.errors import MsdbHistoryError
-from pitrflow.engines.sqlserver.msdb import BackupSetRow, row_from_mapping
+from pitrflow.engines.sqlserver.msdb import (
+    BackupSetRow,
+    MarkRow,
+    mark_body,
+    mark_from_mapping,
+    row_from_mapping,
+)
 from pitrflow.errors import RepositoryError
 from pitrflow.storage.layout import MANIFEST_NAME
 
@@ -109,7 +116,8 @@ class SqlServerBackupRecord:
     """A backup set as the repository holds it.
 
     ``rows`` are msdb's rows for the set (one per file, mirrors included);
-    ``files`` the stripes of mirror 0 that were stored.  ``source`` is
+    ``files`` the stripes of mirror 0 that were stored; ``marks`` the marked
+    transactions a log backup holds (older manifests have none).  ``source`` is
     ``recorded-rows`` for sets imported from a recording, whose files are
     placeholders: they can be planned from, never restored.
     """
@@ -126,6 +134,9 @@ class SqlServerBackupRecord:
     duration_seconds: float | None = None
     server: Mapping[str, Any] | None = None
     tool_version: str = ""
+    # How the repository encrypted the files ({"cipher", "data_key"}); None: unencrypted.
+    encryption: Mapping[str, str] | None = None
+    marks: tuple[MarkRow, ...] = ()
 
     @property
     def backup_set_id(self) -> int:
@@ -167,6 +178,7 @@ def dump_backup_record(record: SqlServerBackupRecord) -> bytes:
              for k, v in _row_body(row).items()}
             for row in record.rows
         ],
+        "marks": [mark_body(mark) for mark in record.marks],
         "files": [
             {"name": f.name, "size": f.size, "sha256": f.sha256,
              "physical_device_name": f.physical_device_name,
@@ -178,6 +190,7 @@ def dump_backup_record(record: SqlServerBackupRecord) -> bytes:
         "duration_seconds": record.duration_seconds,
         "server": dict(record.server or {}),
         "tool_version": record.tool_version,
+        **({"encryption": dict(record.encryption)} if record.encryption else {}),
     })
 
 
@@ -193,6 +206,8 @@ def load_backup_record(data: bytes, key: str) -> SqlServerBackupRecord:
                          family_sequence_number=int(f["family_sequence_number"]))
             for f in doc["files"]
         )
+        marks = tuple(mark_from_mapping(item, index)
+                      for index, item in enumerate(doc.get("marks", [])))
         kind = doc["type"]
         if kind not in _SUFFIX:
             raise ValueError(f"type {kind!r}")
@@ -202,7 +217,8 @@ def load_backup_record(data: bytes, key: str) -> SqlServerBackupRecord:
             source=str(doc.get("source", SOURCE_BACKUP)),
             compression=doc.get("compression"), checksum=doc.get("backup_checksum"),
             duration_seconds=doc.get("duration_seconds"), server=doc.get("server") or {},
-            tool_version=str(doc.get("tool_version", "")),
+            tool_version=str(doc.get("tool_version", "")), marks=marks,
+            encryption=doc.get("encryption") or None,
         )
     except (KeyError, TypeError, ValueError, MsdbHistoryError) as exc:
         raise RepositoryError(f"{key} lacks a valid field: {exc}",

@@ -13,10 +13,12 @@ from typing import Any
 from pitrflow.drill.record import DrillRecord
 from pitrflow.engines.sqlserver.backup import SqlServerBackupOutcome
 from pitrflow.engines.sqlserver.drill import SqlServerDrillOutcome
-from pitrflow.engines.sqlserver.msdb import row_times_utc, time_zone_offset
+from pitrflow.engines.sqlserver.msdb import mark_body, row_times_utc, time_zone_offset
+from pitrflow.engines.sqlserver.plan import SqlServerRestorePlan
 from pitrflow.engines.sqlserver.record import SOURCE_RECORDED
 from pitrflow.engines.sqlserver.restore import PreparedRestore
-from pitrflow.render import human_bytes
+from pitrflow.engines.sqlserver.tsql import stop_option
+from pitrflow.render import human_bytes, verdicts_markdown
 
 
 def _utc(moment: datetime | None) -> str:
@@ -33,12 +35,29 @@ def _offset(time_zone: int) -> str:
     return f"UTC{sign}{hours:02d}:{minutes:02d}"
 
 
+def target_text(plan: SqlServerRestorePlan) -> str:
+    """The target in words: a time in UTC, an LSN, a marked transaction, or an end."""
+    if plan.target_kind == "time" and plan.target_utc is not None:
+        return _utc(plan.target_utc)
+    before = " (exclusive: just before it)" if plan.exclusive else ""
+    if plan.mark is not None:
+        return (f"marked transaction {plan.mark.mark_name!r} (LSN {plan.mark.lsn}, committed "
+                f"{plan.mark.mark_time.isoformat(sep=' ', timespec='milliseconds')} server "
+                f"local time){before}")
+    if plan.target_lsn is not None:
+        return f"LSN {plan.target_lsn}{before}"
+    if plan.target_kind == "immediate":
+        anchor = plan.differential or plan.full
+        return (f"the end of {anchor.kind} backup set {anchor.backup_set_id} "
+                f"(immediate: LSN {anchor.last_lsn})")
+    return "the latest recorded log"
+
+
 def plan_text(prepared: PreparedRestore, statements: list[str]) -> str:
     """The plan a user reads before saying yes: what, from which backups, why, and the T-SQL."""
     plan = prepared.plan
-    target = "the latest recorded log" if plan.target_utc is None else _utc(plan.target_utc)
     lines = [f"SQL Server restore of {prepared.database} (instance {prepared.instance}) "
-             f"to {target}"]
+             f"to {target_text(plan)}"]
     how = ("over the existing database (--replace)" if prepared.replace
            else "a new database")
     lines.append(f"  restore as   {prepared.new_name} ({how})")
@@ -46,6 +65,8 @@ def plan_text(prepared: PreparedRestore, statements: list[str]) -> str:
         stopat = plan.stopat_local.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
         lines.append(f"  STOPAT       '{stopat}' (server local time, "
                      f"{_offset(plan.stopat_time_zone)})")
+    elif (stop := stop_option(plan)) is not None:
+        lines.append(f"  stop         {stop} (on every log restore)")
     lines.append(f"  fork         {plan.recovery_fork}")
     lines.append("  steps")
     by_set = {record.backup_set_id: record for record in prepared.records}
@@ -88,6 +109,12 @@ def plan_dict(prepared: PreparedRestore, statements: list[str]) -> dict[str, Any
         "restore_as": prepared.new_name,
         "replace": prepared.replace,
         "target": None if plan.target_utc is None else plan.target_utc.isoformat(),
+        "target_kind": plan.target_kind,
+        "target_text": target_text(plan),
+        "target_lsn": None if plan.target_lsn is None else str(plan.target_lsn),
+        "exclusive": plan.exclusive,
+        "mark": None if plan.mark is None else mark_body(plan.mark),
+        "stop": stop_option(plan),
         "stopat_local": None if plan.stopat_local is None else plan.stopat_local.isoformat(),
         "stopat_time_zone": plan.stopat_time_zone,
         "recovery_fork": plan.recovery_fork,
@@ -149,6 +176,8 @@ def drill_dict(outcome: SqlServerDrillOutcome, record: DrillRecord | None = None
         "warnings": list(outcome.warnings),
         "record_key": record_key,
         "evidence": record.evidence if record else None,
+        "reference": outcome.reference,
+        "tables": list(outcome.tables),
     }
 
 
@@ -178,11 +207,12 @@ def drill_markdown(drill: dict[str, Any]) -> str:
         text += "\n### Findings\n\n" + "\n".join(f"- {f}" for f in drill["findings"]) + "\n"
     if drill.get("warnings"):
         text += "\n### Warnings\n\n" + "\n".join(f"- {w}" for w in drill["warnings"]) + "\n"
-    return text
+    return text + verdicts_markdown(drill.get("reference", ""), drill.get("tables", []))
 
 
 def info_text(data: dict[str, Any]) -> str:
-    """`pitr info` for a SQL Server instance: backups, what was rejected, restorable spans."""
+    """`pitr info` for a SQL Server instance: backups, what was rejected, restorable spans,
+    and the marked transactions a restore can name."""
     lines = [f"instance {data['instance']} (SQL Server)"]
     if not data["backups"]:
         lines.append("  no backups")
@@ -200,6 +230,10 @@ def info_text(data: dict[str, Any]) -> str:
             continue
         lines.append(f"restorable {database}: " + ", ".join(
             f"{span['from']} .. {span['to']}" for span in spans))
+    for database, marks in data.get("marks", {}).items():
+        for mark in marks:
+            lines.append(f"mark {database}: {mark['name']!r} LSN {mark['lsn']}, committed "
+                         f"{mark['time']} server local time, in {mark['backup']}")
     return "\n".join(lines)
 
 
@@ -219,9 +253,10 @@ def plan_markdown(prepared: PreparedRestore, statements: list[str]) -> str:
     plan = plan_dict(prepared, statements)
     rows = [("database", f"{plan['database']} restored as {plan['restore_as']}"
              + (" (replacing it)" if plan["replace"] else "")),
-            ("target", plan["target"] or "latest (the newest log backup)"),
+            ("target", plan["target"] or plan["target_text"]),
             ("STOPAT", f"{plan['stopat_local']} ({plan['stopat_time_zone']})"
              if plan["stopat_local"] else "-"),
+            ("stop on each log", plan["stop"] or "-"),
             ("recovery fork", str(plan["recovery_fork"]))]
     rows += [(step["kind"], f"{step['backup']} (set {step['backup_set_id']}), LSN "
               f"{step['first_lsn']} .. {step['last_lsn']}, finished {step['finish']}")

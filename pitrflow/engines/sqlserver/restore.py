@@ -12,7 +12,7 @@ the name to restore under out, so a dry run shows exactly what a restore would d
    derived from the new database name (so a restore beside the source never
    collides with its files);
 4. runs the script statement by statement (full, differential, logs, all WITH
-   NORECOVERY and the same STOPAT on every log; then WITH RECOVERY);
+   NORECOVERY and the same STOPAT or STOPATMARK on every log; then WITH RECOVERY);
 5. removes the staging directory, and on failure drops a database it created.
 """
 
@@ -30,13 +30,14 @@ from pathlib import Path
 from typing import Any
 
 from pitrflow.config import InstanceConfig
+from pitrflow.engines.base import RestoreTarget
 from pitrflow.engines.sqlserver.catalog import SqlServerCatalog, require_database
 from pitrflow.engines.sqlserver.connection import SqlExecutor, SqlServerStatementError
 from pitrflow.engines.sqlserver.paths import safe_file_stem, server_dirname, server_join
 from pitrflow.engines.sqlserver.planner import (
     RestoreStep,
     SqlServerRestorePlan,
-    plan_restore,
+    plan_restore_to,
 )
 from pitrflow.engines.sqlserver.record import SOURCE_RECORDED, SqlServerBackupRecord
 from pitrflow.engines.sqlserver.tsql import (
@@ -108,19 +109,31 @@ def default_restore_name(database: str, when: datetime) -> str:
     return database[: 128 - len(suffix)] + suffix
 
 
+def as_target(target: RestoreTarget | datetime | None) -> RestoreTarget:
+    """A time (or None, the latest) as the RestoreTarget it stands for."""
+    if isinstance(target, RestoreTarget):
+        return target
+    return RestoreTarget(time=target)
+
+
 def prepare_restore(
     instance: InstanceConfig,
     catalog: SqlServerCatalog,
-    target: datetime | None,
+    target: RestoreTarget | datetime | None,
     new_name: str | None = None,
     replace: bool = False,
     now: datetime | None = None,
 ) -> PreparedRestore:
-    """Plan from the repository's catalog and decide names and staging paths; pure."""
+    """Plan from the repository's catalog and decide names and staging paths; pure.
+
+    ``target`` is any RestoreTarget SQL Server can stop at, or a time (None: the
+    latest); marks are looked up among those recorded with the catalog's log backups.
+    """
     when = now or datetime.now(UTC)
     stamp = when.astimezone(UTC).strftime(_STAMP)
     database = instance.database
-    plan = plan_restore(require_database(catalog, database), target)
+    plan = plan_restore_to(require_database(catalog, database), as_target(target),
+                           catalog.marks(database))
     name = new_name or default_restore_name(database, when)
     try:
         quote_name(name)

@@ -110,6 +110,26 @@ def _position(position: int) -> int:
     return position
 
 
+def stop_option(plan: SqlServerRestorePlan) -> str | None:
+    """Where each log restore stops: STOPAT for a time, STOPATMARK for an LSN or a mark
+    (STOPBEFOREMARK when exclusive), nothing for the latest or an immediate restore.
+
+    A mark is named, with AFTER its commit time when older marks share its name; an
+    LSN is written ``'lsn:<decimal>'`` as RESTORE documents it.
+    """
+    verb = "STOPBEFOREMARK" if plan.exclusive else "STOPATMARK"
+    if plan.mark is not None:
+        option = f"{verb} = {quote_string(plan.mark.mark_name)}"
+        if plan.mark_after_local is not None:
+            option += f" AFTER '{format_stopat(plan.mark_after_local)}'"
+        return option
+    if plan.target_lsn is not None:
+        return f"{verb} = 'lsn:{plan.target_lsn:d}'"
+    if plan.stopat_local is not None:
+        return f"STOPAT = '{format_stopat(plan.stopat_local)}'"
+    return None
+
+
 def _restore_from(verb: str, db: str, step: RestoreStep, options: list[str]) -> str:
     head = f"RESTORE {verb} {db} FROM {_disks(step.files)}"
     return f"{head} WITH {', '.join([f'FILE = {_position(step.position)}', *options])}"
@@ -126,8 +146,8 @@ def restore_script(
     Everything is restored WITH NORECOVERY and recovered by a last statement, so a
     failed step leaves a database that is visibly restoring, never a half-recovered
     one.  MOVE only applies to the full (later steps reuse its files).  The same
-    STOPAT goes on every log, so whichever log holds the target stops there and none
-    can roll the database past it.
+    stop option (``stop_option``) goes on every log, so whichever log holds the target
+    stops there and none can roll the database past it.
     """
     db = quote_name(new_db_name)
     full_options = ["NORECOVERY"]
@@ -141,8 +161,9 @@ def restore_script(
     if plan.differential is not None:
         statements.append(_restore_from("DATABASE", db, plan.differential, ["NORECOVERY"]))
     log_options = ["NORECOVERY"]
-    if plan.stopat_local is not None:
-        log_options.append(f"STOPAT = '{format_stopat(plan.stopat_local)}'")
+    stop = stop_option(plan)
+    if stop is not None:
+        log_options.append(stop)
     statements.extend(_restore_from("LOG", db, log, log_options) for log in plan.logs)
     statements.append(f"RESTORE DATABASE {db} WITH RECOVERY")
     return statements

@@ -266,7 +266,8 @@ def test_the_drill_dict_and_markdown_show_the_quality_rows() -> None:
     assert data["quality"][1] == {
         "suite": "pitrflow.generated.dbo.Orders",
         "expectation_type": "expect_table_row_count_to_be_between", "column": None,
-        "success": False, "observed": "3"}
+        "success": False, "observed": "3", "table": "", "check": "", "baseline": "",
+        "bounds": ""}
     assert data["record_key"] == "sales/drills/20260102T030405.000000Z.json"
     text = render.drill_markdown(data)
     assert "## SQL Server recovery drill sales: FAILED" in text

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from pitrflow.engines.sqlserver.msdb import rows_from_json
-from pitrflow.engines.sqlserver.planner import plan_restore
+from pitrflow.engines.base import RestoreTarget
+from pitrflow.engines.sqlserver.catalog import marks_by_log
+from pitrflow.engines.sqlserver.msdb import marks_from_json, rows_from_json
+from pitrflow.engines.sqlserver.planner import plan_restore, plan_restore_to
 from pitrflow.engines.sqlserver.tsql import (
     backup_database_sql,
     backup_log_sql,
@@ -18,6 +20,7 @@ from pitrflow.engines.sqlserver.tsql import (
     quote_string,
     restore_filelistonly_sql,
     restore_script,
+    stop_option,
 )
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -210,3 +213,73 @@ def test_restore_script_refuses_empty_move() -> None:
 
     with pytest.raises(ValueError):
         restore_script(plan, "Sales_pitr", {"Sales": ""})
+
+
+# --- restore scripts to an LSN, a marked transaction, the end of the backups ---
+
+SALES_FULL = "D:\\SQLBackups\\Sales\\FULL\\SQLPROD01_Sales_FULL_20240310_000001.bak"
+SALES_LOGS = [f"D:\\SQLBackups\\Sales\\LOG\\SQLPROD01_Sales_LOG_20240310_{hhmm}00.trn"
+              for hhmm in ("0015", "0030", "0045", "0100")]
+
+
+def _marked_script(target: RestoreTarget, db: str = "Sales_pitr") -> list[str]:
+    path = FIXTURES / "marked_chain.json"
+    history = rows_from_json(path)
+    plan = plan_restore_to(history, target, marks_by_log(history, marks_from_json(path)))
+    return restore_script(plan, db, {})
+
+
+def _golden(db: str, logs: int, stop: str | None) -> list[str]:
+    option = "" if stop is None else f", {stop}"
+    return [
+        f"RESTORE DATABASE {db} FROM DISK = N'{SALES_FULL}' WITH FILE = 1, NORECOVERY",
+        *[f"RESTORE LOG {db} FROM DISK = N'{log}' WITH FILE = 1, NORECOVERY{option}"
+          for log in SALES_LOGS[:logs]],
+        f"RESTORE DATABASE {db} WITH RECOVERY",
+    ]
+
+
+def test_restore_script_to_an_lsn_inside_a_log() -> None:
+    assert _marked_script(RestoreTarget(lsn="42000000020000012")) == _golden(
+        "[Sales_pitr]", 3, "STOPATMARK = 'lsn:42000000020000012'")
+
+
+def test_restore_script_to_an_lsn_at_a_log_boundary_just_before_it() -> None:
+    assert _marked_script(RestoreTarget(lsn="42000000007200001", exclusive=True)) == _golden(
+        "[Sales_pitr]", 3, "STOPBEFOREMARK = 'lsn:42000000007200001'")
+
+
+def test_restore_script_to_an_lsn_given_in_fn_dblog_form_writes_the_decimal() -> None:
+    # VLF 0x2a = 42, block 0xc8 = 200, slot 0xc = 12: 42 0000000200 00012
+    assert _marked_script(RestoreTarget(lsn="0000002a:000000c8:000c")) == _golden(
+        "[Sales_pitr]", 3, "STOPATMARK = 'lsn:42000000020000012'")
+
+
+def test_restore_script_to_a_mark() -> None:
+    assert _marked_script(RestoreTarget(name="deploy"), AWKWARD_DB) == _golden(
+        "[Sales ]]Restored' 2]", 1, "STOPATMARK = N'deploy'")
+
+
+def test_restore_script_to_just_before_a_mark() -> None:
+    assert _marked_script(RestoreTarget(name="deploy", exclusive=True)) == _golden(
+        "[Sales_pitr]", 1, "STOPBEFOREMARK = N'deploy'")
+
+
+def test_restore_script_to_a_reused_mark_name_adds_after_its_commit_time() -> None:
+    assert _marked_script(RestoreTarget(name="release")) == _golden(
+        "[Sales_pitr]", 4, "STOPATMARK = N'release' AFTER '2024-03-10T00:50:00.003'")
+
+
+def test_restore_script_immediate_restores_the_full_and_recovers() -> None:
+    assert _marked_script(RestoreTarget(immediate=True)) == _golden("[Sales_pitr]", 0, None)
+
+
+def test_a_mark_name_with_a_quote_stays_inside_its_literal() -> None:
+    path = FIXTURES / "marked_chain.json"
+    history = rows_from_json(path)
+    quoted = [dataclasses.replace(m, mark_name="it's ]done") if m.mark_name == "deploy" else m
+              for m in marks_from_json(path)]
+    plan = plan_restore_to(history, RestoreTarget(name="it's ]done"),
+                           marks_by_log(history, quoted))
+
+    assert stop_option(plan) == "STOPATMARK = N'it''s ]done'"

@@ -3,6 +3,13 @@
 A manifest is written last, after every object it lists, so its presence is
 what makes a backup real.  It carries a SHA-256 over its own canonical JSON:
 a reader rejects a manifest that was truncated or edited by hand.
+
+Two layouts exist.  Format 1, layout "stream": the backup is one or two zstd
+tar streams (base.tar.zst, pg_wal.tar.zst) and PostgreSQL's backup_manifest.
+Format 2, layout "bundles": independently compressed frames in bundles and
+per-file objects, located by a file index object (`index`), whose SHA-256 is
+in `files` like every other object's.  A pitrflow that knows only format 1
+refuses a format-2 manifest instead of misreading it.
 """
 
 from __future__ import annotations
@@ -14,6 +21,10 @@ from typing import Any
 from pitrflow.catalog.records import seal as _seal
 from pitrflow.catalog.records import unseal as _unseal
 from pitrflow.errors import RepositoryError
+
+LAYOUT_STREAM = "stream"
+LAYOUT_BUNDLES = "bundles"
+_FORMATS = {LAYOUT_STREAM: 1, LAYOUT_BUNDLES: 2}
 
 
 @dataclass(frozen=True)
@@ -44,6 +55,8 @@ class BackupManifest:
     compression: str
     tool_version: str
     extra: dict[str, Any] = field(default_factory=dict)
+    layout: str = LAYOUT_STREAM
+    index: str | None = None  # the file index object (layout "bundles")
 
     @property
     def size_bytes(self) -> int:
@@ -69,11 +82,19 @@ def dump_manifest(manifest: BackupManifest) -> bytes:
     body = asdict(manifest)
     body["start_time"] = manifest.start_time.isoformat()
     body["stop_time"] = manifest.stop_time.isoformat()
-    return _seal("backup", body)
+    if manifest.layout == LAYOUT_STREAM:
+        # Exactly what format 1 always held, so older readers keep reading it.
+        del body["layout"], body["index"]
+    return _seal("backup", body, fmt=_FORMATS[manifest.layout])
 
 
 def load_manifest(data: bytes, key: str) -> BackupManifest:
-    doc = _unseal("backup", data, key)
+    doc = _unseal("backup", data, key, formats=tuple(_FORMATS.values()))
+    layout = doc.get("layout", LAYOUT_STREAM)
+    if _FORMATS.get(layout) != doc["format"] or (layout == LAYOUT_BUNDLES
+                                                 and not doc.get("index")):
+        raise RepositoryError(f"{key} has layout {layout!r} in format {doc['format']}",
+                              "it may be damaged; run pitr verify")
     try:
         return BackupManifest(
             id=doc["id"], instance=doc["instance"], engine=doc["engine"], type=doc["type"],
@@ -89,6 +110,7 @@ def load_manifest(data: bytes, key: str) -> BackupManifest:
             duration_seconds=float(doc["duration_seconds"]),
             compression=doc["compression"], tool_version=doc["tool_version"],
             extra=doc.get("extra", {}),
+            layout=layout, index=doc.get("index"),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise RepositoryError(f"{key} lacks a valid field: {exc}",

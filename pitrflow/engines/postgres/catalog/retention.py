@@ -4,7 +4,10 @@ The plan never deletes the newest full chain, a backup that a kept
 incremental depends on, WAL from the start of the oldest kept backup onward,
 timeline history files, or anything of a backup still being written (no
 manifest yet: that is cleanup's business, not retention's).  Backups are
-ordered by their recorded LSNs and times, never by name.
+ordered by their recorded LSNs and times, never by name.  A drill baseline
+goes exactly when the mark (or backup) it is named after does: its key holds
+that mark's time and LSN, and one rule decides for both, so a baseline lives
+as long as the WAL it lets a drill judge.
 """
 
 from __future__ import annotations
@@ -16,7 +19,13 @@ from pitrflow.config import RetentionConfig
 from pitrflow.engines.postgres.catalog.manifest import BackupManifest
 from pitrflow.engines.postgres.catalog.snapshot import Catalog
 from pitrflow.engines.postgres.wal.walnames import parse_segment_name
-from pitrflow.storage.layout import MarkEntry, WalEntry
+from pitrflow.storage.layout import (
+    BaselineEntry,
+    MarkEntry,
+    PartialEntry,
+    RestorePointEntry,
+    WalEntry,
+)
 
 
 @dataclass(frozen=True)
@@ -32,6 +41,11 @@ class ExpirePlan:
     decisions: list[Decision] = field(default_factory=list)
     delete_wal: list[WalEntry] = field(default_factory=list)
     delete_marks: list[MarkEntry] = field(default_factory=list)
+    delete_baselines: list[BaselineEntry] = field(default_factory=list)
+    # Follow mode's partial segments: older than the kept WAL, or replaced by a whole segment.
+    delete_partials: list[PartialEntry] = field(default_factory=list)
+    # Named points no kept backup can reach any more go with the WAL they were in.
+    delete_restore_points: list[RestorePointEntry] = field(default_factory=list)
     finish_expiring: list[str] = field(default_factory=list)
     wal_kept_from: str | None = None
     notes: list[str] = field(default_factory=list)
@@ -47,7 +61,8 @@ class ExpirePlan:
     @property
     def empty(self) -> bool:
         return not (self.delete_backups or self.delete_wal or self.delete_marks
-                    or self.finish_expiring)
+                    or self.delete_baselines or self.delete_partials
+                    or self.delete_restore_points or self.finish_expiring)
 
 
 def _order(backups: list[BackupManifest]) -> list[BackupManifest]:
@@ -117,9 +132,20 @@ def plan_expire(catalog: Catalog, policy: RetentionConfig, now: datetime) -> Exp
     for entry in catalog.wal_entries():
         if parse_segment_name(entry.segment, size)[1] < first_needed:
             plan.delete_wal.append(entry)
-    plan.delete_marks = [m for m in catalog.marks
-                         if m.time < oldest.stop_time and m.lsn <= oldest.start_lsn]
+    superseded = catalog.superseded_partials()
+    plan.delete_partials = [p for p in catalog.partials if p in superseded
+                            or parse_segment_name(p.segment, size)[1] < first_needed]
+    plan.delete_marks = [m for m in catalog.marks if _before_window(m.time, m.lsn, oldest)]
+    plan.delete_baselines = [b for b in catalog.baselines
+                             if _before_window(b.time, b.lsn, oldest)]
+    plan.delete_restore_points = [p for p in catalog.restore_points
+                                  if p.lsn <= oldest.stop_lsn]
     return plan
+
+
+def _before_window(time: datetime, lsn: int, oldest: BackupManifest) -> bool:
+    """A mark (or the baseline named after it) no restore from a kept backup can reach."""
+    return time < oldest.stop_time and lsn <= oldest.start_lsn
 
 
 def _why_delete(policy: RetentionConfig) -> str:

@@ -28,8 +28,11 @@ from pitrflow.storage.layout import (
     EXPIRING_NAME,
     MANIFEST_NAME,
     BackupObjectEntry,
+    BaselineEntry,
     HistoryEntry,
     MarkEntry,
+    PartialEntry,
+    RestorePointEntry,
     WalEntry,
     catalog_prefixes,
     parse_key,
@@ -48,10 +51,18 @@ class Catalog:
     histories: dict[int, list[TimelineSwitch]] = field(default_factory=dict)
     history_entries: dict[int, HistoryEntry] = field(default_factory=dict)
     marks: list[MarkEntry] = field(default_factory=list)
+    # The drill's baselines, one per mark or backup they were read after.
+    baselines: list[BaselineEntry] = field(default_factory=list)
+    # Follow mode's uploads of the segment in progress (never whole segments).
+    partials: list[PartialEntry] = field(default_factory=list)
+    restore_points: list[RestorePointEntry] = field(default_factory=list)
     segment_size: int = DEFAULT_SEGMENT_SIZE
     object_keys: set[str] = field(default_factory=set)
     expiring: set[str] = field(default_factory=set)
     backup_object_keys: dict[str, list[str]] = field(default_factory=dict)
+
+    def restore_point(self, name: str) -> RestorePointEntry | None:
+        return next((p for p in self.restore_points if p.name == name), None)
 
     def backup(self, backup_id: str) -> BackupManifest | None:
         return next((b for b in self.backups if b.id == backup_id), None)
@@ -62,6 +73,24 @@ class Catalog:
 
     def wal_entries(self) -> list[WalEntry]:
         return [e for tli in sorted(self.wal) for _, e in sorted(self.wal[tli].items())]
+
+    def partial_for(self, timeline: int, segno: int) -> PartialEntry | None:
+        """The partial of that segment reaching furthest, unless the whole segment is stored."""
+        if segno in self.wal.get(timeline, {}):
+            return None
+        found = [p for p in self.partials if p.timeline == timeline
+                 and parse_segment_name(p.segment, self.segment_size)[1] == segno]
+        return max(found, key=lambda p: (p.end_lsn, p.time), default=None)
+
+    def superseded_partials(self) -> list[PartialEntry]:
+        """Partials a later upload made useless: the whole segment, or a longer partial."""
+        keep: dict[tuple[int, int], PartialEntry] = {}
+        for p in self.partials:
+            segno = parse_segment_name(p.segment, self.segment_size)[1]
+            best = self.partial_for(p.timeline, segno)
+            if best is not None:
+                keep[(p.timeline, segno)] = best
+        return [p for p in self.partials if p not in keep.values()]
 
     def newest_backup_on(self, timeline: int | None = None) -> BackupManifest | None:
         candidates = [b for b in self.backups if timeline is None or b.timeline == timeline]
@@ -89,6 +118,12 @@ def read_catalog(repo: Repository, instance: str, marks: bool = True) -> Catalog
             catalog.history_entries[parsed.timeline] = parsed
         elif isinstance(parsed, MarkEntry):
             catalog.marks.append(parsed)
+        elif isinstance(parsed, BaselineEntry):
+            catalog.baselines.append(parsed)
+        elif isinstance(parsed, PartialEntry):
+            catalog.partials.append(parsed)
+        elif isinstance(parsed, RestorePointEntry):
+            catalog.restore_points.append(parsed)
         elif isinstance(parsed, BackupObjectEntry):
             backup_objects.setdefault(parsed.backup_id, {})[parsed.name] = parsed.size
             catalog.backup_object_keys.setdefault(parsed.backup_id, []).append(parsed.key)
@@ -127,6 +162,8 @@ def read_catalog(repo: Repository, instance: str, marks: bool = True) -> Catalog
     for tli, entry in catalog.history_entries.items():
         catalog.histories[tli] = parse_history(repo.get_bytes(entry.key).decode())
     catalog.marks.sort(key=lambda m: (m.time, m.lsn))
+    catalog.baselines.sort(key=lambda b: (b.time, b.lsn))
+    catalog.restore_points.sort(key=lambda p: (p.time, p.lsn))
     return catalog
 
 

@@ -1,10 +1,11 @@
 """`pitr verify`: re-read everything a restore would need and say what is wrong.
 
-For each chosen backup: every object against its recorded size and SHA-256;
-the WAL from the backup's start to the newest mark (present, checksummed,
-whole segments); and PostgreSQL's own pg_verifybackup over the unpacked
-backup against its backup_manifest.  Results are stored in the repository so
-`pitr info` can show them.
+For each chosen backup: every object against its recorded size and SHA-256
+(for v2 backups also every frame against its own, decompressed, and every
+file's CRC32C recomputed: bundles/check.py); the WAL from the backup's start
+to the newest mark (present, checksummed, whole segments); and PostgreSQL's
+own pg_verifybackup over the unpacked backup against its backup_manifest.
+Results are stored in the repository so `pitr info` can show them.
 """
 
 from __future__ import annotations
@@ -25,13 +26,14 @@ from pitrflow.catalog.verify_records import store_verify_result
 from pitrflow.config import InstanceConfig
 from pitrflow.engines.postgres import commands
 from pitrflow.engines.postgres.binaries import find_binaries
-from pitrflow.engines.postgres.catalog.manifest import BackupManifest
+from pitrflow.engines.postgres.bundles.check import check_objects
+from pitrflow.engines.postgres.catalog.manifest import LAYOUT_BUNDLES, BackupManifest
 from pitrflow.engines.postgres.catalog.snapshot import Catalog, read_catalog
-from pitrflow.engines.postgres.restore.fetch import extract_backup
+from pitrflow.engines.postgres.restore.unpack import load_backup_index, unpack_backup
 from pitrflow.engines.postgres.wal.timelines import required_segments, timeline_path
 from pitrflow.errors import PitrError, UsageError
 from pitrflow.storage.base import CHUNK, HashingReader, Repository
-from pitrflow.storage.layout import WalEntry, backup_object
+from pitrflow.storage.layout import WalEntry, backup_object, backup_prefix
 
 log = logging.getLogger("pitrflow.verify")
 
@@ -93,7 +95,7 @@ def _pg_verifybackup(repo: Repository, instance: InstanceConfig, backup: BackupM
         return f"skipped: {exc.message}"
     work = Path(tempfile.mkdtemp(prefix="pitrflow-verify-", dir=scratch_root))
     try:
-        extract_backup(repo, backup, work / "data", None)
+        unpack_backup(repo, backup, work / "data", None)
         result = procs.run(commands.verifybackup_argv(bins, work / "data"), check=False,
                            what="pg_verifybackup")
         if result.returncode != 0:
@@ -126,23 +128,61 @@ def verify(instance: InstanceConfig, repo: Repository, backup_id: str | None = N
     return results
 
 
-def _verify_one(repo: Repository, instance: InstanceConfig, catalog: Catalog,
-                backup: BackupManifest, wal_seen: dict[str, str | None],
-                scratch_root: Path | None) -> VerifyResult:
-    result = VerifyResult(backup.id, datetime.now(UTC).isoformat())
+def _verify_bundles(repo: Repository, backup: BackupManifest, result: VerifyResult) -> None:
+    """The index and PostgreSQL's manifest whole; every data object frame by frame."""
+    data_objects = {o for o in (f.name for f in backup.files) if o.endswith(".tar.zst")}
     for entry in backup.files:
-        key = backup_object(instance.name, backup.id, entry.name)
+        if entry.name in data_objects:
+            continue
+        key = backup_object(backup.instance, backup.id, entry.name)
         problem = _check_object(repo, key, entry.sha256, entry.size)
         result.objects_checked += 1
         result.bytes_read += entry.size
         if problem:
             result.problems.append(problem)
-    mark = catalog.newest_mark
+    if result.problems:
+        return
+    try:
+        index = load_backup_index(repo, backup)
+    except PitrError as exc:
+        result.problems.append(exc.message)
+        return
+    listed = {o.name: o for o in index.objects}
+    for entry in backup.files:
+        record = listed.get(entry.name)
+        if entry.name in data_objects and (record is None or record.sha256 != entry.sha256):
+            result.problems.append(f"object {entry.name} of {backup.id} is not in its file "
+                                   "index as the manifest records it")
+    for check in check_objects(repo, backup_prefix(backup.instance, backup.id), index):
+        result.objects_checked += 1
+        result.bytes_read += check.bytes_read
+        result.problems.extend(check.problems)
+
+
+def _verify_one(repo: Repository, instance: InstanceConfig, catalog: Catalog,
+                backup: BackupManifest, wal_seen: dict[str, str | None],
+                scratch_root: Path | None) -> VerifyResult:
+    result = VerifyResult(backup.id, datetime.now(UTC).isoformat())
+    if backup.layout == LAYOUT_BUNDLES:
+        _verify_bundles(repo, backup, result)
+    else:
+        for entry in backup.files:
+            key = backup_object(instance.name, backup.id, entry.name)
+            problem = _check_object(repo, key, entry.sha256, entry.size)
+            result.objects_checked += 1
+            result.bytes_read += entry.size
+            if problem:
+                result.problems.append(problem)
+    mark = catalog.newest_mark  # (in follow mode it may lie in a partial segment)
     if mark is not None and mark.lsn > backup.start_lsn:
         path = timeline_path(mark.timeline, catalog.histories)
         for tli, segno, name in required_segments(backup.start_lsn, mark.lsn, path,
                                                   catalog.segment_size):
             entry = catalog.wal.get(tli, {}).get(segno)
+            partial = catalog.partial_for(tli, segno) if entry is None else None
+            if partial is not None and partial.end_lsn >= mark.lsn:
+                # Follow mode: the newest mark may lie in the segment in progress.
+                entry = WalEntry(partial.key, tli, partial.segment, partial.sha256, partial.size)
             if entry is None:
                 result.problems.append(f"WAL segment {name} is missing (needed from "
                                        f"{backup.id} to the newest mark)")

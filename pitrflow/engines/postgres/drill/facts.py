@@ -27,7 +27,7 @@ ORDER BY n.nspname, c.relname
 # attnotnull also covers PostgreSQL 18's NOT VALID not-null constraints, which
 # existing rows may violate; those are left out (on older servers no 'n'
 # constraint rows exist, so the NOT EXISTS is always true).
-_COLUMNS_SQL = """
+COLUMNS_SQL = """
 SELECT a.attrelid, a.attname, format_type(a.atttypid, a.atttypmod),
        a.attnotnull AND NOT EXISTS (
            SELECT 1 FROM pg_constraint k
@@ -38,7 +38,7 @@ WHERE a.attrelid = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attrelid, a.attnum
 """
 
-_PRIMARY_KEYS_SQL = """
+PRIMARY_KEYS_SQL = """
 SELECT i.indrelid, array_agg(a.attname ORDER BY k.ord)
 FROM pg_index i
 CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
@@ -67,9 +67,9 @@ def _read_catalog(conn: psycopg.Connection) -> list[TableFacts]:
     tables = conn.execute(_TABLES_SQL).fetchall()
     oids = [oid for oid, _, _ in tables]
     columns: dict[int, list[tuple[str, str, bool]]] = {oid: [] for oid in oids}
-    for oid, name, type_name, not_null in conn.execute(_COLUMNS_SQL, (oids,)):
+    for oid, name, type_name, not_null in conn.execute(COLUMNS_SQL, (oids,)):
         columns[oid].append((name, type_name, not_null))
-    keys: dict[int, list[str]] = dict(conn.execute(_PRIMARY_KEYS_SQL, (oids,)).fetchall())
+    keys: dict[int, list[str]] = dict(conn.execute(PRIMARY_KEYS_SQL, (oids,)).fetchall())
     facts: list[TableFacts] = []
     for oid, schema, table in tables:
         count_query = sql.SQL("SELECT count(*) FROM {}.{}").format(

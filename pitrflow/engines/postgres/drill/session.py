@@ -22,9 +22,11 @@ from pitrflow.storage.base import Repository
 
 def drill_summary_text(result: dict[str, Any], location: str) -> str:
     """What `pitr drill` prints when a drill passed."""
-    lag = result.get("data_lag_seconds")
-    lines = [f"drill of {result['instance']} passed: target {result['target_mode']} "
-             f"{result['target_time'] or '(newest mark)'}, RTO {result['rto_seconds']:.1f} s, "
+    lag, rto = result.get("data_lag_seconds"), result.get("rto_seconds")
+    verdict = "passed" if result["passed"] else "FAILED"
+    lines = [f"drill of {result['instance']} {verdict}: target {result['target_mode']} "
+             f"{result['target_time'] or '(newest mark)'}, "
+             f"RTO {'-' if rto is None else f'{rto:.1f}'} s, "
              f"data lag {'-' if lag is None else f'{lag:.0f}'} s, "
              f"{result['quality_checked']} expectations checked",
              f"drill record: {location}/{result['record_key']}"]

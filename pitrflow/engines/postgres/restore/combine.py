@@ -8,6 +8,7 @@ checks it against the newest link's manifest before recovery may start.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import time
@@ -19,9 +20,11 @@ from pitrflow import procs
 from pitrflow.engines.postgres import commands
 from pitrflow.engines.postgres.binaries import PgBinaries
 from pitrflow.engines.postgres.catalog.manifest import BackupManifest
-from pitrflow.engines.postgres.restore.fetch import extract_backup
+from pitrflow.engines.postgres.restore.unpack import unpack_backup
 from pitrflow.engines.postgres.sysuser import chown_tree
 from pitrflow.storage.base import Repository
+
+log = logging.getLogger("pitrflow.restore")
 
 
 def copy_mode(major: int, scratch: Path) -> str | None:
@@ -56,6 +59,13 @@ def _supports_reflink(directory: Path) -> bool:
                 p.unlink()
 
 
+def _combine_line(line: str) -> None:
+    # --link is chosen knowing the unpacked links are thrown away right after, so its
+    # warning about modifying the inputs is expected: not worth a line per restore.
+    if "--link mode was used" not in line:
+        log.info("pg_combinebackup: %s", line)
+
+
 def combine_chain(repo: Repository, chain: list[BackupManifest], pgdata: Path,
                   bins: PgBinaries, run_as: str | None) -> dict[str, float]:
     phases: dict[str, float] = {}
@@ -68,7 +78,7 @@ def combine_chain(repo: Repository, chain: list[BackupManifest], pgdata: Path,
         dirs = [scratch / backup.id for backup in chain]
         # Links unpack independently: two at a time keeps both cores busy.
         with ThreadPoolExecutor(max_workers=2) as pool:
-            for future in [pool.submit(extract_backup, repo, backup, target, run_as)
+            for future in [pool.submit(unpack_backup, repo, backup, target, run_as)
                            for backup, target in zip(chain, dirs, strict=True)]:
                 future.result()
         for target in dirs:
@@ -79,7 +89,7 @@ def combine_chain(repo: Repository, chain: list[BackupManifest], pgdata: Path,
         # lets it run as the server's user under a parent that user cannot write.
         mode = copy_mode(bins.major, scratch)
         procs.run(commands.combinebackup_argv(bins, dirs, pgdata, mode), user=run_as,
-                  what="pg_combinebackup")
+                  what="pg_combinebackup", line_sink=_combine_line)
         phases["rebuild"] = time.monotonic() - started
         started = time.monotonic()
         procs.run(commands.verifybackup_argv(bins, pgdata), user=run_as, what="pg_verifybackup")

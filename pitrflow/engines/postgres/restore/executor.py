@@ -3,7 +3,10 @@
 Every refusal happens before the first write.  Once writing starts, the data
 directory is ours (it was empty or absent), so a failure in fetching or
 checksum verification removes what we wrote; a failure during recovery
-leaves the directory and the server log for inspection.
+leaves the directory and the server log for inspection.  A delta restore
+writes into an existing data directory of the same cluster instead: a
+failure leaves it unstartable (no control file, a marker) and a rerun
+finishes it (restore/delta.py).  WAL is prefetched beside the base files.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import socket
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,9 +29,9 @@ from pitrflow.engines.postgres import commands
 from pitrflow.engines.postgres.binaries import PgBinaries, find_binaries, reachable_for
 from pitrflow.engines.postgres.drill.access import DRILL_HBA
 from pitrflow.engines.postgres.restore.combine import combine_chain
+from pitrflow.engines.postgres.restore.delta import check_delta_target, finish_delta, start_delta
 from pitrflow.engines.postgres.restore.fetch import (
     check_restorable_layout,
-    extract_backup,
     prefetch_wal,
     verify_backup_objects,
 )
@@ -35,8 +39,10 @@ from pitrflow.engines.postgres.restore.planner import RestorePlan
 from pitrflow.engines.postgres.restore.recovery import (
     RecoverySettings,
     wait_for_promotion,
+    wait_for_standby,
     write_recovery_config,
 )
+from pitrflow.engines.postgres.restore.unpack import unpack_backup
 from pitrflow.engines.postgres.sysuser import (
     check_reachable,
     chown_tree,
@@ -61,6 +67,15 @@ class RestoreRequest:
     recovery_timeout: float = 6 * 3600
     # A scratch instance for checks (the drill): its private socket is trusted.
     scratch: bool = False
+    # Into an existing data directory of the same cluster, rewriting only what differs;
+    # trust_mtime keeps files whose size and mtime match without reading them.
+    delta: bool = False
+    delta_trust_mtime: bool = False
+    # A standby: standby.signal, WAL from the repository and streamed from the primary
+    # (primary_conninfo; None: the instance's own connection; "off": the repository
+    # only), never promoted.
+    standby: bool = False
+    primary_conninfo: str | None = None
 
 
 @dataclass
@@ -75,6 +90,8 @@ class RestoreOutcome:
     stop_reason: str | None = None
     restore_command_kind: str = ""
     superuser: str | None = None
+    # A delta restore's counts: files kept, fetched whole, patched, paths removed, bytes.
+    delta: dict[str, int] | None = None
 
     @property
     def connect_hint(self) -> str:
@@ -120,7 +137,9 @@ class Preflight:
 def preflight(plan: RestorePlan, request: RestoreRequest) -> Preflight:
     """Every check that can refuse a restore, without changing anything."""
     pgdata = request.pgdata
-    if pgdata.exists():
+    if request.delta:
+        check_delta_target(plan.chain, pgdata)
+    elif pgdata.exists():
         if not pgdata.is_dir():
             raise RestoreRefusedError(f"target {pgdata} exists and is not a directory",
                                       "pass --pgdata with a new or empty directory")
@@ -132,7 +151,8 @@ def preflight(plan: RestorePlan, request: RestoreRequest) -> Preflight:
     for backup in plan.chain:
         check_restorable_layout(backup)
     free = shutil.disk_usage(_existing_ancestor(pgdata)).free
-    if free < plan.disk_bytes_needed:
+    # A delta restore reuses what is there: how much it will write is known only later.
+    if free < plan.disk_bytes_needed and not request.delta:
         raise RestoreRefusedError(
             f"{_existing_ancestor(pgdata)} has {free / 1e9:.1f} GB free, the restore needs "
             f"{plan.disk_bytes_needed / 1e9:.1f} GB",
@@ -163,7 +183,8 @@ def _socket_dir(pgdata: Path, port: int) -> Path:
 def _restore_command(request: RestoreRequest, plan: RestorePlan, spool: Path,
                      run_as: str | None) -> tuple[str, str]:
     """The restore_command, and which kind was chosen (and why)."""
-    last = plan.last_segment or ""
+    # A standby goes on reading WAL the ship runs store after the plan was made.
+    last = "" if request.standby else plan.last_segment or ""
     plain = f"ln -f '{spool}/%f' '%p' 2>/dev/null || cp '{spool}/%f' '%p'"
     if request.config_file is None:
         return plain, "spool copy (no configuration file to hand to pitr wal-fetch)"
@@ -212,28 +233,21 @@ def execute_restore(plan: RestorePlan, request: RestoreRequest, repo: Repository
     os.chmod(pgdata, 0o700)
     if run_as is not None:
         chown_tree(pgdata, run_as)
-    outcome: RestoreOutcome | None = None
     try:
         check_reachable(pgdata, run_as)
-        started = time.monotonic()
-        if len(plan.chain) == 1:
-            extract_backup(repo, plan.chain[0], pgdata, run_as)
-            phases["fetch"] = time.monotonic() - started
-        else:
-            combine_phases = combine_chain(repo, plan.chain, pgdata, checks.bins, run_as)
-            phases.update(combine_phases)
-        started = time.monotonic()
-        spool = pgdata / SPOOL_DIR
-        prefetch_wal(repo, plan.wal, spool, plan.segment_size,
-                     request.instance.wal_fetch_parallel)
-        _prefetch_histories(repo, plan, spool)
-        if run_as is not None:
-            chown_tree(spool, run_as)
-        phases["wal_fetch"] = time.monotonic() - started
-    except BaseException:
+        delta = _fill(plan, request, repo, checks, phases)
+    except BaseException as exc:
+        if request.delta:
+            # The marker and the missing control file keep it from starting; a rerun finishes.
+            if isinstance(exc, PitrError):
+                exc.hint = ((exc.hint + "; ") if exc.hint else "") + (
+                    f"then run the same delta restore again: {pgdata} cannot start until one "
+                    "completes")
+            raise
         # Nothing of the source's data may be half-left in a directory we filled.
         _wipe(pgdata, remove_dir=created)
         raise
+    spool = pgdata / SPOOL_DIR
     socket_dir = _socket_dir(pgdata, checks.port)
     if socket_dir != pgdata:
         socket_dir.mkdir(mode=0o700, exist_ok=True)
@@ -246,11 +260,13 @@ def execute_restore(plan: RestorePlan, request: RestoreRequest, repo: Repository
         hba = pgdata / "pitrflow_drill_hba.conf"
         hba.write_text(DRILL_HBA)
         extra = (("hba_file", str(hba)), ("password_encryption", "scram-sha-256"))
+    conninfo = (primary_conninfo(request, pgdata, run_as)
+                if request.standby and request.primary_conninfo != NO_PRIMARY else "")
     settings = RecoverySettings(
         port=checks.port, listen_addresses=request.listen_addresses, socket_dir=socket_dir,
-        restore_command=restore_command, target_time=plan.target.time,
+        restore_command=restore_command, target=plan.target,
         target_timeline=plan.timeline, server_major=plan.backup.server_version // 10000,
-        extra=extra,
+        extra=extra, standby=request.standby, primary_conninfo=conninfo,
     )
     write_recovery_config(pgdata, settings)
     log_dir = pgdata / "log"
@@ -261,16 +277,108 @@ def execute_restore(plan: RestorePlan, request: RestoreRequest, repo: Repository
     started = time.monotonic()
     procs.run(commands.pg_ctl_start_argv(checks.bins, pgdata, log_file), user=run_as,
               timeout=request.recovery_timeout, what="pg_ctl start", check=False)
-    result = wait_for_promotion(pgdata, log_file, request.recovery_timeout)
+    if request.standby:
+        result = wait_for_standby(pgdata, log_file, request.recovery_timeout)
+    else:
+        result = wait_for_promotion(pgdata, log_file, request.recovery_timeout)
     phases["replay_and_start"] = time.monotonic() - started
-    shutil.rmtree(spool, ignore_errors=True)
+    if not request.standby or kind == "pitr wal-fetch":
+        # (A standby whose restore_command is a plain copy still reads the spool.)
+        shutil.rmtree(spool, ignore_errors=True)
     superuser = _bootstrap_superuser(request.instance, socket_dir, checks.port)
     outcome = RestoreOutcome(
         plan=plan, pgdata=pgdata, port=checks.port, socket_dir=socket_dir, run_as=run_as,
         phases=phases, last_transaction=result.last_transaction,
         stop_reason=result.stop_reason, restore_command_kind=kind, superuser=superuser,
+        delta=delta,
     )
     return outcome
+
+
+def _fill(plan: RestorePlan, request: RestoreRequest, repo: Repository, checks: Preflight,
+          phases: dict[str, float]) -> dict[str, int] | None:
+    """The base files (full, chain or delta), with the WAL prefetched beside them; a delta
+    restore's counts."""
+    pgdata, run_as = request.pgdata, checks.run_as
+    spool = pgdata / SPOOL_DIR
+    started = time.monotonic()
+    if len(plan.chain) > 1:
+        # pg_combinebackup wants its output directory empty: the spool comes after.
+        phases.update(combine_chain(repo, plan.chain, pgdata, checks.bins, run_as))
+        phases["wal_fetch"] = _fetch_wal(repo, plan, request, spool, run_as)
+        return None
+    delta = None
+    if request.delta:
+        delta = start_delta(repo, plan.backup, pgdata, run_as, request.delta_trust_mtime,
+                            repo.transfer.process_max)
+        p = delta.plan
+        log.info("delta restore into %s: %d files kept, %d fetched whole, %d patched, "
+                 "%d bytes to fetch, %d paths removed", pgdata, len(p.keep), len(p.write),
+                 len(p.patch), p.write_bytes(delta.index), len(p.remove))
+        phases["delta_compare"] = time.monotonic() - started
+        started = time.monotonic()
+    what = f"restore of {plan.instance}" + (" (delta)" if delta else "")
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pitr-wal") as side:
+        wal = side.submit(_fetch_wal, repo, plan, request, spool, run_as)
+        try:
+            unpack_backup(repo, plan.backup, pgdata, run_as, what=what,
+                          wanted=delta.plan.wanted() if delta else None,
+                          index=delta.index if delta else None)
+        except BaseException:
+            with contextlib.suppress(BaseException):
+                wal.result()  # let it stop before the caller cleans up
+            raise
+        phases["fetch"] = time.monotonic() - started
+        phases["wal_fetch"] = wal.result()
+    if delta is None:
+        return None
+    finish_delta(pgdata)
+    p = delta.plan
+    return {"kept": len(p.keep), "fetched_whole": len(p.write), "patched": len(p.patch),
+            "removed": len(p.remove), "bytes_fetched": p.write_bytes(delta.index)}
+
+
+def _fetch_wal(repo: Repository, plan: RestorePlan, request: RestoreRequest, spool: Path,
+               run_as: str | None) -> float:
+    started = time.monotonic()
+    prefetch_wal(repo, plan.wal, spool, plan.segment_size, request.instance.wal_fetch_parallel)
+    _prefetch_histories(repo, plan, spool)
+    if run_as is not None:
+        chown_tree(spool, run_as)
+    return time.monotonic() - started
+STANDBY_PASSFILE = "pitrflow_primary.pgpass"
+# primary_conninfo of a standby that follows the repository only, streaming from nobody.
+NO_PRIMARY = "off"
+
+
+def primary_conninfo(request: RestoreRequest, pgdata: Path, run_as: str | None) -> str:
+    """The standby's primary_conninfo: the given one, or the instance's own connection.
+
+    The password never goes into the conninfo (it would sit in postgresql.auto.conf and
+    in every plan and artifact): it is written to a passfile the server's user alone
+    can read, and the conninfo names that file.
+    """
+    from pitrflow.secrets import instance_password
+
+    instance = request.instance
+    given = (request.primary_conninfo or "").strip()
+    if "password" in given.lower():
+        raise RestoreRefusedError("--primary-conninfo must not hold a password",
+                                  f"set password_env or password_block of instance "
+                                  f"{instance.name}: the standby reads it from a passfile")
+    conninfo = given or (f"host={instance.host} port={instance.port} user={instance.user}")
+    if "application_name" not in conninfo:
+        conninfo += f" application_name=pitrflow_standby_{instance.name}"
+    password = instance_password(instance)
+    if password:
+        passfile = pgdata / STANDBY_PASSFILE
+        escaped = password.replace("\\", "\\\\").replace(":", "\\:")
+        passfile.write_text(f"*:*:*:*:{escaped}\n")
+        os.chmod(passfile, 0o600)
+        if run_as is not None:
+            chown_tree(passfile, run_as)
+        conninfo += f" passfile={passfile}"
+    return conninfo
 
 
 def _bootstrap_superuser(instance: InstanceConfig, socket_dir: Path, port: int) -> str | None:

@@ -22,7 +22,7 @@ from typing import IO
 import zstandard
 
 from pitrflow import procs
-from pitrflow.engines.postgres.catalog.manifest import BackupManifest, FileEntry
+from pitrflow.engines.postgres.catalog.manifest import LAYOUT_BUNDLES, BackupManifest, FileEntry
 from pitrflow.errors import ChecksumMismatchError, CommandFailedError, RestoreRefusedError
 from pitrflow.storage.base import CHUNK, HashingReader, Repository
 from pitrflow.storage.layout import WalEntry, backup_object
@@ -35,6 +35,12 @@ _BASE_TARS = ("base.tar", "base.tar.zst")
 
 def check_restorable_layout(manifest: BackupManifest) -> None:
     names = {f.name for f in manifest.files}
+    if manifest.layout == LAYOUT_BUNDLES:
+        # pg_basebackup's stdout tar cannot carry tablespaces: v2 holds the main one only.
+        if manifest.index not in names or "backup_manifest" not in names:
+            raise RestoreRefusedError(f"backup {manifest.id} lists no file index",
+                                      "the backup is damaged; choose another")
+        return
     extra = names - set(_WAL_TARS) - set(_BASE_TARS) - {"backup_manifest"}
     if extra:
         raise RestoreRefusedError(

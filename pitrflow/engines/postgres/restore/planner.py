@@ -12,10 +12,12 @@ from datetime import datetime
 from pitrflow.engines.base import RestoreTarget
 from pitrflow.engines.postgres.catalog.manifest import BackupManifest
 from pitrflow.engines.postgres.catalog.snapshot import Catalog
+from pitrflow.engines.postgres.restore.tail import latest_point
+from pitrflow.engines.postgres.restore.targets import NEXT_XID, end_mark, resolve
 from pitrflow.engines.postgres.wal.timelines import required_segments, span_of, timeline_path
 from pitrflow.engines.postgres.wal.walnames import format_lsn
 from pitrflow.errors import RestoreRefusedError
-from pitrflow.storage.layout import MarkEntry, WalEntry
+from pitrflow.storage.layout import MarkEntry, PartialEntry, RestorePointEntry, WalEntry
 
 
 @dataclass
@@ -30,6 +32,10 @@ class RestorePlan:
     window_to: datetime | None
     segment_size: int
     reasons: list[str] = field(default_factory=list)
+    # Follow mode: the last segment of `wal` is this partial upload, valid up to end_lsn.
+    partial: PartialEntry | None = None
+    end_lsn: int | None = None
+    restore_point: RestorePointEntry | None = None
 
     @property
     def backup(self) -> BackupManifest:
@@ -91,12 +97,6 @@ def recoverable_window(catalog: Catalog) -> Window:
     return Window(start, end)
 
 
-def _end_mark(catalog: Catalog, target: RestoreTarget) -> MarkEntry | None:
-    if target.time is None:
-        return catalog.newest_mark
-    return next((m for m in catalog.marks if m.time >= target.time), None)
-
-
 def plan_restore(catalog: Catalog, target: RestoreTarget) -> RestorePlan:
     if not catalog.backups:
         raise RestoreRefusedError(
@@ -105,46 +105,49 @@ def plan_restore(catalog: Catalog, target: RestoreTarget) -> RestorePlan:
         )
     window = recoverable_window(catalog)
     if target.time is not None:
-        if window.start is None:
-            raise RestoreRefusedError(
-                f"no backup of {catalog.instance} has a complete chain",
-                "run pitr info to see which backups are unusable and why",
-            )
-        if target.time < window.start:
-            raise RestoreRefusedError(
-                f"target {target.describe()} is before the earliest recoverable point "
-                f"{window.start.isoformat()}",
-                "pick a later target; pitr info shows the recoverable window",
-            )
-        if window.end is None or target.time > window.end:
-            newest = window.end.isoformat() if window.end else "none yet"
-            raise RestoreRefusedError(
-                f"target {target.describe()} is after the newest shipped WAL mark ({newest})",
-                f"run pitr ship {catalog.instance} first, or pick an earlier target",
-            )
-    end_mark = _end_mark(catalog, target)
+        _check_window(catalog, target, window)
+    bound = resolve(catalog, target)
+    mark = end_mark(catalog, bound) if bound.wal else None
     reasons: list[str] = []
-    if end_mark is not None:
-        tli = end_mark.timeline
+    # An open-ended target (latest, a transaction) replays everything stored: past the
+    # newest mark into what follow mode stored since (restore.tail).
+    open_ended = (bound.wal and bound.reach_time is None and bound.reach_lsn is None
+                  and bound.timeline is None)
+    latest = latest_point(catalog) if open_ended else None
+    end_lsn: int | None = None
+    if mark is not None:
+        tli = latest.timeline if latest else mark.timeline
+        end_lsn = latest.lsn if latest else mark.lsn
     else:
-        newest = catalog.newest_backup_on()
-        assert newest is not None
+        newest = catalog.newest_backup_on(bound.timeline)
+        if newest is None:
+            raise RestoreRefusedError(f"no backup of {catalog.instance} is on timeline "
+                                      f"{bound.timeline}", "pitr info lists the timelines")
         tli = newest.timeline
-        reasons.append("no WAL has been shipped yet: restoring the newest backup as it ended")
+        reasons.append("stopping at the end of the backup, as soon as it is consistent"
+                       if not bound.wal else
+                       "no WAL has been shipped yet: restoring the newest backup as it ended")
     path = timeline_path(tli, catalog.histories)
 
     candidates = [
         b for b in reversed(catalog.backups)
-        if (target.time is None or b.stop_time <= target.time)
+        if bound.admits(b)
         and (s := span_of(b.start_lsn, path)) is not None and s.timeline == b.timeline
         # Its consistent point must lie on the path too, not on an abandoned branch.
         and (s.end is None or b.stop_lsn <= s.end)
-        and (end_mark is None or b.stop_lsn <= end_mark.lsn)
+        and (end_lsn is None or b.stop_lsn <= end_lsn)
     ]
+    if bound.xid is not None and candidates:
+        recorded = [b for b in candidates if NEXT_XID in b.extra]
+        if not recorded:
+            # Nothing tells which backup precedes the transaction: the oldest surely does.
+            candidates = candidates[::-1]
+            reasons.append(f"no backup recorded its next transaction id: starting from the "
+                           f"oldest, so transaction {bound.xid} is replayed wherever it is")
     if not candidates:
         raise RestoreRefusedError(
             f"no backup of {catalog.instance} on the history of timeline {tli} "
-            f"ended by {target.describe()}",
+            f"ended before {target.describe()}",
             "pitr info lists the backups and their timelines",
         )
     refused: list[str] = []
@@ -161,25 +164,79 @@ def plan_restore(catalog: Catalog, target: RestoreTarget) -> RestorePlan:
                        "with WAL from its start")
 
     wal: list[WalEntry] = []
-    if end_mark is not None:
-        wanted = required_segments(backup.start_lsn, end_mark.lsn, path, catalog.segment_size)
+    partial: PartialEntry | None = None
+    if end_lsn is not None:
+        wanted = required_segments(backup.start_lsn, end_lsn, path, catalog.segment_size)
         for timeline, segno, name in wanted:
             entry = catalog.wal.get(timeline, {}).get(segno)
+            if entry is None and (timeline, segno) == wanted[-1][:2]:
+                partial = catalog.partial_for(timeline, segno)
+                if partial is not None and partial.end_lsn >= end_lsn:
+                    entry = as_wal_entry(partial)
+                    reasons.append(f"the last segment {name} is partial: follow mode stored it "
+                                   f"up to {format_lsn(partial.end_lsn)} (read at "
+                                   f"{partial.time.isoformat()})")
+                else:
+                    partial = None
             if entry is None:
                 raise RestoreRefusedError(
                     f"WAL segment {name} is missing from the repository: the WAL from "
-                    f"{format_lsn(backup.start_lsn)} to {format_lsn(end_mark.lsn)} has a gap",
+                    f"{format_lsn(backup.start_lsn)} to {format_lsn(end_lsn)} has a gap",
                     "pick a target before the gap, or restore from a backup taken after it",
                 )
             wal.append(entry)
-    reasons.insert(0, (
-        f"backup {backup.id} is the newest whose consistent point "
-        f"({backup.stop_time.isoformat()}) is at or before the target"
-        if target.time is not None else f"backup {backup.id} is the newest backup"))
+        size = catalog.segment_size
+        if latest is not None and mark is not None and (
+                (latest.lsn - 1) // size > (mark.lsn - 1) // size):
+            reasons.append(f"latest replays past the newest mark ({format_lsn(mark.lsn)}) "
+                           f"to {format_lsn(latest.lsn)} on timeline {tli}: WAL stored since")
+    reasons.insert(0, _why_backup(backup, target))
+    if bound.restore_point is not None:
+        point = bound.restore_point
+        reasons.append(f"restore point {point.name!r} was created at "
+                       f"{point.time.isoformat()} (LSN {format_lsn(point.lsn)})")
     if len(chain) > 1:
         reasons.append("chain: " + " -> ".join(b.id for b in chain))
     return RestorePlan(
         instance=catalog.instance, target=target, chain=chain, wal=wal, timeline=tli,
-        end_mark=end_mark, window_from=window.start, window_to=window.end,
-        segment_size=catalog.segment_size, reasons=reasons,
+        end_mark=mark, window_from=window.start, window_to=window.end,
+        segment_size=catalog.segment_size, reasons=reasons, partial=partial, end_lsn=end_lsn,
+        restore_point=bound.restore_point,
     )
+
+
+def as_wal_entry(partial: PartialEntry) -> WalEntry:
+    """A partial as the segment file PostgreSQL asks for (zero-padded to a whole segment)."""
+    return WalEntry(partial.key, partial.timeline, partial.segment, partial.sha256, partial.size)
+
+
+def _why_backup(backup: BackupManifest, target: RestoreTarget) -> str:
+    if target.kind in ("latest", "immediate"):
+        return f"backup {backup.id} is the newest backup"
+    if target.kind == "time":
+        return (f"backup {backup.id} is the newest whose consistent point "
+                f"({backup.stop_time.isoformat()}) is at or before the target")
+    return (f"backup {backup.id} is the newest whose consistent point "
+            f"({backup.stop_time.isoformat()}, LSN {format_lsn(backup.stop_lsn)}) is before "
+            f"{target.describe()}")
+
+
+def _check_window(catalog: Catalog, target: RestoreTarget, window: Window) -> None:
+    assert target.time is not None
+    if window.start is None:
+        raise RestoreRefusedError(
+            f"no backup of {catalog.instance} has a complete chain",
+            "run pitr info to see which backups are unusable and why",
+        )
+    if target.time < window.start:
+        raise RestoreRefusedError(
+            f"target {target.describe()} is before the earliest recoverable point "
+            f"{window.start.isoformat()}",
+            "pick a later target; pitr info shows the recoverable window",
+        )
+    if window.end is None or target.time > window.end:
+        newest = window.end.isoformat() if window.end else "none yet"
+        raise RestoreRefusedError(
+            f"target {target.describe()} is after the newest shipped WAL mark ({newest})",
+            f"run pitr ship {catalog.instance} first, or pick an earlier target",
+        )

@@ -35,23 +35,30 @@ def span_of(lsn: int, path: list[TimelineSpan]) -> TimelineSpan | None:
     return None
 
 
+def segment_owner(segno: int, path: list[TimelineSpan], segment_size: int) -> int:
+    """The timeline whose file holds segment `segno` on this path.
+
+    An older timeline owns only the segments wholly before the segment that
+    holds its switch point: that one is read from the newer timeline, as
+    PostgreSQL's recovery does.
+    """
+    for span in path:
+        if span.end is None or segno < span.end // segment_size:
+            return span.timeline
+    return path[-1].timeline
+
+
 def required_segments(start_lsn: int, end_lsn: int, path: list[TimelineSpan],
                       segment_size: int) -> list[tuple[int, int, str]]:
     """(timeline, segno, name) for every segment holding WAL in [start_lsn, end_lsn).
 
-    The segment containing a switch point is read from the newer timeline,
-    as PostgreSQL's recovery does.
+    The segment containing a switch point is read from the newer timeline
+    (segment_owner).
     """
     first = start_lsn // segment_size
     last = max(end_lsn - 1, start_lsn) // segment_size
     result = []
     for segno in range(first, last + 1):
-        tli = path[-1].timeline
-        for span in path:
-            # An older timeline owns only the segments wholly before the
-            # segment that holds its switch point.
-            if span.end is None or segno < span.end // segment_size:
-                tli = span.timeline
-                break
+        tli = segment_owner(segno, path, segment_size)
         result.append((tli, segno, segment_name(tli, segno, segment_size)))
     return result

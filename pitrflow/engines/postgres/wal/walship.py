@@ -4,52 +4,63 @@ Each run (1) commits a timestamped marker, (2) forces a segment switch,
 (3) runs pg_receivewal up to the next segment boundary, so it ends on whole
 segments, (4) stores every new segment compressed under a key carrying its
 SHA-256, (5) checks the repository's WAL for gaps, and (6) writes a mark:
-everything up to that LSN is shipped.
+everything up to that LSN is shipped.  Then it records the drill's baseline
+beside the mark (pitrflow.engines.postgres.drill.baseline_source).
 
 The worker's disk may be new on every run.  pg_receivewal starts after the
 newest segment it finds locally, so the run seeds its spool with a sparse
 placeholder named after the repository's newest segment: streaming resumes
 right after what is durably stored, even if the slot moved further.
+
+When a follower (follow.py) is in charge of the instance, a ship run does not
+stream: it checks the follower's heartbeat and fails when the follower is
+behind or gone (follow_status.py).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-
-import zstandard
 
 from pitrflow import procs
 from pitrflow.config import InstanceConfig
 from pitrflow.engines.postgres import commands, sql
 from pitrflow.engines.postgres.binaries import find_binaries
-from pitrflow.engines.postgres.catalog.manifest import Mark, dump_mark
+from pitrflow.engines.postgres.catalog.manifest import Mark, dump_mark, load_mark
 from pitrflow.engines.postgres.catalog.snapshot import Catalog, read_catalog
 from pitrflow.engines.postgres.connection import connect, libpq_args, libpq_env
+from pitrflow.engines.postgres.drill.baseline_source import record_mark_baseline
+from pitrflow.engines.postgres.wal.follow_status import (
+    FollowerStatus,
+    follower_health,
+    follower_in_charge,
+    read_status,
+)
 from pitrflow.engines.postgres.wal.slots import SlotInfo, ensure_slot, slot_info
 from pitrflow.engines.postgres.wal.timelines import timeline_path
 from pitrflow.engines.postgres.wal.walnames import (
     format_lsn,
     is_history_name,
     is_segment_name,
-    parse_history,
     parse_lsn,
     parse_segment_name,
     segment_name,
 )
-from pitrflow.errors import ServerError, WalGapError
+from pitrflow.engines.postgres.wal.walstore import (
+    drop_superseded_partials,
+    store_history,
+    store_segment,
+)
+from pitrflow.errors import FollowerError, ServerError, WalGapError
 from pitrflow.storage.base import Repository
-from pitrflow.storage.layout import WalEntry, history_key, mark_key, wal_key
+from pitrflow.storage.layout import mark_key
 
 log = logging.getLogger("pitrflow.ship")
-
-_ZSTD_LEVEL = 3
 
 
 @dataclass(frozen=True)
@@ -61,6 +72,8 @@ class ShipOutcome:
     slot: SlotInfo | None
     lag: timedelta
     history_files: list[str]
+    # Set when a follower is in charge: this run checked it instead of shipping.
+    follower: FollowerStatus | None = None
 
 
 def _seed_spool(spool: Path, catalog: Catalog, timeline: int, segment_size: int) -> str | None:
@@ -100,17 +113,30 @@ def find_gaps(catalog: Catalog, timeline: int, since_lsn: int | None = None) -> 
     return names
 
 
-def _store_segment(repo: Repository, instance: str, path: Path, timeline: int) -> WalEntry:
-    compressor = zstandard.ZstdCompressor(level=_ZSTD_LEVEL)
-    data = compressor.compress(path.read_bytes())
-    digest = hashlib.sha256(data).hexdigest()
-    key = wal_key(instance, timeline, path.name, digest)
-    repo.put_bytes(key, data)
-    return WalEntry(key, timeline, path.name, digest, len(data))
+def check_follower(instance: InstanceConfig, repo: Repository, started: float) -> ShipOutcome:
+    """The ship run of follow mode: the follower's health, as a ship outcome or an error."""
+    health = follower_health(instance, repo, datetime.now(UTC))
+    if not health.ok:
+        raise FollowerError(health.problem, "the follower ships this instance's WAL (follow "
+                            "mode): see its log (journalctl -u pitrflow-follow@"
+                            f"{instance.name}, or the follow_wal flow run) and pitr check "
+                            f"{instance.name}")
+    catalog = read_catalog(repo, instance.name)
+    newest = catalog.newest_mark
+    if newest is None:
+        raise FollowerError(f"the follower of {instance.name} has written no mark yet",
+                            "marks follow within mark_interval seconds of the first upload")
+    mark = load_mark(repo.get_bytes(newest.key), newest.key)
+    assert health.status is not None
+    log.info("follow mode: the follower of %s is healthy (%s)", instance.name, health.detail)
+    return ShipOutcome(mark, [], 0, time.monotonic() - started, None,
+                       timedelta(seconds=health.lag_seconds or 0.0), [], health.status)
 
 
 def ship_wal(instance: InstanceConfig, repo: Repository) -> ShipOutcome:
     started = time.monotonic()
+    if follower_in_charge(instance, read_status(repo, instance.name), datetime.now(UTC)):
+        return check_follower(instance, repo, started)
     with connect(instance) as conn:
         facts = sql.server_facts(conn)
         if facts.in_recovery:
@@ -143,27 +169,22 @@ def ship_wal(instance: InstanceConfig, repo: Repository) -> ShipOutcome:
         procs.run(argv, env=env, secrets=secrets, timeout=instance.ship_timeout_seconds,
                   what="pg_receivewal")
         for path in sorted(spool.iterdir()):
-            if is_history_name(path.name):
-                tli = int(path.name[:8], 16)
-                if tli not in catalog.history_entries:
-                    data = path.read_bytes()
-                    repo.put_bytes(history_key(instance.name, tli,
-                                               hashlib.sha256(data).hexdigest()), data)
-                    catalog.histories[tli] = parse_history(data.decode())
-                    histories.append(path.name)
+            if is_history_name(path.name) and store_history(repo, catalog, path):
+                histories.append(path.name)
         for path in sorted(spool.iterdir()):
             if not is_segment_name(path.name) or path.name == placeholder:
                 continue  # .partial files are never shipped: runs end on whole segments
             tli, segno = parse_segment_name(path.name, size)
             if segno in catalog.wal.get(tli, {}):
                 continue
-            entry = _store_segment(repo, instance.name, path, tli)
+            entry = store_segment(repo, instance.name, path, tli)
             # The snapshot taken before streaming, plus what this run stored, is the
             # repository now: no second listing (thousands of keys on S3) is needed.
             catalog.wal.setdefault(tli, {})[segno] = entry
             stored_bytes += entry.size
             shipped.append(path.name)
             os.unlink(path)
+    drop_superseded_partials(repo, catalog)  # a follower stopped mid-segment left one
     newest = catalog.newest_backup_on()
     older_gaps = find_gaps(catalog, facts.timeline)
     # Only a gap after the newest backup's start breaks recent restores; an
@@ -191,6 +212,7 @@ def ship_wal(instance: InstanceConfig, repo: Repository) -> ShipOutcome:
     mark = Mark(instance=instance.name, timeline=facts.timeline, lsn=end_lsn, time=mark_time,
                 last_segment=last_name)
     repo.put_bytes(mark_key(instance.name, mark_time, facts.timeline, end_lsn), dump_mark(mark))
+    record_mark_baseline(instance, repo, mark)  # never raises: a warning at worst
     with connect(instance) as conn:
         slot = slot_info(conn, instance.slot_name)
         lag = sql.server_now(conn) - mark_time
