@@ -1,55 +1,78 @@
 """Register everything for the configured instances: the body of `pitr deploy`.
 
-Three steps, each safe to repeat: write prefect.yaml from the config, apply
-the setup (work pool, limits, alerts) so no scheduled run can start before
-its limits exist, then `prefect --no-prompt deploy --all`, which updates
-deployments in place by name.  It needs a running Prefect server: deployments
-registered with the ephemeral API would vanish with it, so that is refused.
+Three steps, each safe to repeat: apply the setup (work pool and queues,
+limits, block types, the fleet's automations) so no scheduled run can start
+before its limits exist; register the deployments through Prefect's API
+(deployments.register: only what differs, and the deployments of instances
+no longer configured are removed); then tell the alerts which instances to
+watch (a `pitrflow.instance.deployed` event each, `pitrflow.instance.removed`
+for the removed).  It needs a running Prefect server: deployments registered
+with the ephemeral API would vanish with it, so that is refused.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
-from deployments.generate import PROJECT_ROOT, write_prefect_yaml
-from deployments.setup import require_server, setup
+from deployments.desired import PROJECT_ROOT, desired_deployments
+from deployments.register import RegisterReport, parameter_schemas, register
+from deployments.setup import remove_limits, require_server, setup
 from deployments.specs import DEFAULT_POOL, DEFAULT_TIMEZONE
-from pitrflow import procs
-from pitrflow.errors import CommandFailedError, PitrError
+from pitrflow.config import Config, load_config
+from pitrflow.errors import PitrError
+
+
+def removed_instances(config: Config, report: RegisterReport) -> list[str]:
+    """Instances whose deployments this deploy removed and the config no longer names."""
+    return sorted({key.partition("/")[2] for key in report.removed} - set(config.instances))
+
+
+def _announce(config: Config, removed: list[str]) -> None:
+    """Open a silence window for every configured instance not yet watched, and close
+    those of removed instances (see deployments.alerts)."""
+    from prefect.events.worker import EventsWorker
+
+    from tasks import events
+
+    for name in sorted(config.instances):
+        events.instance_deployed(name, config.instances[name].engine)
+    for name in removed:
+        events.instance_removed(name)
+    EventsWorker.drain_all()
 
 
 def deploy_all(config_path: str | None, pool: str = DEFAULT_POOL,
                timezone: str = DEFAULT_TIMEZONE, *, notify: str | None = None,
-               prefect_file: Path | None = None, worker_root: str | None = None,
-               worker_config: str | None = None) -> None:
-    """Generate prefect.yaml, apply the setup, and register every deployment.
+               worker_root: str | None = None,
+               worker_config: str | None = None) -> list[str]:
+    """Apply the setup, register every deployment, announce the instances; say what it did.
 
-    `prefect deploy` imports the flows from this checkout, so it runs here;
+    The flows are imported from this checkout for their parameter schemas;
     `worker_root` and `worker_config` say where the worker finds the checkout
     and the config when that is elsewhere (the container image, a ConfigMap).
-    `prefect_file` defaults to prefect.yaml in this checkout.
     """
-    api_url = require_server()
-    target = prefect_file or PROJECT_ROOT / "prefect.yaml"
-    write_prefect_yaml(config_path, target, pool=pool, timezone=timezone,
-                       project_root=Path(worker_root) if worker_root else PROJECT_ROOT,
-                       worker_config=worker_config)
-    for line in setup(config_path, pool, notify):
-        print(line)
-    result = procs.run([sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all",
-                        "--prefect-file", str(target)],
-                       cwd=PROJECT_ROOT, env={"PREFECT_API_URL": api_url}, check=False,
-                       what="prefect deploy", line_sink=lambda line: print(line, file=sys.stderr))
-    output = result.stdout_text
-    print(output, end="")
-    if result.returncode != 0:
-        lines = [line.strip() for line in output.splitlines() + result.stderr_tail
-                 if line.strip()]
-        raise CommandFailedError(f"prefect deploy failed: {lines[-1] if lines else 'no output'}",
-                                 f"run `prefect deploy --all --prefect-file {target}` from "
-                                 f"{PROJECT_ROOT} to see the whole story")
+    from prefect.client.orchestration import get_client
+
+    require_server()
+    started = time.monotonic()
+    config = load_config(config_path)
+    wanted = desired_deployments(config, pool=pool, timezone=timezone,
+                                 project_root=Path(worker_root) if worker_root else PROJECT_ROOT,
+                                 worker_config=worker_config)
+    done = setup(config_path, pool, notify)
+    with get_client(sync_client=True) as client:
+        report = register(client, wanted, parameter_schemas(), pool)
+        removed = removed_instances(config, report)
+        limits = remove_limits(client, removed)
+    _announce(config, removed)
+    done += report.lines()
+    done.append(f"instances removed: {', '.join(removed) or 'none'} "
+                f"({len(limits)} concurrency limits removed)")
+    done.append(f"{len(config.instances)} instances in {time.monotonic() - started:.1f} s")
+    return done
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,11 +88,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="config path as the worker sees it (default: --config)")
     args = parser.parse_args(argv)
     try:
-        deploy_all(args.config, args.pool, args.timezone, notify=args.notify,
-                   worker_root=args.worker_root, worker_config=args.worker_config)
+        done = deploy_all(args.config, args.pool, args.timezone, notify=args.notify,
+                          worker_root=args.worker_root, worker_config=args.worker_config)
     except PitrError as exc:
         print(exc.one_line(), file=sys.stderr)
         return exc.exit_status
+    print("\n".join(done))
     return 0
 
 

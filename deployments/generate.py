@@ -1,12 +1,10 @@
-"""Write prefect.yaml from the pitrflow config: one set of deployments per instance.
+"""Write the configured deployments as prefect.yaml, for `prefect deploy --all`.
 
-The config already names every instance, so the deployments are derived from
-it rather than kept by hand beside it: adding an instance to the config and
-running `pitr deploy` (or this module, then `prefect deploy --all`) is the
-whole procedure.  Each deployment is named after its instance, so runs read
-`backup_full/main` in the UI, and its parameters carry only the instance name
-and the config path: passwords stay in the worker's environment or in Secret
-blocks.
+`pitr deploy` registers the same deployments through Prefect's API, which is
+what a fleet needs (it changes only what differs and removes what the config
+no longer names).  This file is for a team that deploys with the Prefect CLI,
+or wants to read or review what `pitr deploy` registers: both are built from
+`deployments.desired`, so they cannot disagree.
 
     python -m deployments.generate --config pitrflow.toml --out prefect.yaml
 """
@@ -17,82 +15,46 @@ import argparse
 import sys
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
-from deployments.specs import (
-    DEFAULT_POOL,
-    DEFAULT_TIMEZONE,
-    FLOWS,
-    FOLLOW,
-    FOLLOW_CONCURRENCY,
-    STRICT_ENV,
-    FlowSpec,
-)
+from deployments.desired import PROJECT_ROOT, Deployment, desired_deployments
+from deployments.specs import DEFAULT_POOL, DEFAULT_TIMEZONE
 from pitrflow.config import Config, load_config
-from pitrflow.errors import PitrError, UsageError
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-_BANNED = set("/%&><")
+from pitrflow.errors import PitrError
 
 
-def check_name(what: str, value: str) -> str:
-    """Refuse a name Prefect would reject later, deep inside `prefect deploy`."""
-    if not value or _BANNED & set(value):
-        raise UsageError(f"{what} {value!r} is not a valid Prefect name",
-                         "use letters, digits, '-', '_' or '.'")
-    return value
-
-
-def check_timezone(timezone: str) -> str:
-    try:
-        ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise UsageError(f"unknown time zone {timezone!r}",
-                         "use an IANA name such as UTC or Europe/Paris") from None
-    return timezone
-
-
-def deployment(spec: FlowSpec, instance: str, *, pool: str, timezone: str,
-               config_path: str) -> dict[str, Any]:
-    """One prefect.yaml deployment entry for SPEC on INSTANCE."""
-    entry: dict[str, Any] = {
-        "name": instance,
+def entry(deployment: Deployment) -> dict[str, Any]:
+    """One prefect.yaml deployment entry."""
+    spec = deployment.spec
+    pool: dict[str, Any] = {"name": deployment.pool, "job_variables": deployment.job_variables}
+    if spec.work_queue:
+        pool["work_queue_name"] = spec.work_queue
+    document: dict[str, Any] = {
+        "name": deployment.instance,
         "entrypoint": spec.entrypoint,
         "description": spec.description,
-        "tags": ["pitrflow", f"pitrflow-instance-{instance}"],
-        "parameters": {"instance": instance, "config_path": config_path},
-        "work_pool": {"name": pool, "job_variables": {"env": dict(STRICT_ENV)}},
+        "tags": list(deployment.tags),
+        "parameters": deployment.parameters,
+        "work_pool": pool,
         "schedules": [],
     }
-    if spec.cron:
-        entry["schedules"] = [{"cron": spec.cron, "timezone": timezone, "active": True}]
-    if spec is FOLLOW:
-        entry["concurrency_limit"] = dict(FOLLOW_CONCURRENCY)
-    return entry
+    if deployment.rrule:
+        document["schedules"] = [{"rrule": deployment.rrule, "timezone": deployment.timezone,
+                                  "active": True}]
+    if spec.cancel_overlaps:
+        document["concurrency_limit"] = {"limit": 1, "collision_strategy": "CANCEL_NEW"}
+    return document
 
 
 def build_prefect_yaml(config: Config, *, pool: str = DEFAULT_POOL,
                        timezone: str = DEFAULT_TIMEZONE, project_root: Path = PROJECT_ROOT,
                        worker_config: str | None = None) -> dict[str, Any]:
-    """The whole prefect.yaml document for every instance in CONFIG.
-
-    `project_root` is where the worker finds flows/ (its pull step changes into
-    it); `worker_config` is the config path as the worker sees it, when it
-    differs from where this runs (a container mount, say).
-    """
+    """The whole prefect.yaml document for every instance in CONFIG."""
     from prefect import __version__ as prefect_version
 
-    check_name("work pool", pool)
-    check_timezone(timezone)
-    config_path = worker_config or str(config.source)
-    deployments = [
-        deployment(spec, check_name("instance", name), pool=pool, timezone=timezone,
-                   config_path=config_path)
-        for name in sorted(config.instances)
-        for spec in FLOWS + ((FOLLOW,) if config.instances[name].follow else ())
-    ]
+    wanted = desired_deployments(config, pool=pool, timezone=timezone,
+                                 project_root=project_root, worker_config=worker_config)
     return {
         "name": "pitrflow",
         "prefect-version": prefect_version,
@@ -100,7 +62,7 @@ def build_prefect_yaml(config: Config, *, pool: str = DEFAULT_POOL,
         "push": None,
         "pull": [{"prefect.deployments.steps.set_working_directory": {
             "directory": str(project_root)}}],
-        "deployments": deployments,
+        "deployments": [entry(d) for d in wanted],
     }
 
 
@@ -137,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="pitrflow config (default: $PITR_CONFIG)")
     parser.add_argument("--out", default="prefect.yaml")
     parser.add_argument("--pool", default=DEFAULT_POOL, help="process work pool name")
-    parser.add_argument("--timezone", default=DEFAULT_TIMEZONE, help="time zone of the crons")
+    parser.add_argument("--timezone", default=DEFAULT_TIMEZONE,
+                        help="time zone of the schedules")
     parser.add_argument("--worker-root", type=Path, default=PROJECT_ROOT,
                         help="where the worker finds this checkout (default: here)")
     parser.add_argument("--worker-config",

@@ -3,7 +3,7 @@
 Every key and its default lives in the schemas below, so a typo surfaces at
 load time as one line naming the dotted key and the file, never deep inside a
 backup.  Passwords never live here: only the name of the environment variable
-(or Prefect Secret block) that holds one.
+(or Prefect Secret block, or pitrflow connection block) that holds one.
 """
 
 from __future__ import annotations
@@ -110,6 +110,8 @@ class InstanceConfig:
     database: str = "postgres"
     password_env: str | None = None
     password_block: str | None = None
+    # A pitrflow connection block (its type follows the engine) holding the login.
+    connection_block: str | None = None
     bin_dir: Path | None = None
     slot: str = ""
     # worker (= client): v2 bundles compressed by pitrflow's threads; server: v1, zstd on
@@ -172,10 +174,19 @@ class InstanceConfig:
 
 
 @dataclass(frozen=True)
+class SchedulesConfig:
+    """How `pitr deploy` lays the fleet's schedules out: each instance runs its day
+    shifted by an offset from a hash of its name, within `spread_minutes`."""
+
+    spread_minutes: int = 60
+
+
+@dataclass(frozen=True)
 class Config:
     source: Path
     repository: RepositoryConfig
     instances: dict[str, InstanceConfig] = field(default_factory=dict)
+    schedules: SchedulesConfig = field(default_factory=SchedulesConfig)
 
     def instance(self, name: str) -> InstanceConfig:
         try:
@@ -212,6 +223,7 @@ _INSTANCE_SCHEMA: dict[str, tuple[type, Any]] = {
     "database": (str, "postgres"),
     "password_env": (str, None),
     "password_block": (str, None),
+    "connection_block": (str, None),
     "bin_dir": (str, None),
     "slot": (str, ""),
     "compress": (str, "worker"),
@@ -247,6 +259,13 @@ _RETENTION_SCHEMA: dict[str, tuple[type, Any]] = {
     "window_days": (float, None),
 }
 
+_SCHEDULES_SCHEMA: dict[str, tuple[type, Any]] = {
+    "spread_minutes": (int, 60),
+}
+# The spread stays under the 6-hour incremental interval, so 18:00 plus any offset
+# is still the same day and every instance keeps the day's order.
+_MAX_SPREAD_MINUTES = 360
+
 _CHECK_SCHEMA: dict[str, tuple[type, Any]] = {
     "max_backup_age_hours": (float, 26.0),
     "max_mark_age_minutes": (float, 30.0),
@@ -275,6 +294,7 @@ _DRILL_SCHEMA: dict[str, tuple[type, Any]] = {
 }
 
 _ENGINES = ("postgresql", "sqlserver")
+_PASSWORD_SOURCES = ("password_env", "password_block", "connection_block")
 _COMPRESS = ("worker", "client", "server", "none")
 # (key, lowest, highest, what it is): sizes in MiB.
 _TRANSFER_LIMITS = (
@@ -328,6 +348,11 @@ def _instance(name: str, raw: Any, source: Path) -> InstanceConfig:
             "use letters, digits, '_', '.', '-' (it becomes part of repository paths)",
         )
     values = _check_table(raw, _INSTANCE_SCHEMA, dotted, source)
+    sources = [key for key in _PASSWORD_SOURCES if values[key]]
+    if len(sources) > 1:
+        raise ConfigError(f"{dotted} in {source} sets both {sources[0]} and {sources[1]}",
+                          "name one place the password comes from: password_env, "
+                          "password_block or connection_block")
     if values["engine"] not in _ENGINES:
         raise ConfigError(
             f"{dotted}.engine in {source} is {values['engine']!r}",
@@ -477,16 +502,26 @@ def _drill(raw: Any, dotted: str, source: Path) -> DrillConfig:
     return DrillConfig(**values)
 
 
+def _schedules(raw: Any, source: Path) -> SchedulesConfig:
+    values = _check_table(raw, _SCHEDULES_SCHEMA, "schedules", source)
+    if not 0 <= values["spread_minutes"] <= _MAX_SPREAD_MINUTES:
+        raise ConfigError(
+            f"schedules.spread_minutes in {source} must be from 0 to {_MAX_SPREAD_MINUTES}, "
+            f"got {values['spread_minutes']}",
+            "0 starts every instance on the hour; 60 spreads them over an hour")
+    return SchedulesConfig(**values)
+
+
 def parse_config(text: str, source: Path) -> Config:
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source} is not valid TOML: {exc}", "fix the syntax") from None
     for key in raw:
-        if key not in ("repository", "instances"):
+        if key not in ("repository", "instances", "schedules"):
             raise ConfigError(
                 f"unknown top-level key {key} in {source}",
-                "known tables: [repository], [instances.NAME]",
+                "known tables: [repository], [instances.NAME], [schedules]",
             )
     if "repository" not in raw:
         raise ConfigError(f"missing table [repository] in {source}", 'add path = "..."')
@@ -495,7 +530,7 @@ def parse_config(text: str, source: Path) -> Config:
         raise ConfigError(f"instances in {source} must be tables", "use [instances.NAME]")
     instances = {n: _instance(n, v, source) for n, v in instances_raw.items()}
     config = Config(source=source, repository=_repository(raw["repository"], source),
-                    instances=instances)
+                    instances=instances, schedules=_schedules(raw.get("schedules", {}), source))
     _check_url_instances(config)
     return config
 

@@ -7,6 +7,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NONE
 
+from tasks import events
 from tasks.runtime import (
     core_logs_to_run_log,
     engine_of,
@@ -25,6 +26,7 @@ def take_full_backup(instance: str, config_path: str | None) -> dict[str, Any]:
                                                    f"full backup of {instance}"):
         result = engine.backup(repo, "full")
     publish(result, f"full backup of {instance}")
+    events.backup_completed(result, engine.name)
     return flow_result(result)
 
 
@@ -37,4 +39,5 @@ def take_incremental_backup(instance: str, config_path: str | None,
                                                    f"incremental backup of {instance}"):
         result = engine.backup(repo, "incremental", allow_full_fallback)
     publish(result, f"incremental backup of {instance}")
+    events.backup_completed(result, engine.name)
     return flow_result(result)

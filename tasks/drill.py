@@ -10,6 +10,7 @@ from prefect.cache_policies import NONE
 
 from pitrflow.engines.base import DrillSession
 from pitrflow.render import artifact_key
+from tasks import events
 from tasks.runtime import core_logs_to_run_log, engine_of, flow_result, publish
 
 
@@ -43,6 +44,7 @@ def finish_drill(session: DrillSession, restored: dict[str, Any] | None,
     with core_logs_to_run_log():
         result = session.finish(restored, keep)
     publish(result, f"recovery drill of {session.instance}")
+    events.drill_finished(result)
     failure = result.failure()
     if failure is not None:
         raise failure

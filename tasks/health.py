@@ -8,6 +8,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NONE
 
+from tasks import events
 from tasks.runtime import core_logs_to_run_log, engine_of, publish
 
 
@@ -33,6 +34,7 @@ def check_instance(instance: str, config_path: str | None) -> list[dict[str, Any
     publish(report, f"health check of {instance}")
     failure = report.failure()
     if failure is not None:
+        events.check_failed(report, engine.name)
         raise failure
     checks: list[dict[str, Any]] = report.data["checks"]
     return checks

@@ -19,7 +19,13 @@ from pitrflow import secrets
 from pitrflow.config import Config, load_config
 from pitrflow.engines.base import Engine, Outcome
 from pitrflow.engines.registry import engine_for
-from pitrflow.errors import CommandFailedError, PitrError, RepositoryError, ServerError
+from pitrflow.errors import (
+    CommandFailedError,
+    ConfigError,
+    PitrError,
+    RepositoryError,
+    ServerError,
+)
 from pitrflow.render import artifact_key
 from pitrflow.storage import open_repository, s3_credentials
 from pitrflow.storage.base import Repository
@@ -78,6 +84,26 @@ def _resolve_secret_block(name: str) -> str:
 
 
 secrets.register_block_resolver(_resolve_secret_block)
+
+
+def _resolve_connection_block(block_type: str, name: str) -> secrets.Login:
+    """A connection block's login (tasks/blocks.py), loaded by slug in this run."""
+    from prefect.blocks.core import Block
+
+    import tasks.blocks  # noqa: F401 - registers the block classes Block.load looks up
+
+    slug = f"{block_type}/{name}"
+    try:
+        block = Block.load(slug)
+    except ValueError:
+        raise ConfigError(f"Prefect block {slug} (a connection_block) does not exist",
+                          "create it in the UI (Blocks, +) or with its class's save(), "
+                          "then run again") from None
+    login: secrets.Login = block.login()
+    return login
+
+
+secrets.register_connection_resolver(_resolve_connection_block)
 
 
 def _resolve_aws_block(name: str) -> AwsKeys:

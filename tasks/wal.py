@@ -7,6 +7,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NONE
 
+from tasks import events
 from tasks.runtime import core_logs_to_run_log, engine_of, flow_result, publish, retry_transient
 
 
@@ -17,6 +18,7 @@ def ship_wal_segments(instance: str, config_path: str | None) -> dict[str, Any]:
     with core_logs_to_run_log():
         result = engine.ship(repo)
     publish(result, f"log shipping of {instance}")
+    events.wal_shipped(result, engine.name)
     return flow_result(result)
 
 

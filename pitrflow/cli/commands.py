@@ -56,15 +56,26 @@ def _config(args: argparse.Namespace) -> Config:
     return config
 
 
-class _TerminalLines(logging.StreamHandler):  # type: ignore[type-arg]
-    """Log lines on a terminal that also shows a progress bar: each line first clears the
-    bar's line, and progress lines are left to the bar, so nothing shows twice."""
+class _StderrLines(logging.Handler):
+    """The core's log lines on whatever sys.stderr is when they come (tests swap it).
+
+    On a terminal that also shows a progress bar, each line first clears the bar's
+    line, and progress lines are left to the bar, so nothing shows twice."""
+
+    def __init__(self, tty: bool) -> None:
+        super().__init__()
+        self.tty = tty
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.name == "pitrflow.progress":
+        if self.tty and record.name == "pitrflow.progress":
             return
-        self.stream.write("\r\x1b[K")
-        super().emit(record)
+        try:
+            text = self.format(record)
+            stream = sys.stderr
+            stream.write(("\r\x1b[K" if self.tty else "") + text + "\n")
+            stream.flush()
+        except Exception:  # noqa: BLE001 - logging must never fail the command
+            self.handleError(record)
 
 
 def log_to_stderr() -> None:
@@ -75,7 +86,7 @@ def log_to_stderr() -> None:
     if any(getattr(h, "pitrflow_cli", False) for h in core.handlers):
         return
     tty = sys.stderr.isatty()
-    handler = _TerminalLines(sys.stderr) if tty else logging.StreamHandler(sys.stderr)
+    handler = _StderrLines(tty)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
     handler.pitrflow_cli = True  # type: ignore[attr-defined]
     core.addHandler(handler)
@@ -91,7 +102,11 @@ def _mode(args: argparse.Namespace, urgency: Urgency) -> RunMode:
     mode = choose_run_mode(urgency, getattr(args, "local", False))
     if mode.note:
         print(mode.note, file=sys.stderr)
-    if not mode.use_prefect:
+    if mode.use_prefect:
+        from pitrflow.cli.flowrun import load_block_resolvers
+
+        load_block_resolvers()
+    else:
         log_to_stderr()
     return mode
 

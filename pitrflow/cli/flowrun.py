@@ -30,6 +30,12 @@ def _quiet_prefect_tracebacks() -> None:
             handler.addFilter(_Strip())
 
 
+def load_block_resolvers() -> None:
+    """Let the core read Prefect blocks (Secret, AWS credentials, connection blocks) in
+    this process, for the steps the CLI runs itself before or beside a flow."""
+    import tasks.runtime  # noqa: F401 - registers the resolvers on import
+
+
 def run_flow(module: str, name: str, *, kind: str, instance: str, **params: Any) -> Any:
     """Run flows.<module>.<name> in this process against the configured Prefect API."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

@@ -61,10 +61,10 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     config = _config(args)
     from deployments.deploy import deploy_all
 
-    deploy_all(str(config.source), pool=args.pool, timezone=args.timezone, notify=args.notify,
-               worker_root=args.worker_root, worker_config=args.worker_config)
-    print(f"deployments, concurrency limits and alerts registered for "
-          f"{', '.join(sorted(config.instances))} on work pool {args.pool}")
+    done = deploy_all(str(config.source), pool=args.pool, timezone=args.timezone,
+                      notify=args.notify, worker_root=args.worker_root,
+                      worker_config=args.worker_config)
+    print("\n".join(done))
     return 0
 
 

@@ -208,9 +208,11 @@ class BackupResult(Outcome):
 
 @dataclass
 class ShipResult(Outcome):
-    """What a ship stored; `recoverable_to` is the newest point a restore can now reach."""
+    """What a ship stored; `recoverable_to` is the newest point a restore can now reach,
+    `size_bytes` what this run added to the repository."""
 
     recoverable_to: str | None = None
+    size_bytes: int = 0
 
 
 @dataclass

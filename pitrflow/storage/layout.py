@@ -14,6 +14,7 @@
         `backup`: its stop time, timeline and stop LSN) it is named after
     <instance>/restore-points/<time>_<TLI>_<LSN>_<name>.json  one per pitr mark --name
     <instance>/drills/<time>.json
+    <instance>/capabilities.json             what the server was found able to do
     SQL Server: <instance>/{backups,logs}/<id>/baseline.json.zst beside the manifest
 
 WAL and history keys carry the SHA-256 of the stored object, so a listing
@@ -54,6 +55,17 @@ _TIME_FORMAT = "%Y%m%dT%H%M%S.%fZ"
 
 def instance_prefix(instance: str) -> str:
     return f"{instance}/"
+
+
+def catalog_prefixes(instance: str, marks: bool = True) -> list[str]:
+    """What a catalog lists: backups, WAL, follow mode's partials, timeline histories and
+    (unless MARKS is off) the marks, with the drill baselines and named restore points
+    that are kept beside them.  Drill and verify records, and the drills' evidence, are
+    never part of it."""
+    parts = ["backups", "partial", "timelines", "wal"]
+    if marks:
+        parts += ["baselines", "marks", "restore-points"]
+    return [f"{instance}/{part}/" for part in sorted(parts)]
 
 
 def backup_prefix(instance: str, backup_id: str) -> str:
@@ -110,6 +122,11 @@ def restore_point_key(instance: str, when: datetime, timeline: int, lsn: int, na
     stamp = when.astimezone(UTC).strftime(_TIME_FORMAT)
     return (f"{instance}/restore-points/{stamp}_{timeline:08X}_{lsn:016X}_"
             f"{quote(name, safe='')}.json")
+
+
+def capabilities_key(instance: str) -> str:
+    """What the instance's server was found able to do (backup/capabilities.py)."""
+    return f"{instance}/capabilities.json"
 
 
 def verify_key(instance: str, backup_id: str) -> str:

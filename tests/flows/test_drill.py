@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,7 +41,8 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def test_healthy_drill_passes_and_cleans_up(env18: Env, tmp_path: Path) -> None:
+def test_healthy_drill_passes_and_cleans_up(env18: Env, tmp_path: Path,
+                                            pitrflow_events: Callable[[], list[Any]]) -> None:
     env = env18
     checks = tmp_path / "checks"
     (checks / "main").mkdir(parents=True)
@@ -68,9 +71,15 @@ def test_healthy_drill_passes_and_cleans_up(env18: Env, tmp_path: Path) -> None:
     assert history[0].target_time is not None
     evidence = Path(str(history[0].evidence))
     assert (evidence / "summary.json").exists() or any(evidence.rglob("*.json"))
+    [passed] = pitrflow_events()
+    assert (passed.event, passed.resource.id) == ("pitrflow.drill.passed", "pitrflow.instance.main")
+    assert passed.payload["rto_seconds"] == result["rto_seconds"]
+    assert passed.payload["data_lag_seconds"] == result["data_lag_seconds"]
+    assert passed.payload["findings"] == []
 
 
-def test_failing_team_suite_fails_loudly_and_keeps_evidence(env18: Env, tmp_path: Path) -> None:
+def test_failing_team_suite_fails_loudly_and_keeps_evidence(
+        env18: Env, tmp_path: Path, pitrflow_events: Callable[[], list[Any]]) -> None:
     env = env18
     checks = tmp_path / "checks"
     (checks / "main").mkdir(parents=True)
@@ -87,6 +96,10 @@ def test_failing_team_suite_fails_loudly_and_keeps_evidence(env18: Env, tmp_path
     markdown = asyncio.run(_artifact("drill-main"))
     assert "FAILED" in markdown and "team.items.impossible" in markdown
     assert history[0].evidence and Path(history[0].evidence).exists()
+    [failed] = pitrflow_events()
+    assert (failed.event, failed.resource.id) == ("pitrflow.drill.failed", "pitrflow.instance.main")
+    assert "expect_table_row_count_to_be_between" in failed.payload["findings"][0]
+    assert failed.payload["findings_count"] >= 1 and failed.payload["rto_seconds"] > 0
 
 
 def test_keep_leaves_the_scratch_instance_running(env18: Env, tmp_path: Path) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 import pytest
 from prefect.client.orchestration import get_client
@@ -25,7 +27,8 @@ async def _artifact(key: str) -> str:
     return str(found[0].data)
 
 
-def test_backup_ship_restore_flows(env18: Env) -> None:
+def test_backup_ship_restore_flows(env18: Env, pitrflow_events: Callable[[], list[Any]]
+                                   ) -> None:
     import asyncio
 
     env = env18
@@ -53,6 +56,21 @@ def test_backup_ship_restore_flows(env18: Env) -> None:
     assert result["port"] == port
     assert restored_ids(port) == list(range(1, last_id + 1))
     assert "last replayed transaction" in asyncio.run(_artifact("restore-main"))
+
+    # One event per success, about the instance, with the sizes and the lag.
+    backed_up, shipped_event = pitrflow_events()
+    assert backed_up.event == "pitrflow.backup.completed"
+    assert shipped_event.event == "pitrflow.wal.shipped"
+    for event in (backed_up, shipped_event):
+        assert event.resource.id == "pitrflow.instance.main"
+        assert event.resource.get("pitrflow.engine") == "postgresql"
+        assert "flow-run" in {r.role for r in event.related}
+    assert backed_up.payload["backup_id"] == backup["id"]
+    assert backed_up.payload["size_bytes"] == backup["size_bytes"] > 0
+    assert shipped_event.payload["stored"] == len(shipped["segments"])
+    assert shipped_event.payload["size_bytes"] > 0
+    assert shipped_event.payload["lag_seconds"] == shipped["lag_seconds"]
+    assert shipped_event.payload["recoverable_to"] == shipped["mark_time"]
 
 
 def test_restore_flow_refuses_naive_time_and_bad_target(env18: Env) -> None:

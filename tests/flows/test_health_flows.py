@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -16,7 +18,8 @@ from tests.conftest import Env
 from tests.flows.test_flows import _artifact
 
 
-def test_expire_verify_check_flows(env18: Env) -> None:
+def test_expire_verify_check_flows(env18: Env, pitrflow_events: Callable[[], list[Any]]
+                                   ) -> None:
     env = env18
     env.config_path.write_text(env.config_path.read_text()
                                + "\n[instances.main.retention]\nfull_count = 1\n")
@@ -51,6 +54,13 @@ def test_expire_verify_check_flows(env18: Env) -> None:
         verify(instance="main", config_path=config)
     with pytest.raises(CheckFailedError, match="backups verified"):
         check(instance="main", config_path=config)
+    # Only the failed check is an event: a passing one is the normal case.
+    [check_failed] = pitrflow_events()
+    assert check_failed.event == "pitrflow.check.failed"
+    assert check_failed.resource.id == "pitrflow.instance.main"
+    assert "backups verified" in check_failed.payload["failed"]
+    assert any(line.startswith("backups verified: FAILED") for line in
+               check_failed.payload["lines"])
 
 
 def test_backup_flow_expires_after_a_successful_backup(env18: Env) -> None:

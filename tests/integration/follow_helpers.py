@@ -175,6 +175,17 @@ def receiver_caught_up(cluster: LocalCluster, slot: str = "pitrflow_follow") -> 
     return bool(row and row[0])
 
 
+def standby_caught_up(primary: LocalCluster, standby: LocalCluster) -> bool:
+    """The standby has replayed everything the primary flushed (nothing an async failover
+    would lose)."""
+    with primary.connect() as conn:
+        row = conn.execute("SELECT pg_current_wal_flush_lsn()::text").fetchone()
+    with standby.connect() as conn:
+        replayed = conn.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn",
+                                (row[0] if row else "0/0",)).fetchone()
+    return bool(replayed and replayed[0])
+
+
 def stop_all(root: Path, bin_dir: Path, user: str | None) -> None:
     """Stop every cluster a test left running under `root`."""
     for pid_file in root.glob("*/postmaster.pid"):

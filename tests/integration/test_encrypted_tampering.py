@@ -95,11 +95,14 @@ def test_a_truncated_object_is_refused_naming_it(two_backups, tmp_path) -> None:
     one_line(result, segment.key, "fails authentication at chunk 0")
 
     # A backup object cut anywhere: the catalog no longer takes the backup, naming it.
-    tar = path_of(env, f"main/backups/{ids[1]}/base.tar.zst")
+    backup = read_catalog(env.repo, "main").backup(ids[1])
+    assert backup is not None
+    largest = max(backup.files, key=lambda f: f.size)
+    tar = path_of(env, f"main/backups/{ids[1]}/{largest.name}")
     tar.write_bytes(tar.read_bytes()[:-1000])
     catalog = read_catalog(env.repo, "main")
     assert [b.id for b in catalog.backups] == [ids[0]]
-    assert "base.tar.zst" in catalog.rejected[ids[1]]
+    assert largest.name in catalog.rejected[ids[1]]
 
 
 def test_two_wal_objects_swapped_by_name_are_refused(two_backups, tmp_path) -> None:

@@ -142,7 +142,7 @@ def test_synchronous_receiver_loses_no_acknowledged_commit(root: Path) -> None:
 
 
 def test_restart_and_failover_while_following_leave_no_gap(root: Path) -> None:
-    from tests.integration.follow_helpers import make_standby, set_port
+    from tests.integration.follow_helpers import make_standby, set_port, standby_caught_up
 
     source = new_source(root, "primary")
     standby = make_standby(source, root / "standby")
@@ -157,6 +157,11 @@ def test_restart_and_failover_while_following_leave_no_gap(root: Path) -> None:
         source.stop("fast")  # a restart of the source
         source.start()
         wait_for("commits after the restart", lambda: len(work.acked) > 300)
+        # An asynchronous failover loses what the standby had not replayed: that loss is
+        # the failover's, not the follower's, so the standby is let catch up first.
+        work.stop.set()
+        writer.join(timeout=30)
+        wait_for("the standby to catch up", lambda: standby_caught_up(source, standby))
         wait_for("the receiver to catch up", lambda: receiver_caught_up(source))
         # A failover: the primary goes, the standby takes its address and is promoted.
         source.stop("fast")
@@ -168,6 +173,8 @@ def test_restart_and_failover_while_following_leave_no_gap(root: Path) -> None:
 
         procs.run([standby.tool("pg_ctl"), "promote", "-D", str(standby.data_dir), "-w"],
                   user=standby.user, what="pg_ctl promote")
+        work.stop.clear()
+        writer = work.start()
         wait_for("commits and a mark on the new timeline",
                  lambda: len(work.acked) > 500 and (m := read_catalog(repo, "main").newest_mark)
                  is not None and m.timeline == 2, seconds=120)

@@ -164,3 +164,39 @@ def test_restore_without_the_zstd_program(env18: Env, monkeypatch: pytest.Monkey
     ship_wal(env18.instance, env18.repo)
     outcome = restore(env18, after, "no-zstd")
     assert restored_ids(outcome.port) == list(range(1, last_id + 1))
+
+
+def test_a_ship_lists_only_backups_wal_and_timelines(env18: Env) -> None:
+    """Marks (one per ship) and drill evidence (many files a night) grow without end; a
+    ship reads neither, so its repository listing stays the size of the WAL it keeps."""
+    from pitrflow.storage.fs import FsRepository
+
+    env = env18
+    take_backup(env.instance, env.repo)
+    for _ in range(3):
+        env.commit_row()
+        ship_wal(env.instance, env.repo)
+    evidence = env.root / "repo" / "main" / "drills" / "20261126T023000.000000Z" / "docs"
+    evidence.mkdir(parents=True)
+    for n in range(50):
+        (evidence / f"page-{n}.html").write_text("<html></html>")
+
+    class Listing(FsRepository):
+        listed: list[str] = []
+
+        def list(self, prefix: str):  # type: ignore[no-untyped-def]
+            for info in super().list(prefix):
+                self.listed.append(info.key)
+                yield info
+
+    repo = Listing(env.root / "repo")
+    env.commit_row()
+    outcome = ship_wal(env.instance, repo)
+    assert outcome.segments_shipped
+    assert repo.listed and all(k.startswith(("main/backups/", "main/wal/", "main/timelines/"))
+                               for k in repo.listed), sorted(set(repo.listed))[:5]
+    # The full catalog still has the marks, and the ship's mark is the newest of them.
+    catalog = read_catalog(env.repo, "main")
+    assert len(catalog.marks) == 4 and catalog.newest_mark is not None
+    assert catalog.newest_mark.lsn == outcome.mark.lsn
+    assert not read_catalog(env.repo, "main", marks=False).marks

@@ -395,6 +395,33 @@ def test_long_instance_names_keep_distinct_slot_names() -> None:
     assert all(len(slot) <= 63 for slot in slots)
 
 
+# --- fleet: schedule spread, connection blocks ---
+
+
+def test_schedule_spread_defaults_to_an_hour_and_is_validated() -> None:
+    assert parse_config(GOOD, SOURCE).schedules.spread_minutes == 60
+    text = with_repo(INSTANCE) + "\n[schedules]\nspread_minutes = 0\n"
+    assert parse_config(text, SOURCE).schedules.spread_minutes == 0
+    error = config_error(with_repo(INSTANCE) + "\n[schedules]\nspread_minutes = 361\n")
+    assert error.message == (f"schedules.spread_minutes in {SOURCE} must be from 0 to 360, "
+                             "got 361")
+    assert config_error(with_repo(INSTANCE) + "\n[schedules]\nspread = 5\n").message == (
+        f"unknown key schedules.spread in {SOURCE}")
+    assert config_error(with_repo(INSTANCE) + '\n[schedules]\nspread_minutes = "1h"\n'
+                        ).message.startswith(f"schedules.spread_minutes in {SOURCE} must be int")
+
+
+def test_connection_block_names_the_login_and_excludes_the_other_password_sources() -> None:
+    parsed = parse_config(with_repo(INSTANCE + 'connection_block = "db1-login"\n'), SOURCE)
+    assert parsed.instances["main"].connection_block == "db1-login"
+    for other in ('password_env = "PW"', 'password_block = "pw"'):
+        error = config_error(with_repo(INSTANCE + other + '\nconnection_block = "db1-login"\n'))
+        assert error.message == (f"instances.main in {SOURCE} sets both "
+                                 f"{other.split(' ')[0]} and connection_block")
+    both = config_error(with_repo(INSTANCE + 'password_env = "PW"\npassword_block = "pw"\n'))
+    assert both.message.endswith("sets both password_env and password_block")
+
+
 # --- encryption and Object Lock ---
 
 

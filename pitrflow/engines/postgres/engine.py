@@ -98,7 +98,7 @@ class PostgresEngine:
                   "lag_seconds": outcome.lag.total_seconds(),
                   "slot_retained_bytes": outcome.slot.retained_bytes if outcome.slot else None,
                   "follower": outcome.follower is not None},
-            recoverable_to=mark_time)
+            recoverable_to=mark_time, size_bytes=outcome.bytes_stored)
 
     def follow(self, repo: Repository) -> Outcome:
         from pitrflow.engines.postgres.wal.follow import follow_until_signalled

@@ -6,19 +6,26 @@ the tests, so the three never disagree.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pitrflow.engines.postgres.backup.basebackup import BackupOutcome
-from pitrflow.engines.postgres.catalog.cluster import Database, tablespaces_of
-from pitrflow.engines.postgres.catalog.manifest import LAYOUT_BUNDLES, BackupManifest
-from pitrflow.engines.postgres.catalog.snapshot import Catalog
-from pitrflow.engines.postgres.restore.executor import RestoreOutcome
-from pitrflow.engines.postgres.restore.placement import TablespacePlacement
-from pitrflow.engines.postgres.restore.planner import RestorePlan, recoverable_window
+from pitrflow.engines.postgres.catalog.cluster import tablespaces_of
+from pitrflow.engines.postgres.catalog.manifest import LAYOUT_BUNDLES
+from pitrflow.engines.postgres.restore.planner import recoverable_window
 from pitrflow.engines.postgres.restore.tail import LatestPoint, latest_point
 from pitrflow.engines.postgres.wal.walnames import format_lsn
-from pitrflow.engines.postgres.wal.walship import ShipOutcome
 from pitrflow.render import human_bytes, iso, locked_lines, markdown_table
+
+if TYPE_CHECKING:
+    # Types only: a ship-logs run imports this module, and must not pay for the backup
+    # and restore executors (and what they import) it never runs.
+    from pitrflow.engines.postgres.backup.basebackup import BackupOutcome
+    from pitrflow.engines.postgres.catalog.cluster import Database
+    from pitrflow.engines.postgres.catalog.manifest import BackupManifest
+    from pitrflow.engines.postgres.catalog.snapshot import Catalog
+    from pitrflow.engines.postgres.restore.executor import RestoreOutcome
+    from pitrflow.engines.postgres.restore.placement import TablespacePlacement
+    from pitrflow.engines.postgres.restore.planner import RestorePlan
+    from pitrflow.engines.postgres.wal.walship import ShipOutcome
 
 
 def backup_format(b: BackupManifest) -> str:

@@ -65,7 +65,7 @@ class SqlServerEngine:
             markdown=backup.markdown,
             data={"mark_lsn": data["last_lsn"], "mark_time": data["stop_time"],
                   "segments": [data["id"]], "lag_seconds": None, "slot_retained_bytes": None},
-            recoverable_to=data["stop_time"])
+            recoverable_to=data["stop_time"], size_bytes=backup.size_bytes)
 
     def follow(self, repo: Repository) -> Outcome:
         raise UsageError(f"instance {self.instance} is SQL Server: follow mode streams "

@@ -23,6 +23,10 @@ from pitrflow import __version__
 from pitrflow.config import InstanceConfig
 from pitrflow.engines.postgres import sql
 from pitrflow.engines.postgres.backup.bundled import produce_bundled
+from pitrflow.engines.postgres.backup.capabilities import (
+    known_without_server_zstd,
+    remember_without_server_zstd,
+)
 from pitrflow.engines.postgres.backup.produce import Produced, Run
 from pitrflow.engines.postgres.backup.staged import produce_staged
 from pitrflow.engines.postgres.backup.tablespaced import produce_tablespaced
@@ -190,14 +194,19 @@ def _produce(run: Run) -> Produced:
         produced.notes.append(f"compress = \"server\" needs {why}: the worker compressed "
                               "this backup (layout v2) instead")
         return produced
-    try:
-        return produce_staged(run)
-    except CommandFailedError as exc:
-        if _NO_SERVER_COMPRESSION not in exc.message:
-            raise
-    log.info("server of %s cannot compress with zstd; compressing on the worker", instance.name)
-    run.published.clear()  # the failed attempt stored nothing
+    probed = known_without_server_zstd(run.repo, instance.name, run.server_major)
+    if probed is None:
+        try:
+            return produce_staged(run)
+        except CommandFailedError as exc:
+            if _NO_SERVER_COMPRESSION not in exc.message:
+                raise
+        remember_without_server_zstd(run.repo, instance.name, run.server_major)
+        run.published.clear()  # the failed attempt stored nothing
+        probed = "now"
+    note = (f"the server of {instance.name} cannot compress with zstd (found {probed}, "
+            "remembered): the worker compresses this backup (layout v2)")
+    log.info("%s", note)
     produced = produce_bundled(run)
-    produced.notes.append("the server cannot compress with zstd: the worker compressed this "
-                          "backup (layout v2) instead")
+    produced.notes.append(note)
     return produced

@@ -34,6 +34,7 @@ from pitrflow.storage.layout import (
     PartialEntry,
     RestorePointEntry,
     WalEntry,
+    catalog_prefixes,
     parse_key,
 )
 
@@ -96,11 +97,19 @@ class Catalog:
         return max(candidates, key=lambda b: (b.stop_lsn, b.stop_time), default=None)
 
 
-def read_catalog(repo: Repository, instance: str) -> Catalog:
+def read_catalog(repo: Repository, instance: str, marks: bool = True) -> Catalog:
+    """The instance's backups, WAL, histories and marks as the repository holds them.
+
+    Only the catalog's own prefixes are listed, never the drills' evidence or the
+    verify records, which grow with every night.  A ship passes `marks=False`: it
+    writes a mark but reads none, and marks are the longest listing of all (one per
+    ship run), so its catalog has no marks.
+    """
     catalog = Catalog(instance=instance)
     backup_objects: dict[str, dict[str, int]] = {}
     wal_entries: list[WalEntry] = []
-    for info in repo.list(f"{instance}/"):
+    listed = (info for prefix in catalog_prefixes(instance, marks) for info in repo.list(prefix))
+    for info in listed:
         catalog.object_keys.add(info.key)
         parsed = parse_key(instance, info.key, info.size)
         if isinstance(parsed, WalEntry):

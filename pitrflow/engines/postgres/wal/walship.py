@@ -155,7 +155,7 @@ def ship_wal(instance: InstanceConfig, repo: Repository) -> ShipOutcome:
     size = facts.segment_size
     end_lsn = -(-switch_lsn // size) * size  # round up to the next segment boundary
     bins = find_binaries(facts.major, instance.bin_dir, needs=("pg_receivewal",))
-    catalog = read_catalog(repo, instance.name)
+    catalog = read_catalog(repo, instance.name, marks=False)
     catalog.segment_size = size
     env, secrets = libpq_env(instance)
     shipped: list[str] = []

@@ -1,0 +1,32 @@
+"""compress = "server" on a server built without zstd (the embedded PostgreSQL 18): the
+first backup finds out and remembers; later ones take the worker's path at once, with no
+failed pg_basebackup in their log."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from pitrflow.engines.postgres.backup.basebackup import take_backup
+from pitrflow.engines.postgres.catalog.manifest import LAYOUT_BUNDLES
+from pitrflow.engines.postgres.catalog.snapshot import read_catalog
+from tests.conftest import Env
+
+
+def test_a_server_without_zstd_is_probed_once(make_env, pg18,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    env: Env = make_env(pg18, 'compress = "server"')
+    caplog.set_level(logging.INFO, logger="pitrflow")
+    first = take_backup(env.instance, env.repo)
+    refusals = [r for r in caplog.messages if "does not support compression" in r]
+    assert refusals, "the embedded server was expected to refuse server-side zstd"
+    assert any("cannot compress with zstd (found now, remembered)" in n
+               for n in first.notes), first.notes
+    caplog.clear()
+    second = take_backup(env.instance, env.repo)
+    assert not [r for r in caplog.messages if "does not support compression" in r]
+    assert not [r for r in caplog.messages if "initiating base backup" in r][1:]
+    assert any("(found 20" in n and "remembered" in n for n in second.notes), second.notes
+    catalog = read_catalog(env.repo, "main")
+    assert [b.layout for b in catalog.backups] == [LAYOUT_BUNDLES, LAYOUT_BUNDLES]
