@@ -273,6 +273,21 @@ sys.exit(3)
 """
 
 
+# Closes and removes its file, then exits non-zero a moment later: as a failing
+# pg_basebackup does (its atexit cleanup runs, and its files close, before its exit
+# status can be read).
+CLOSES_THEN_FAILS = """
+import os, sys, time
+with open(sys.argv[1], "wb") as f:
+    f.write(b"x" * 1000)
+    f.flush()
+    time.sleep(0.2)
+os.unlink(sys.argv[1])
+time.sleep(0.5)
+sys.exit(3)
+"""
+
+
 def test_a_file_being_written_is_read_to_its_end(tmp_path: Path) -> None:
     first, stop = tmp_path / "16384.tar", tmp_path / "stop"
     proc = subprocess.Popen([sys.executable, "-c", WRITER, str(first), str(tmp_path / "base.tar"),
@@ -300,6 +315,19 @@ def test_a_writer_that_fails_is_its_failure_not_a_short_file(tmp_path: Path) -> 
                     lambda code: CommandFailedError(f"writer exited {code}"))
     with pytest.raises(CommandFailedError, match="writer exited 3"):
         GrowingFile(first, writer).read()
+    proc.wait()
+
+
+def test_a_file_closed_by_a_dying_writer_is_its_failure_not_a_short_file(
+        tmp_path: Path) -> None:
+    first = tmp_path / "16384.tar"
+    proc = subprocess.Popen([sys.executable, "-c", CLOSES_THEN_FAILS, str(first)])
+    while not first.exists():
+        time.sleep(0.01)
+    raw = GrowingFile(first, Writer(proc, tmp_path, time.monotonic() + 60,
+                                    lambda code: CommandFailedError(f"writer exited {code}")))
+    with pytest.raises(CommandFailedError, match="writer exited 3"):
+        raw.read()
     proc.wait()
 
 

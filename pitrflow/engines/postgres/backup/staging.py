@@ -2,10 +2,12 @@
 
 pg_basebackup writes one archive at a time and closes each before it opens
 the next, so an archive in the directory that pg_basebackup no longer holds
-open (its /proc/<pid>/fd says so) is complete, and the one it holds open is
-read as it grows: a read at its current end waits for more, and ends only
-once the file is closed or pg_basebackup has exited (successfully: a failed
-run is reported as its own failure, never as a short archive).  Bytes read
+open (its /proc/<pid>/fd says so) while it has moved on to a next file is
+complete, and the one it holds open is read as it grows: a read at its
+current end waits for more, and ends only once the file is complete or
+pg_basebackup has exited successfully.  Closed alone is not enough: a dying
+pg_basebackup closes (and may remove) its files before its exit status can
+be read, and that is its failure, never a short archive.  Bytes read
 are handed back to the file system as we go (FALLOC_FL_PUNCH_HOLE), so the
 staging directory holds about what the reader lags behind the writer.
 """
@@ -56,9 +58,17 @@ def open_files(pid: int, directory: Path) -> set[str]:
         for fd in os.listdir(fd_dir):
             with contextlib.suppress(OSError):
                 target = Path(os.readlink(fd_dir / fd))
-                if target.parent == directory:
+                # An open file since removed reads "<name> (deleted)": no longer in here.
+                if target.parent == directory and not target.name.endswith(" (deleted)"):
                     names.add(target.name)
     return names
+
+
+def present_files(directory: Path) -> set[str]:
+    try:
+        return set(os.listdir(directory))
+    except FileNotFoundError:
+        return set()  # not created yet, or removed by a failed pg_basebackup
 
 
 class Writer:
@@ -87,6 +97,14 @@ class Writer:
     def holds_open(self, name: str) -> bool:
         return name in open_files(self.proc.pid, self.directory)
 
+    def moved_on_from(self, name: str, known: set[str]) -> bool:
+        """True once `name` is closed and pg_basebackup holds another file here, or one
+        not in `known` has appeared: it closed `name` to go on, not because it is dying."""
+        held = open_files(self.proc.pid, self.directory)
+        if name in held:
+            return False
+        return bool(held) or bool(present_files(self.directory) - known)
+
 
 class GrowingFile(io.RawIOBase):
     """A file another process may still be appending to; EOF only once it is complete."""
@@ -95,6 +113,7 @@ class GrowingFile(io.RawIOBase):
         self._path = path
         self._writer = writer
         self._fd = os.open(path, os.O_RDWR)  # read-write: punching holes needs a writable fd
+        self._known = present_files(path.parent)
         self._position = 0
         self._released = 0
         self._can_punch = True
@@ -119,7 +138,8 @@ class GrowingFile(io.RawIOBase):
     def _complete(self) -> bool:
         if self._writer.exited():
             return True
-        return not self._writer.holds_open(self._path.name)
+        # Else wait: a writer that is dying says so through exited() on a later call.
+        return self._writer.moved_on_from(self._path.name, self._known)
 
     def _release(self) -> None:
         if not self._can_punch or self._position - self._released < PUNCH_BYTES:
