@@ -26,6 +26,10 @@ from pathlib import Path
 
 from pitrflow import procs
 from pitrflow.engines.postgres import commands, sql
+from pitrflow.engines.postgres.backup.capabilities import (
+    known_without_server_zstd,
+    remember_without_server_zstd,
+)
 from pitrflow.engines.postgres.backup.pgmanifest import parse_pg_manifest
 from pitrflow.engines.postgres.backup.produce import Produced, Run
 from pitrflow.engines.postgres.backup.staging import (
@@ -50,6 +54,7 @@ from pitrflow.storage.layout import backup_object, backup_prefix
 log = logging.getLogger("pitrflow.backup")
 
 _UNSUPPORTED = "does not support compression"
+_SERVER_ZSTD = "server-zstd"
 
 
 def staging_compressions(server_major: int, workers: int, compress: str) -> list[str]:
@@ -74,8 +79,15 @@ def produce_tablespaced(run: Run) -> Produced:
     instance.staging_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     _remove_stale(instance.staging_dir, instance.name, instance.backup_timeout_seconds)
     tried: list[str] = []
-    for method in staging_compressions(run.server_major, instance.compress_workers,
-                                       instance.compress):
+    methods = staging_compressions(run.server_major, instance.compress_workers,
+                                   instance.compress)
+    # A server found unable to compress with zstd is not asked again (capabilities.py):
+    # a refused pg_basebackup in every backup's log would read as a failure.
+    probed = known_without_server_zstd(run.repo, instance.name, run.server_major)
+    if probed is not None:
+        methods = [m for m in methods if not m.startswith(_SERVER_ZSTD)]
+        tried.append(f"{_SERVER_ZSTD} (found {probed}, remembered)")
+    for method in methods:
         staging = instance.staging_dir / f"{instance.name}-{run.backup_id}"
         try:
             produced = _produce_with(run, method, staging)
@@ -83,6 +95,8 @@ def produce_tablespaced(run: Run) -> Produced:
             tried.append(method)
             log.info("backup %s: pg_basebackup cannot stage with %s: %s", run.backup_id,
                      method, exc)
+            if method.startswith(_SERVER_ZSTD):
+                remember_without_server_zstd(run.repo, instance.name, run.server_major)
             continue
         finally:
             shutil.rmtree(staging, ignore_errors=True)
