@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from pitrflow import procs
 from pitrflow.errors import ToolNotFoundError
 
 _VERSION_RE = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
@@ -139,3 +140,23 @@ def reachable_for(bins: PgBinaries, user: str | None) -> PgBinaries:
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
     return PgBinaries(copied_bin, bins.major)
+
+
+_PROBE_DIR = "/nonexistent-pitrflow-probe"
+
+
+@lru_cache(maxsize=64)
+def client_compresses_with(pg_basebackup: str, algorithm: str) -> bool:
+    """Whether this pg_basebackup was built with `algorithm` (zstd, gzip, lz4).
+
+    pg_basebackup checks its --compress option before it connects, so a run
+    aimed at a socket directory that cannot exist answers at once, writes
+    nothing and needs no server; only a build without the algorithm says
+    "does not support compression".  Asked once per binary, so a backup never
+    logs a refused attempt of its own making.
+    """
+    result = procs.run([pg_basebackup, "--no-password", "--format=tar", "-D", _PROBE_DIR,
+                        f"--compress=client-{algorithm}", "-h", _PROBE_DIR, "-p", "1"],
+                       check=False, timeout=30, line_sink=lambda _line: None,
+                       what="pg_basebackup (compression probe)")
+    return "does not support compression" not in "\n".join(result.stderr_tail)

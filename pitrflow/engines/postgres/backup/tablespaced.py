@@ -39,6 +39,7 @@ from pitrflow.engines.postgres.backup.staging import (
     Writer,
     decompressed,
 )
+from pitrflow.engines.postgres.binaries import client_compresses_with
 from pitrflow.engines.postgres.bundles.crosscheck import check_against_pg_manifest
 from pitrflow.engines.postgres.bundles.index import INDEX_NAME, dump_index
 from pitrflow.engines.postgres.bundles.plan import tablespace_object_prefix
@@ -87,6 +88,13 @@ def produce_tablespaced(run: Run) -> Produced:
     if probed is not None:
         methods = [m for m in methods if not m.startswith(_SERVER_ZSTD)]
         tried.append(f"{_SERVER_ZSTD} (found {probed}, remembered)")
+    # Nor is the worker's pg_basebackup asked for what it was built without.
+    pg_basebackup = run.bins.tool("pg_basebackup")
+    for method in [m for m in methods if m.startswith("client-")]:
+        algorithm = method.removeprefix("client-").split(":")[0]
+        if not client_compresses_with(pg_basebackup, algorithm):
+            methods.remove(method)
+            tried.append(f"{method} (this pg_basebackup has no {algorithm})")
     for method in methods:
         staging = instance.staging_dir / f"{instance.name}-{run.backup_id}"
         try:
