@@ -17,13 +17,25 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from pitrflow.config_keys import (
+    CHECK_SCHEMA,
+    COMPRESS,
+    DRILL_SCHEMA,
+    ENGINES,
+    INSTANCE_SCHEMA,
+    MAX_SPREAD_MINUTES,
+    PASSWORD_SOURCES,
+    REPOSITORY_SCHEMA,
+    RETENTION_SCHEMA,
+    SCHEDULES_SCHEMA,
+    TRANSFER_LIMITS,
+)
 from pitrflow.config_protection import (
     EncryptionConfig,
     ObjectLockConfig,
     parse_encryption,
     parse_object_lock,
 )
-from pitrflow.config_schema import REQUIRED as _REQUIRED
 from pitrflow.config_schema import check_table as _check_table
 from pitrflow.errors import ConfigError
 from pitrflow.storage.base import MIB, TransferSettings, default_process_max
@@ -199,82 +211,6 @@ class Config:
             ) from None
 
 
-_REPOSITORY_SCHEMA: dict[str, tuple[type, Any]] = {
-    "path": (str, None),
-    "url": (str, None),
-    "endpoint_url": (str, None),
-    "region": (str, None),
-    "storage_class": (str, None),
-    "sse": (str, None),
-    "sse_kms_key_id": (str, None),
-    "credentials_block": (str, None),
-    "process_max": (int, None),
-    "bundle_size_mb": (int, 32),
-    "frame_size_mb": (int, 4),
-    "encryption": (dict, None),
-    "object_lock": (dict, None),
-}
-
-_INSTANCE_SCHEMA: dict[str, tuple[type, Any]] = {
-    "engine": (str, _REQUIRED),
-    "host": (str, _REQUIRED),
-    "port": (int, 5432),
-    "user": (str, "postgres"),
-    "database": (str, "postgres"),
-    "password_env": (str, None),
-    "password_block": (str, None),
-    "connection_block": (str, None),
-    "bin_dir": (str, None),
-    "slot": (str, ""),
-    "compress": (str, "worker"),
-    "compress_level": (int, 3),
-    "compress_workers": (int, 2),
-    "run_as": (str, "pitrflow"),
-    "incremental_fallback": (bool, True),
-    "backup_timeout_seconds": (int, 6 * 3600),
-    "ship_timeout_seconds": (int, 1800),
-    "wal_fetch_parallel": (int, 4),
-    "max_rate": (str, ""),
-    "follow": (bool, False),
-    "partial_interval": (int, 10),
-    "mark_interval": (int, 60),
-    "synchronous": (bool, False),
-    "follow_dir": (str, "/var/tmp/pitrflow-follow"),
-    "staging_dir": (str, "/var/tmp/pitrflow-staging"),
-    "drill": (dict, None),
-    "retention": (dict, None),
-    "check": (dict, None),
-    "odbc_driver": (str, "FreeTDS"),
-    "encrypt": (bool, True),
-    "trust_server_certificate": (bool, False),
-    "backup_dir_server": (str, ""),
-    "backup_dir_worker": (str, None),
-    "data_dir_server": (str, ""),
-    "compression": (bool, True),
-    "url_stripes": (int, 1),
-}
-
-_RETENTION_SCHEMA: dict[str, tuple[type, Any]] = {
-    "full_count": (int, None),
-    "window_days": (float, None),
-}
-
-_SCHEDULES_SCHEMA: dict[str, tuple[type, Any]] = {
-    "spread_minutes": (int, 60),
-}
-# The spread stays under the 6-hour incremental interval, so 18:00 plus any offset
-# is still the same day and every instance keeps the day's order.
-_MAX_SPREAD_MINUTES = 360
-
-_CHECK_SCHEMA: dict[str, tuple[type, Any]] = {
-    "max_backup_age_hours": (float, 26.0),
-    "max_mark_age_minutes": (float, 30.0),
-    "max_drill_age_hours": (float, 26.0),
-    "max_slot_retained_mb": (float, 10240.0),
-    "max_follower_lag_seconds": (float, 60.0),
-}
-
-
 def _floats(raw: Any, schema: dict[str, tuple[type, Any]]) -> Any:
     """Accept `7` where a float is expected: TOML users rarely write `7.0`."""
     if not isinstance(raw, dict):
@@ -282,30 +218,9 @@ def _floats(raw: Any, schema: dict[str, tuple[type, Any]]) -> Any:
     return {k: float(v) if schema.get(k, (None,))[0] is float and isinstance(v, int)
             and not isinstance(v, bool) else v for k, v in raw.items()}
 
-_DRILL_SCHEMA: dict[str, tuple[type, Any]] = {
-    "scratch_dir": (str, None),
-    "keep_on_failure": (bool, False),
-    "row_count_tolerance": (float, 0.2),
-    "max_lag_seconds": (int, 3600),
-    "freshness": (dict, None),
-    "checks_dir": (str, None),
-    "timeout_seconds": (int, 6 * 3600),
-    "exact_count_max_mb": (float, 16.0),
-}
-
-_ENGINES = ("postgresql", "sqlserver")
-_PASSWORD_SOURCES = ("password_env", "password_block", "connection_block")
-_COMPRESS = ("worker", "client", "server", "none")
-# (key, lowest, highest, what it is): sizes in MiB.
-_TRANSFER_LIMITS = (
-    ("process_max", 1, 256, "threads that compress backups and fetch restores"),
-    ("frame_size_mb", 1, 256, "MiB of raw data per zstd frame"),
-    ("bundle_size_mb", 1, 4096, "MiB of small files per bundle"),
-)
-
 
 def _repository(raw: Any, source: Path) -> RepositoryConfig:
-    values = _check_table(raw, _REPOSITORY_SCHEMA, "repository", source)
+    values = _check_table(raw, REPOSITORY_SCHEMA, "repository", source)
     if bool(values["path"]) == bool(values["url"]):
         raise ConfigError(
             f"repository in {source} needs exactly one of repository.path or repository.url",
@@ -318,7 +233,7 @@ def _repository(raw: Any, source: Path) -> RepositoryConfig:
         )
     if values["process_max"] is None:
         values["process_max"] = default_process_max()
-    for key, low, high, what in _TRANSFER_LIMITS:
+    for key, low, high, what in TRANSFER_LIMITS:
         if not low <= values[key] <= high:
             raise ConfigError(f"repository.{key} in {source} is {values[key]}, outside "
                               f"{low}..{high}", f"{key} is the number of {what}")
@@ -347,21 +262,21 @@ def _instance(name: str, raw: Any, source: Path) -> InstanceConfig:
             f"instance name {name!r} in {source} is not allowed",
             "use letters, digits, '_', '.', '-' (it becomes part of repository paths)",
         )
-    values = _check_table(raw, _INSTANCE_SCHEMA, dotted, source)
-    sources = [key for key in _PASSWORD_SOURCES if values[key]]
+    values = _check_table(raw, INSTANCE_SCHEMA, dotted, source)
+    sources = [key for key in PASSWORD_SOURCES if values[key]]
     if len(sources) > 1:
         raise ConfigError(f"{dotted} in {source} sets both {sources[0]} and {sources[1]}",
                           "name one place the password comes from: password_env, "
                           "password_block or connection_block")
-    if values["engine"] not in _ENGINES:
+    if values["engine"] not in ENGINES:
         raise ConfigError(
             f"{dotted}.engine in {source} is {values['engine']!r}",
-            f"supported engines: {', '.join(_ENGINES)}",
+            f"supported engines: {', '.join(ENGINES)}",
         )
-    if values["compress"] not in _COMPRESS:
+    if values["compress"] not in COMPRESS:
         raise ConfigError(
             f"{dotted}.compress in {source} is {values['compress']!r}",
-            f"use one of: {', '.join(_COMPRESS)}",
+            f"use one of: {', '.join(COMPRESS)}",
         )
     if not 1 <= values["port"] <= 65535:
         raise ConfigError(f"{dotted}.port in {source} is out of range", "use 1-65535")
@@ -372,8 +287,8 @@ def _instance(name: str, raw: Any, source: Path) -> InstanceConfig:
         values["bin_dir"] = Path(values["bin_dir"])
     _follow(values, dotted, source)
     values["drill"] = _drill(values["drill"] or {}, f"{dotted}.drill", source)
-    retention = _check_table(_floats(values["retention"] or {}, _RETENTION_SCHEMA),
-                             _RETENTION_SCHEMA, f"{dotted}.retention", source)
+    retention = _check_table(_floats(values["retention"] or {}, RETENTION_SCHEMA),
+                             RETENTION_SCHEMA, f"{dotted}.retention", source)
     if retention["full_count"] is not None and retention["full_count"] < 1:
         raise ConfigError(f"{dotted}.retention.full_count in {source} must be at least 1",
                           "the newest full chain is always kept")
@@ -381,8 +296,8 @@ def _instance(name: str, raw: Any, source: Path) -> InstanceConfig:
         raise ConfigError(f"{dotted}.retention.window_days in {source} must be positive",
                           "e.g. window_days = 7")
     values["retention"] = RetentionConfig(**retention)
-    values["check"] = CheckConfig(**_check_table(_floats(values["check"] or {}, _CHECK_SCHEMA),
-                                                 _CHECK_SCHEMA, f"{dotted}.check", source))
+    values["check"] = CheckConfig(**_check_table(_floats(values["check"] or {}, CHECK_SCHEMA),
+                                                 CHECK_SCHEMA, f"{dotted}.check", source))
     if values["engine"] == "sqlserver":
         _sqlserver(values, raw, dotted, source)
     elif values["backup_dir_worker"] is not None:
@@ -477,7 +392,7 @@ def _check_url_instances(config: Config) -> None:
 
 
 def _drill(raw: Any, dotted: str, source: Path) -> DrillConfig:
-    values = _check_table(_floats(raw, _DRILL_SCHEMA), _DRILL_SCHEMA, dotted, source)
+    values = _check_table(_floats(raw, DRILL_SCHEMA), DRILL_SCHEMA, dotted, source)
     if not 0.0 <= values["row_count_tolerance"] < 1.0:
         raise ConfigError(f"{dotted}.row_count_tolerance in {source} must be in [0, 1)",
                           "0.2 widens an estimated row count by 20% either way, and accepts "
@@ -503,10 +418,10 @@ def _drill(raw: Any, dotted: str, source: Path) -> DrillConfig:
 
 
 def _schedules(raw: Any, source: Path) -> SchedulesConfig:
-    values = _check_table(raw, _SCHEDULES_SCHEMA, "schedules", source)
-    if not 0 <= values["spread_minutes"] <= _MAX_SPREAD_MINUTES:
+    values = _check_table(raw, SCHEDULES_SCHEMA, "schedules", source)
+    if not 0 <= values["spread_minutes"] <= MAX_SPREAD_MINUTES:
         raise ConfigError(
-            f"schedules.spread_minutes in {source} must be from 0 to {_MAX_SPREAD_MINUTES}, "
+            f"schedules.spread_minutes in {source} must be from 0 to {MAX_SPREAD_MINUTES}, "
             f"got {values['spread_minutes']}",
             "0 starts every instance on the hour; 60 spreads them over an hour")
     return SchedulesConfig(**values)
