@@ -9,9 +9,10 @@ the server's SQLite write lock, which made the same deploy two to four times
 slower than the registration itself.  The time of the first `pitr deploy` is printed (run with
 -s to see it) rather than asserted: it depends on the machine, and what must
 hold is that everything is there, once, and that a second run sends nothing.
-This module sorts after the other end-to-end ones; it puts the stack's config
-back when it is done and deploys it again, to the fleet's pool (which removes
-the 198: a config owns its pool) and then to the stack's.
+This module sorts after the other end-to-end ones and puts the stack's config
+back when it is done, without deploying it again: nothing runs on the server
+after it, and removing 1,576 deployments would cost SQLite about 100 s for what
+the lost instance below already proves (a config owns its pool).
 """
 
 from __future__ import annotations
@@ -53,12 +54,6 @@ def fleet(stack: Stack) -> Iterator[Path]:
             yield config
     finally:
         config.write_text(original)
-        with stack.worker_paused():
-            # A config owns its pool: the 198 go when the stack's config is deployed there.
-            said = stack.deploy(pool=FLEET_POOL)
-            back = stack.deploy()
-    assert "deployments: 0 created, 0 updated, 16 unchanged, 1576 removed" in said, said
-    assert "deployments: 0 created, 16 updated, 0 unchanged, 0 removed" in back, back
 
 
 def test_two_hundred_instances_register_once_change_nothing_then_lose_one(

@@ -55,7 +55,7 @@ def test_script_starts_server_and_worker_and_stops_both(tmp_path: Path) -> None:
         children = descendants(script.pid)
         assert children
         os.kill(script.pid, signal.SIGTERM)
-        assert script.wait(timeout=60) is not None
+        assert script.wait(timeout=120) is not None
         deadline = time.monotonic() + 20
         while [pid for pid in children if alive(pid)] and time.monotonic() < deadline:
             time.sleep(0.2)
