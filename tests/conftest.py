@@ -199,6 +199,7 @@ user = "postgres"
 database = "postgres"
 slot = "{slot}"
 bin_dir = "{cluster.bin_dir}"
+staging_dir = "{root / 'staging'}"
 {extra}
 """
     path = root / "pitr.toml"

@@ -35,13 +35,23 @@ fi
 mkdir -p "$PREFECT_HOME"
 
 pids=()
+stop() {
+  # TERM, then KILL after 20 s, as systemd's TimeoutStopSec would: a process stuck in
+  # its own shutdown (seen with the worker on a loaded host) must not hold the host.
+  local pid=$1
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for _ in $(seq 1 200); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
 cleanup() {
   trap - EXIT INT TERM
-  # Newest first: the worker reports its shutdown to the server, and with the server
-  # gone first it retries those calls for a minute before it gives up.
+  # Newest first: the worker reports its shutdown to the server while it still answers.
   for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
-    kill -TERM "${pids[i]}" 2>/dev/null || true
-    wait "${pids[i]}" 2>/dev/null || true
+    stop "${pids[i]}"
   done
 }
 trap cleanup EXIT INT TERM

@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -45,12 +46,16 @@ def test_yamllint_passes_on_all_infra_yaml_and_the_generated_prefect_yaml(
         tmp_path: Path) -> None:
     from deployments.generate import write_prefect_yaml
 
+    # The generated file names the config by its path: a path of usual length, not
+    # pytest's (which grows with the test's name and the xdist worker's).
+    tmp_path = Path(tempfile.mkdtemp(prefix="pitr-yaml-", dir="/tmp"))
     config = tmp_path / "pitrflow.toml"
     config.write_text('[repository]\npath = "r"\n[instances.main]\nengine = "postgresql"\n'
                       'host = "db1"\n')
     generated = write_prefect_yaml(config, tmp_path / "prefect.yaml")
     result = run([sys.executable, "-m", "yamllint", "--strict", "-c", INFRA / ".yamllint.yaml",
                   INFRA, INFRA / ".checkov.yaml", generated])
+    shutil.rmtree(tmp_path, ignore_errors=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 from pitrflow import procs
-from pitrflow.errors import RestoreRefusedError
+from pitrflow.errors import CommandFailedError, RestoreRefusedError
 
 
 def needs_run_as() -> bool:
@@ -26,8 +26,14 @@ def ensure_system_user(name: str) -> None:
     except KeyError:
         pass
     useradd = shutil.which("useradd") or "/usr/sbin/useradd"
-    procs.run([useradd, "--system", "--no-create-home", "--home-dir", "/nonexistent",
-               "--shell", "/usr/sbin/nologin", name], what="useradd")
+    result = procs.run([useradd, "--system", "--no-create-home", "--home-dir", "/nonexistent",
+                        "--shell", "/usr/sbin/nologin", name], what="useradd", check=False)
+    # Two restores starting at once on one worker both find no user; one adds it.
+    exit_user_exists = 9
+    if result.returncode not in (0, exit_user_exists):
+        said = procs.most_telling_line(result.stderr_tail) or f"exit status {result.returncode}"
+        raise CommandFailedError(f"useradd {name} failed: {said}",
+                                 f"create the system user {name} by hand (useradd --system)")
 
 
 def chown_tree(path: Path, user: str) -> None:
