@@ -29,5 +29,5 @@ export GX_ANALYTICS_ENABLED=false
 .venv/bin/ruff check .
 # Two pytest workers (pytest-xdist), a module each at a time: most tests wait on
 # PostgreSQL, pg_basebackup or a Prefect server, so two cores serve two of them at once
-# (about 11 min instead of 24 here).  `bash scripts/test.sh -p no:xdist` runs them one by one.
+# (about 11 min instead of 24 here).  PITR_TEST_WORKERS=0 runs them in one process.
 exec .venv/bin/python -m pytest -q -n "${PITR_TEST_WORKERS:-2}" --dist loadscope "$@"
