@@ -77,8 +77,14 @@ def report(results: dict[str, Any]) -> str:
     for key in ("delta", "delta_mtime"):
         lines.append(f"  restore {key}: " + ", ".join(
             f"{k} {v:.1f}" for k, v in d[key]["phases"].items()) + f"; {d[key]['delta']}")
+    diag = results["diagnostics"]
     lines.append(f"  floor: decompressing every object of the backup on one thread: "
-                 f"{results['diagnostics']['decompress_seconds']:.1f} s")
+                 f"{diag['decompress_seconds']:.1f} s")
+    if "write_sync_seconds" in diag:
+        lines.append(f"  floor: writing the cluster's size to this disk and syncing it: "
+                     f"{diag['write_sync_seconds']:.1f} s")
+    for step, cpu in diag.get("moto_cpu_seconds", {}).items():
+        lines.append(f"  moto's S3 server (on the same cores) during {step}: {cpu:.1f} s of CPU")
     for pm in (1, 2):
         pr = r[f"pgbackrest_pm{pm}"]
         lines.append(f"  pgBackRest process-max {pm}: restore command "

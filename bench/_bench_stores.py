@@ -90,6 +90,27 @@ def decompress_floor(backup_dir: Path) -> float:
     return time.monotonic() - started
 
 
+def write_floor(directory: Path, size: int) -> float:
+    """Seconds to write `size` bytes to a file in `directory` and sync them: what any
+    restore of that size pays on this disk, whatever its decompression and workers."""
+    chunk = os.urandom(4 << 20)
+    path = directory / "write-floor.bin"
+    started = time.monotonic()
+    with open(path, "wb", buffering=0) as fh:
+        for _ in range(max(1, size // len(chunk))):
+            fh.write(chunk)
+        os.fsync(fh.fileno())
+    seconds = time.monotonic() - started
+    path.unlink()
+    return seconds
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used so far (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def start_moto(work: Path, ports: set[int]) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port(55600, ports)
     with open(work / "moto.log", "ab") as sink:

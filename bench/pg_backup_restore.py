@@ -78,7 +78,9 @@ from _bench_stores import (
     pgbackrest,
     pgbackrest_backup_sizes,
     pgbackrest_conf,
+    process_cpu_seconds,
     start_moto,
+    write_floor,
 )
 from _common import (
     RUN_AS,
@@ -108,6 +110,19 @@ PG_TOOLS = ("initdb", "pg_ctl", "postgres", "pgbench", "pg_basebackup", "pg_rece
 # --------------------------------------------------------------------------- processes
 
 MONITOR: Interference | None = None
+MOTO_PID: int | None = None
+MOTO_CPU: dict[str, float] = {}  # CPU seconds moto's server used during each timed step
+
+
+@contextlib.contextmanager
+def moto_cpu(name: str) -> Any:
+    before = process_cpu_seconds(MOTO_PID) if MOTO_PID is not None else 0.0
+    try:
+        yield
+    finally:
+        if MOTO_PID is not None:
+            MOTO_CPU[name] = round(MOTO_CPU.get(name, 0.0) + process_cpu_seconds(MOTO_PID)
+                                   - before, 2)
 
 
 def settle() -> None:
@@ -125,7 +140,7 @@ def settle() -> None:
 def timed(name: str, func: Callable[[], Any]) -> tuple[float, Any]:
     settle()
     guard = MONITOR.step(name) if MONITOR is not None else contextlib.nullcontext()
-    with guard:
+    with guard, moto_cpu(name):
         started = time.monotonic()
         value = func()
         return time.monotonic() - started, value
@@ -327,7 +342,7 @@ def main() -> int:
     stop_leftovers(work)
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    global LOG_PATH, MONITOR
+    global LOG_PATH, MONITOR, MOTO_PID
     LOG_PATH = work / "bench.log"
     handler = logging.FileHandler(LOG_PATH)
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
@@ -348,6 +363,7 @@ def main() -> int:
                                       args.restore_rounds, ports)
         else:
             moto, endpoint = start_moto(work, ports)
+            MOTO_PID = moto.pid
             results = benchmark(work, args.scale_gb, servers, versions, args.restore_rounds,
                                 endpoint, ports)
         results["interference"] = MONITOR.summary()
@@ -384,7 +400,7 @@ def timed_step(name: str, func: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """A child-process step: its own measured seconds, after settling, under the monitor."""
     settle()
     guard = MONITOR.step(name) if MONITOR is not None else contextlib.nullcontext()
-    with guard:
+    with guard, moto_cpu(name):
         return func()
 
 
@@ -475,7 +491,10 @@ def benchmark(work: Path, scale_gb: float, servers: Servers, versions: dict[str,
     pitr_child("ship", str(configs["pitr_s3"]))
     source_counts = database["row_counts"]
     newest = work / "pitr-repo" / INSTANCE / "backups" / backups["pitr_cli"]["id"]
-    diagnostics = {"decompress_seconds": round(decompress_floor(newest), 2)}
+    settle()
+    diagnostics = {"decompress_seconds": round(decompress_floor(newest), 2),
+                   "write_sync_seconds": round(write_floor(work, database["cluster_bytes"]), 2),
+                   "moto_cpu_seconds": {k: v for k, v in MOTO_CPU.items() if v >= 0.05}}
 
     restores = restore_rounds(work, configs, conf, servers, ports, port, prefect_home,
                               source_counts, rounds)

@@ -17,8 +17,10 @@ Neither the passphrase nor any key ever reaches a message, a log line or a file.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -139,9 +141,24 @@ class MasterFile:
         return True
 
 
+# Derived KEKs, by (the passphrase's digest, salt, n, r, p): one process opens the
+# repository several times (catalog, backup, baselines...), and each Scrypt costs ~0.4 s
+# and 128 MiB.  Kept in memory only, as the KeyStore keeps the KEK itself; a different
+# passphrase has a different digest and derives afresh.
+_DERIVED: dict[tuple[str, str, int, int, int], bytes] = {}
+_DERIVED_LOCK = threading.Lock()
+
+
 def _scrypt(passphrase: str, params: dict[str, Any]) -> bytes:
-    return Scrypt(salt=unb64(params["salt"], "scrypt salt"), length=KEK_SIZE, n=int(params["n"]),
-                  r=int(params["r"]), p=int(params["p"])).derive(passphrase.encode())
+    n, r, p = int(params["n"]), int(params["r"]), int(params["p"])
+    cache_key = (hashlib.sha256(passphrase.encode()).hexdigest(), str(params["salt"]), n, r, p)
+    with _DERIVED_LOCK:
+        found = _DERIVED.get(cache_key)
+        if found is None:
+            found = _DERIVED[cache_key] = Scrypt(
+                salt=unb64(params["salt"], "scrypt salt"), length=KEK_SIZE, n=n, r=r,
+                p=p).derive(passphrase.encode())
+    return found
 
 
 def create_master(source: MasterSource) -> tuple[MasterFile, bytes]:
