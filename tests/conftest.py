@@ -32,7 +32,11 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 # moto's S3 server and the fault proxy (fixtures s3_server, s3, make_s3_env).
 pytest_plugins = ["tests.s3server"]
 
-_ports = itertools.count(56000 + (os.getpid() % 500) * 4)
+# Each pytest-xdist worker takes ports from a block of its own, below the kernel's
+# ephemeral range (32768-60999 here), so two workers never pick the same free port
+# before either has bound it, and outgoing connections never hold one.
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+_ports = itertools.count(20000 + (_WORKER % 2) * 6000 + (_WORKER // 2) * 600)
 
 
 def free_port() -> int:

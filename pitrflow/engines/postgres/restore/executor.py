@@ -131,11 +131,20 @@ def port_is_free(port: int) -> bool:
     return True
 
 
-def pick_port(start: int = 54320) -> int:
-    for port in range(start, start + 500):
+PORT_RANGE = (54320, 54820)
+
+
+def pick_port() -> int:
+    """A free port of PORT_RANGE, searched from an offset of this process's own: two
+    restores or drills starting at once on one host (two instances' drills at 02:30)
+    would otherwise both find the first port free and one server fail to bind it."""
+    low, high = PORT_RANGE
+    offset = (os.getpid() % 50) * 10
+    for n in range(high - low):
+        port = low + (offset + n) % (high - low)
         if port_is_free(port):
             return port
-    raise RestoreRefusedError("no free TCP port found from 54320", "pass --port")
+    raise RestoreRefusedError(f"no free TCP port found in {low}..{high - 1}", "pass --port")
 
 
 def _existing_ancestor(path: Path) -> Path:
