@@ -106,6 +106,9 @@ def test_user_journey_backup_ship_restore_info(env18: Env, tmp_path: Path) -> No
                   str(pgdata), "--port", str(port), home=home)
     assert result.returncode == 0, result.stderr
     assert "connect:" in result.stdout and "stop:" in result.stdout
+    # The stop hint names a pg_ctl that exists (the embedded wheel's is on no PATH).
+    stop = next(line for line in result.stdout.splitlines() if "stop:" in line).split()
+    assert Path(stop[stop.index("-D") - 1]).is_file(), stop
     assert restored_ids(port) == list(range(1, last_id + 1))
 
     again = pitr("--config", cfg, "restore", "main", "--to", "latest", "--pgdata", str(pgdata),

@@ -110,6 +110,8 @@ class RestoreOutcome:
     tablespaces: tuple[TablespacePlacement, ...] = ()
     # Left out by --db-include: zero-filled, to be dropped.
     excluded: tuple[Database, ...] = ()
+    # The pg_ctl that started the server: the embedded wheel's is on no PATH.
+    pg_ctl: str = "pg_ctl"
 
     @property
     def connect_hint(self) -> str:
@@ -119,7 +121,7 @@ class RestoreOutcome:
     @property
     def stop_hint(self) -> str:
         prefix = f"runuser -u {self.run_as} -- " if self.run_as else ""
-        return f"{prefix}pg_ctl -D {self.pgdata} stop"
+        return f"{prefix}{self.pg_ctl} -D {self.pgdata} stop"
 
 
 def port_is_free(port: int) -> bool:
@@ -329,6 +331,7 @@ def execute_restore(plan: RestorePlan, request: RestoreRequest, repo: Repository
         phases=phases, last_transaction=result.last_transaction,
         stop_reason=result.stop_reason, restore_command_kind=kind, superuser=superuser,
         delta=delta, tablespaces=checks.tablespaces, excluded=checks.excluded,
+        pg_ctl=checks.bins.tool("pg_ctl"),
     )
     return outcome
 
