@@ -17,6 +17,7 @@ import psycopg
 from pitrflow import procs
 from pitrflow.config import Config, parse_config
 from pitrflow.devtools.localpg import LocalCluster, default_bin_dir
+from pitrflow.engines.postgres.binaries import PgBinaries, reachable_for, tool_major
 from pitrflow.engines.postgres.wal.follow import FollowOutcome, follow_wal
 from pitrflow.engines.postgres.wal.follow_status import FollowerStatus, read_status
 from pitrflow.storage import open_repository
@@ -188,6 +189,11 @@ def standby_caught_up(primary: LocalCluster, standby: LocalCluster) -> bool:
 
 def stop_all(root: Path, bin_dir: Path, user: str | None) -> None:
     """Stop every cluster a test left running under `root`."""
+    if user is not None:
+        # As the clusters were started: from a copy the user can reach when the clone's
+        # virtualenv is in a directory only root can enter.
+        major = tool_major(str(bin_dir / "pg_ctl")) or 0
+        bin_dir = reachable_for(PgBinaries(bin_dir, major), user).bin_dir
     for pid_file in root.glob("*/postmaster.pid"):
         procs.run([str(bin_dir / "pg_ctl"), "stop", "-D", str(pid_file.parent), "-m",
                    "immediate", "-w"], user=user, check=False, what="pg_ctl")
