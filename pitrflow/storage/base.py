@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
-from pitrflow.errors import ChecksumMismatchError
+from pitrflow.errors import ChecksumMismatchError, RepositoryError
 
 CHUNK = 4 * 1024 * 1024
 
@@ -165,3 +165,14 @@ def sha256_file(path: Path) -> tuple[str, int]:
             digest.update(chunk)
             size += len(chunk)
     return digest.hexdigest(), size
+
+
+def whole_range(key: str, offset: int, length: int, data: bytes) -> bytes:
+    """`data`, read from [offset, offset + length) of `key`, if it is all there; a
+    repository error naming the object otherwise (every driver's read_range)."""
+    if len(data) != length:
+        raise RepositoryError(
+            f"object {key} ends before byte {offset + length} (read {len(data)} of "
+            f"{length} bytes from {offset})",
+            "the repository copy is truncated: run pitr verify")
+    return data

@@ -33,7 +33,13 @@ from typing import Any, BinaryIO, cast
 
 from pitrflow.errors import ObjectAuthError, ObjectNotFoundError, RepositoryError
 from pitrflow.storage import crypto_format as fmt
-from pitrflow.storage.base import CHUNK, ObjectInfo, Repository, StorageFeatures
+from pitrflow.storage.base import (
+    CHUNK,
+    ObjectInfo,
+    Repository,
+    StorageFeatures,
+    whole_range,
+)
 from pitrflow.storage.keys import KeyStore, RekeyResult, reserved
 from pitrflow.storage.locking import LockStatus
 from pitrflow.storage.masters import KEYS_PREFIX, MasterSource
@@ -158,13 +164,7 @@ class EncryptedRepository:
         return cast(BinaryIO, DecryptingReader(raw, fmt.ChunkOpener(cipher)))
 
     def read_range(self, key: str, offset: int, length: int) -> bytes:
-        data = self.read_upto(key, offset, length)
-        if len(data) != length:
-            raise RepositoryError(
-                f"object {key} ends before byte {offset + length} (read {len(data)} of "
-                f"{length} bytes from {offset})",
-                "the repository copy is truncated: run pitr verify")
-        return data
+        return whole_range(key, offset, length, self.read_upto(key, offset, length))
 
     def read_upto(self, key: str, offset: int, length: int) -> bytes:
         """Plaintext bytes [offset, offset + length), fewer where the object ends."""

@@ -25,6 +25,7 @@ from pitrflow.storage.base import (
     StorageFeatures,
     TransferSettings,
     sha256_file,
+    whole_range,
 )
 
 TMP_MARKER = ".tmp-"
@@ -147,13 +148,7 @@ class FsRepository:
             return handle.read()
 
     def read_range(self, key: str, offset: int, length: int) -> bytes:
-        data = self.read_upto(key, offset, length)
-        if len(data) != length:
-            raise RepositoryError(
-                f"object {key} ends before byte {offset + length} (read {len(data)} of "
-                f"{length} bytes from {offset})",
-                "the repository copy is truncated: run pitr verify")
-        return data
+        return whole_range(key, offset, length, self.read_upto(key, offset, length))
 
     def read_upto(self, key: str, offset: int, length: int) -> bytes:
         try:

@@ -34,6 +34,7 @@ from pitrflow.storage.base import (
     StorageFeatures,
     TransferSettings,
     sha256_file,
+    whole_range,
 )
 from pitrflow.storage.locking import LockStatus
 from pitrflow.storage.s3_client import S3Bucket, S3Settings, settings_from_config
@@ -114,13 +115,7 @@ class S3Repository:
 
     def read_range(self, key: str, offset: int, length: int) -> bytes:
         """One ranged GET; a body cut mid-read is asked for again, whole."""
-        data = self.read_upto(key, offset, length)
-        if len(data) != length:
-            raise RepositoryError(
-                f"object {key} ends before byte {offset + length} (read {len(data)} of "
-                f"{length} bytes from {offset})",
-                "the repository copy is truncated: run pitr verify")
-        return data
+        return whole_range(key, offset, length, self.read_upto(key, offset, length))
 
     def read_upto(self, key: str, offset: int, length: int) -> bytes:
         from botocore.exceptions import BotoCoreError, ClientError
